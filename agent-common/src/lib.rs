@@ -1,0 +1,273 @@
+//! The contract between schedlat's eBPF programs and user space.
+//!
+//! Every type that crosses the kernel/user boundary lives here: `#[repr(C)]`, `Copy`, no `bool`,
+//! no implicit padding, and a size assertion so a change on one side cannot silently skew the
+//! other. The histogram bucket math also lives here because both sides must agree on it exactly.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Length of `task_struct::comm` (`TASK_COMM_LEN` in the kernel).
+pub const TASK_COMM_LEN: usize = 16;
+
+/// The task was migrated to another CPU while it waited on a run queue.
+pub const FLAG_MIGRATED: u32 = 1;
+/// The task was queued because it was preempted while runnable (no wakeup, no waker).
+pub const FLAG_PREEMPTED: u32 = 1 << 1;
+/// The task was queued by `sched_wakeup_new` (its first run after fork/clone).
+pub const FLAG_NEW_TASK: u32 = 1 << 2;
+
+/// One wakeup-to-run sample at or above the per-event threshold, sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitEvent {
+    /// `CLOCK_MONOTONIC` time (`bpf_ktime_get_ns`) at which the task got the CPU.
+    pub ts_ns: u64,
+    /// Time spent runnable on a run queue before getting the CPU.
+    pub wait_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    /// CPU the task ran on after the wait.
+    pub cpu: u32,
+    /// Task that woke it (the one current at `sched_wakeup`); 0 when it was preempted.
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    /// Task that ran on `cpu` right before it (the last one to keep it waiting).
+    pub preemptor_tid: u32,
+    pub preemptor_tgid: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub preemptor_comm: [u8; TASK_COMM_LEN],
+}
+const _: () = assert!(size_of::<WaitEvent>() == 80);
+
+/// Per-task state between enqueue and switch-in (task storage value or pid-hash value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnqueueRecord {
+    /// `bpf_ktime_get_ns` at enqueue; 0 when the task is not waiting.
+    pub enqueue_ts: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<EnqueueRecord>() == 32);
+
+/// Exact per-thread totals kept in the kernel for traced tasks (key: tid).
+///
+/// Updated only at the thread's own switch-in, which the scheduler serialises, so the kernel
+/// side needs no atomics for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    pub count: u64,
+    pub total_wait_ns: u64,
+    pub max_wait_ns: u64,
+    pub tgid: u32,
+    /// Events of this thread that the ring buffer could not take.
+    pub lost_events: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+const _: () = assert!(size_of::<TaskStats>() == 48);
+
+/// Key of the per-process latency histogram (value: `u64` count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub tgid: u32,
+    pub slot: u32,
+}
+const _: () = assert!(size_of::<HistKey>() == 8);
+
+/// Indices of the per-CPU `COUNTERS` array. Wire values: never renumber, only append.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Wakeup-to-run samples measured (all of them, delivered as events or not).
+    Samples = 0,
+    /// Events written to the ring buffer.
+    EventsSubmitted = 1,
+    /// Events dropped because the ring buffer was full.
+    RingbufFull = 2,
+    /// Enqueues not recorded because task storage / the pid hash could not take them.
+    EnqueueMapFull = 3,
+    /// Samples discarded because the switch-in time was before the enqueue time.
+    NegativeDelta = 4,
+    /// Samples discarded because the wait exceeded `CFG_MAX_WAIT_NS`.
+    AbsurdDelta = 5,
+    /// Samples not added to per-thread totals because the stats map was full.
+    StatsMapFull = 6,
+    /// Samples not added to a process histogram because the histogram map was full.
+    HistMapFull = 7,
+    /// Kernel reads of `task_struct` fields that failed.
+    ReadFailed = 8,
+}
+
+/// Number of entries of the `COUNTERS` array.
+pub const COUNTER_COUNT: u32 = 9;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Samples,
+        Counter::EventsSubmitted,
+        Counter::RingbufFull,
+        Counter::EnqueueMapFull,
+        Counter::NegativeDelta,
+        Counter::AbsurdDelta,
+        Counter::StatsMapFull,
+        Counter::HistMapFull,
+        Counter::ReadFailed,
+    ];
+
+    /// Stable snake-case name, used in output and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Samples => "samples",
+            Counter::EventsSubmitted => "events_submitted",
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::EnqueueMapFull => "enqueue_map_full",
+            Counter::NegativeDelta => "negative_delta",
+            Counter::AbsurdDelta => "absurd_delta",
+            Counter::StatsMapFull => "stats_map_full",
+            Counter::HistMapFull => "hist_map_full",
+            Counter::ReadFailed => "read_failed",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Histogram layout: log-linear over nanoseconds.
+//
+// Values below 2^SUB_BITS ns get a slot each. Above that, every power of two [2^e, 2^(e+1)) is
+// split into 2^SUB_BITS equal sub-buckets, so a bucket is at most 1/32 (3.1 %) of its lower
+// bound wide. Values at or above 2^MAX_EXP ns (~18 min) share the last slot. Each power-of-two
+// range maps onto whole slots, so runqlat-style log2 histograms are an exact fold of this one.
+// ---------------------------------------------------------------------------------------------
+
+/// log2 of the number of sub-buckets per power of two.
+pub const HIST_SUB_BITS: u32 = 5;
+const HIST_SUB: u64 = 1 << HIST_SUB_BITS;
+/// Values at or above `2^HIST_MAX_EXP` ns are clamped into the last slot.
+pub const HIST_MAX_EXP: u32 = 40;
+/// Number of histogram slots.
+pub const HIST_SLOTS: u32 = (HIST_MAX_EXP - HIST_SUB_BITS + 1) << HIST_SUB_BITS;
+
+/// Floor of log2 of `v` (0 for 0), written with constant shifts so the eBPF verifier and
+/// every BPF ISA level accept it.
+#[inline(always)]
+#[must_use]
+pub const fn log2_floor(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// Histogram slot of a wait of `ns` nanoseconds. Always `< HIST_SLOTS`.
+#[inline(always)]
+#[must_use]
+pub const fn hist_slot(ns: u64) -> u32 {
+    if ns < HIST_SUB {
+        return ns as u32;
+    }
+    let ns = if ns >= 1 << HIST_MAX_EXP {
+        (1 << HIST_MAX_EXP) - 1
+    } else {
+        ns
+    };
+    let exp = log2_floor(ns);
+    let sub = (ns >> (exp - HIST_SUB_BITS)) & (HIST_SUB - 1);
+    ((exp - HIST_SUB_BITS + 1) << HIST_SUB_BITS) | sub as u32
+}
+
+/// Inclusive lower and exclusive upper bound, in ns, of the values that map to `slot`.
+#[must_use]
+pub const fn hist_slot_bounds(slot: u32) -> (u64, u64) {
+    if slot < HIST_SUB as u32 {
+        return (slot as u64, slot as u64 + 1);
+    }
+    let exp = (slot >> HIST_SUB_BITS) + HIST_SUB_BITS - 1;
+    let sub = (slot as u64) & (HIST_SUB - 1);
+    let width = 1u64 << (exp - HIST_SUB_BITS);
+    let lo = (1u64 << exp) + sub * width;
+    (lo, lo + width)
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and byte arrays, and have
+    // no padding (checked by the size assertions above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::WaitEvent {}
+    unsafe impl aya::Pod for super::EnqueueRecord {}
+    unsafe impl aya::Pod for super::TaskStats {}
+    unsafe impl aya::Pod for super::HistKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_floor_matches_leading_zeros() {
+        for shift in 0..64 {
+            for v in [1u64 << shift, (1u64 << shift) | 1, (1u64 << shift).wrapping_mul(3)] {
+                if v == 0 {
+                    continue;
+                }
+                assert_eq!(log2_floor(v), 63 - v.leading_zeros(), "log2_floor({v})");
+            }
+        }
+        assert_eq!(log2_floor(0), 0);
+    }
+
+    #[test]
+    fn slots_are_contiguous_and_cover_their_bounds() {
+        // Every slot's bounds map back onto the slot, and slot n+1 starts where slot n ends.
+        let mut expected_lo = 0;
+        for slot in 0..HIST_SLOTS {
+            let (lo, hi) = hist_slot_bounds(slot);
+            assert_eq!(lo, expected_lo, "slot {slot} starts at {lo}, expected {expected_lo}");
+            assert!(hi > lo, "slot {slot} is empty: [{lo}, {hi})");
+            assert_eq!(hist_slot(lo), slot, "lower bound {lo} of slot {slot}");
+            assert_eq!(hist_slot(hi - 1), slot, "last value {} of slot {slot}", hi - 1);
+            expected_lo = hi;
+        }
+        assert_eq!(expected_lo, 1 << HIST_MAX_EXP);
+        assert_eq!(hist_slot(u64::MAX), HIST_SLOTS - 1);
+    }
+
+    #[test]
+    fn slot_width_is_within_relative_precision() {
+        for slot in HIST_SUB as u32..HIST_SLOTS {
+            let (lo, hi) = hist_slot_bounds(slot);
+            let rel = (hi - lo) as f64 / lo as f64;
+            assert!(rel <= 1.0 / 32.0 + 1e-12, "slot {slot} [{lo},{hi}) is {rel} wide");
+        }
+    }
+}

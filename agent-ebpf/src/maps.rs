@@ -1,0 +1,88 @@
+//! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
+
+use agent_common::{COUNTER_COUNT, EnqueueRecord, HistKey, TaskStats, WaitEvent};
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
+    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    helpers::generated::bpf_task_storage_get,
+    macros::btf_map,
+};
+
+/// A `BPF_MAP_TYPE_TASK_STORAGE` map (Linux 5.11+). aya-ebpf 0.2.1 ships cgroup, inode and
+/// socket storage but not task storage, so this mirrors its `CgrpStorage` definition: the
+/// fields are placeholders whose *types* encode the map definition in BTF for the loader.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are never dereferenced; the kernel owns the storage and serialises access
+// per task. `#[btf_map]` statics must be `Sync`.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The task's value, created zeroed when `create` is set and it has none yet.
+    #[inline(always)]
+    pub fn get(&self, task: *mut task_struct, create: bool) -> Option<&mut T> {
+        let flags = if create { u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE) } else { 0 };
+        // SAFETY: `task` is a trusted BTF pointer handed to the program by the tracepoint; the
+        // helper returns NULL or a pointer to this task's value that stays valid for the run.
+        let ptr = unsafe {
+            bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                task,
+                core::ptr::null_mut(),
+                flags,
+            )
+        };
+        // SAFETY: non-null results point to a properly sized, aligned value of this map.
+        unsafe { ptr.cast::<T>().as_mut() }
+    }
+}
+
+/// Enqueue time and waker of each waiting task (kernels with task storage).
+#[btf_map]
+pub static TASK_ENQUEUE: TaskStorage<EnqueueRecord> = TaskStorage::new();
+
+/// Fallback for kernels without task storage (< 5.11): keyed by tid. The loader shrinks it to
+/// one entry when task storage is used.
+#[btf_map]
+pub static TID_ENQUEUE: HashMap<u32, EnqueueRecord, 65536> = HashMap::new();
+
+/// Thread-group ids to trace when filtering (value unused).
+#[btf_map]
+pub static FILTER_TGIDS: HashMap<u32, u8, 1024> = HashMap::new();
+
+/// Thread ids to trace when filtering (value unused).
+#[btf_map]
+pub static FILTER_TIDS: HashMap<u32, u8, 1024> = HashMap::new();
+
+/// Samples at or above `CFG_MIN_EVENT_NS`.
+#[btf_map]
+pub static EVENTS: RingBuf<WaitEvent, { 2 << 20 }> = RingBuf::new();
+
+/// Exact per-thread totals (only when `CFG_TASK_STATS` is set).
+#[btf_map]
+pub static TASK_STATS: HashMap<u32, TaskStats, 16384> = HashMap::new();
+
+/// Per-process log-linear histograms, per CPU (only when `CFG_TASK_STATS` is set).
+#[btf_map]
+pub static HIST: PerCpuHashMap<HistKey, u64, 16384> = PerCpuHashMap::new();
+
+/// Everything counted in the kernel, indexed by `agent_common::Counter`.
+#[btf_map]
+pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray::new();
