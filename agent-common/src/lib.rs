@@ -145,8 +145,7 @@ impl Counter {
 //
 // Values below 2^SUB_BITS ns get a slot each. Above that, every power of two [2^e, 2^(e+1)) is
 // split into 2^SUB_BITS equal sub-buckets, so a bucket is at most 1/32 (3.1 %) of its lower
-// bound wide. Values at or above 2^MAX_EXP ns (~18 min) share the last slot. Each power-of-two
-// range maps onto whole slots, so runqlat-style log2 histograms are an exact fold of this one.
+// bound wide. Values at or above 2^MAX_EXP ns (~18 min) share the last slot.
 // ---------------------------------------------------------------------------------------------
 
 /// log2 of the number of sub-buckets per power of two.

@@ -1,0 +1,134 @@
+//! Command-line interface.
+
+use std::{
+    io::{self, Write as _},
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::{UsageError, check, trace, units};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "schedlat",
+    version,
+    about = "Measure how long tasks wait for a CPU (run-queue latency), and who made them wait",
+    long_about = "schedlat attaches eBPF programs to the scheduler tracepoints sched_wakeup, \
+        sched_wakeup_new, sched_switch and sched_migrate_task and measures, for every wakeup, \
+        the time the task spent runnable on a run queue before it got a CPU, along with the task \
+        that ran instead (preemptor), the task that woke it (waker) and whether it migrated.\n\n\
+        Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF (Linux 5.8+)."
+)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace (or set RUST_LOG).
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace the run-queue waits of processes or threads, then print a histogram per process.
+    #[command(long_about = "Trace the run-queue waits of the given processes (all their threads, \
+        including threads created while tracing) or threads. Prints one line per wait at or \
+        above --threshold while tracing; on exit (--duration, Ctrl-C, SIGTERM, or when all \
+        traced tasks are gone) prints, per process, a log2 histogram of ALL waits (also those \
+        below the threshold) and count, p50, p90, p99, max and total wait.\n\n\
+        With --format json: one JSON object per line per event, then one \
+        {\"summary\": {...}} object per process (fields documented in the README).")]
+    Trace {
+        /// Process to trace (all its threads); repeat for several.
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Single thread to trace; repeat for several.
+        #[arg(long = "tid", value_name = "TID")]
+        tids: Vec<u32>,
+        /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
+        /// histogram and summary whatever the threshold.
+        #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
+        threshold: Duration,
+        /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
+        #[arg(long, value_parser = units::parse_duration)]
+        duration: Option<Duration>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: trace::OutputFormat,
+        /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
+        #[arg(long, hide = true)]
+        force_pid_hash: bool,
+    },
+    /// Check that this machine can run schedlat: kernel features, load and attach, detach.
+    Check,
+}
+
+/// Runs the CLI and maps errors to exit codes: 2 for bad input, 1 for everything else.
+#[must_use]
+pub fn main_with(cli: Cli) -> ExitCode {
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("schedlat: error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let env = env_logger::Env::default().default_filter_or(level);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// SIGINT and SIGTERM set the returned flag; loops check it and shut down cleanly.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .with_context(|| format!("installing the handler for signal {signal}"))?;
+    }
+    Ok(stop)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Trace {
+            pids,
+            tids,
+            threshold,
+            duration,
+            format,
+            force_pid_hash,
+        } => {
+            let stop = stop_flag()?;
+            let options = trace::TraceOptions {
+                pids,
+                tids,
+                threshold_ns: threshold.as_nanos() as u64,
+                duration,
+                format,
+                force_pid_hash,
+            };
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            trace::run(&options, &mut out, &stop)?;
+            let _ = out.flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let ok = check::run(&mut io::stdout().lock())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

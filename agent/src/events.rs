@@ -1,0 +1,209 @@
+//! Decoding ring-buffer records and rendering them for people (text) and programs (JSON).
+
+use std::fmt::Write as _;
+
+use agent_common::{FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, TASK_COMM_LEN, WaitEvent};
+use anyhow::{Result, ensure};
+use serde::Serialize;
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<WaitEvent> {
+    ensure!(
+        bytes.len() >= size_of::<WaitEvent>(),
+        "ring buffer record of {} bytes, expected {}",
+        bytes.len(),
+        size_of::<WaitEvent>()
+    );
+    // SAFETY: the length was checked; WaitEvent is plain old data valid for any bit pattern,
+    // and read_unaligned copes with the ring buffer's 8-byte (not necessarily 8-aligned) slot.
+    Ok(unsafe { bytes.as_ptr().cast::<WaitEvent>().read_unaligned() })
+}
+
+/// `task_struct::comm` up to its NUL, lossily as UTF-8.
+#[must_use]
+pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// The stable JSON form of an event (documented in the README; add fields, never rename).
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct EventJson {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cpu: u32,
+    pub wait_ns: u64,
+    pub preemptor_tid: u32,
+    pub preemptor_tgid: u32,
+    pub preemptor_comm: String,
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    pub migrated: bool,
+    /// Queued because it was preempted (then it has no waker).
+    pub preempted: bool,
+    /// First run of a new task.
+    pub new_task: bool,
+}
+
+impl From<&WaitEvent> for EventJson {
+    fn from(e: &WaitEvent) -> Self {
+        Self {
+            ts_ns: e.ts_ns,
+            tid: e.tid,
+            tgid: e.tgid,
+            comm: comm_str(&e.comm),
+            cpu: e.cpu,
+            wait_ns: e.wait_ns,
+            preemptor_tid: e.preemptor_tid,
+            preemptor_tgid: e.preemptor_tgid,
+            preemptor_comm: comm_str(&e.preemptor_comm),
+            waker_tid: e.waker_tid,
+            waker_tgid: e.waker_tgid,
+            migrated: e.flags & FLAG_MIGRATED != 0,
+            preempted: e.flags & FLAG_PREEMPTED != 0,
+            new_task: e.flags & FLAG_NEW_TASK != 0,
+        }
+    }
+}
+
+/// A duration in ns as a short human string ("850ns", "12.3us", "4.56ms", "1.20s").
+#[must_use]
+pub fn human_ns(ns: u64) -> String {
+    let ns_f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}us", ns_f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", ns_f / 1e6)
+    } else {
+        format!("{:.2}s", ns_f / 1e9)
+    }
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a wall-clock time in ns since the epoch.
+#[must_use]
+pub fn utc_time_of_day(realtime_ns: u64) -> String {
+    let secs = realtime_ns / 1_000_000_000;
+    let millis = (realtime_ns / 1_000_000) % 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{millis:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+pub const TEXT_HEADER: &str = "TIME(UTC)     TID      COMM             CPU  WAIT       PREEMPTOR                  WAKER     MIGRATED";
+
+/// One text line for an event; `realtime_ns` is its wall-clock time.
+#[must_use]
+pub fn text_line(e: &WaitEvent, realtime_ns: u64) -> String {
+    let mut line = String::new();
+    let preemptor = format!("{}/{}", e.preemptor_tid, comm_str(&e.preemptor_comm));
+    let waker = if e.flags & FLAG_PREEMPTED != 0 {
+        "preempted".to_owned()
+    } else {
+        e.waker_tid.to_string()
+    };
+    let _ = write!(
+        line,
+        "{:<13} {:<8} {:<16} {:<4} {:<10} {:<26} {:<9} {}",
+        utc_time_of_day(realtime_ns),
+        e.tid,
+        comm_str(&e.comm),
+        e.cpu,
+        human_ns(e.wait_ns),
+        preemptor,
+        waker,
+        if e.flags & FLAG_MIGRATED != 0 {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> WaitEvent {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        comm[..7].copy_from_slice(b"sleeper");
+        let mut preemptor_comm = [0u8; TASK_COMM_LEN];
+        preemptor_comm.copy_from_slice(b"hog-with-long-nm");
+        WaitEvent {
+            ts_ns: 123,
+            wait_ns: 4_560_000,
+            tid: 42,
+            tgid: 40,
+            cpu: 1,
+            waker_tid: 7,
+            waker_tgid: 7,
+            preemptor_tid: 43,
+            preemptor_tgid: 40,
+            flags: FLAG_MIGRATED,
+            comm,
+            preemptor_comm,
+        }
+    }
+
+    #[test]
+    fn decodes_what_the_kernel_writes() {
+        let event = sample();
+        // SAFETY: WaitEvent is POD without padding, so its bytes are fully initialised.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<WaitEvent>())
+        };
+        // The ring buffer hands out slices at arbitrary offsets: decode from an odd one.
+        let mut shifted = vec![0u8; 1];
+        shifted.extend_from_slice(bytes);
+        assert_eq!(decode(&shifted[1..]).expect("decode"), event);
+        assert!(decode(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let json = serde_json::to_value(EventJson::from(&sample())).expect("serialise");
+        for key in [
+            "ts_ns",
+            "tid",
+            "tgid",
+            "comm",
+            "cpu",
+            "wait_ns",
+            "preemptor_tid",
+            "preemptor_tgid",
+            "preemptor_comm",
+            "waker_tid",
+            "migrated",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+        assert_eq!(json["comm"], "sleeper");
+        assert_eq!(json["preemptor_comm"], "hog-with-long-nm", "16 bytes, no NUL");
+        assert_eq!(json["migrated"], true);
+        assert_eq!(json["wait_ns"], 4_560_000);
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(850), "850ns");
+        assert_eq!(human_ns(12_340), "12.3us");
+        assert_eq!(human_ns(4_560_000), "4.56ms");
+        assert_eq!(human_ns(1_200_000_000), "1.20s");
+        assert_eq!(utc_time_of_day(3_723_004_000_000), "01:02:03.004");
+    }
+
+    #[test]
+    fn text_line_shows_preemptor_and_migration() {
+        let line = text_line(&sample(), 0);
+        assert!(line.contains("43/hog-with-long-nm"), "{line}");
+        assert!(line.contains("4.56ms"), "{line}");
+        assert!(line.trim_end().ends_with("yes"), "{line}");
+    }
+}

@@ -1,0 +1,304 @@
+//! Loads schedlat's eBPF programs with the right configuration for this kernel, attaches them,
+//! and gives typed access to their maps. Dropping [`Probes`] detaches everything.
+
+use std::collections::HashMap as StdHashMap;
+
+use agent_common::{COUNTER_COUNT, Counter, HistKey, TaskStats};
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, ProgramType},
+    sys::{is_map_supported, is_program_supported},
+};
+use log::{debug, info, warn};
+
+use crate::{
+    btf::{Btf as KernelBtf, KernelLayout},
+    hist::LatencyHistogram,
+    privileges,
+};
+
+/// The eBPF object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/schedlat"));
+
+/// The scheduler tracepoints, in attach order. Program names equal tracepoint names.
+pub const TRACEPOINTS: [&str; 4] = [
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "sched_migrate_task",
+    "sched_switch",
+];
+
+/// Which tasks to measure.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub tgids: Vec<u32>,
+    pub tids: Vec<u32>,
+}
+
+impl TaskFilter {
+    fn is_empty(&self) -> bool {
+        self.tgids.is_empty() && self.tids.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// `None`: every task on the machine.
+    pub filter: Option<TaskFilter>,
+    /// Waits at or above this are delivered as ring-buffer events; `None`: no events.
+    pub min_event_ns: Option<u64>,
+    /// Keep exact per-thread totals and per-process histograms in the kernel.
+    pub task_stats: bool,
+    /// Force the tid-keyed hash instead of task storage (tests the pre-5.11 path).
+    pub force_pid_hash: bool,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            min_event_ns: None,
+            task_stats: false,
+            force_pid_hash: false,
+            ringbuf_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Kernel facilities schedlat relies on, as probed on this machine.
+#[derive(Clone, Debug)]
+pub struct Features {
+    pub kernel_release: String,
+    pub btf: bool,
+    pub tp_btf: bool,
+    pub task_storage: bool,
+    pub ringbuf: bool,
+    pub perf_event: bool,
+    pub layout: Option<KernelLayout>,
+}
+
+impl Features {
+    pub fn probe() -> Self {
+        let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let layout = match KernelBtf::from_sys_fs().and_then(|btf| KernelLayout::from_btf(&btf)) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                debug!("kernel layout from BTF: {e:#}");
+                None
+            }
+        };
+        Self {
+            kernel_release,
+            btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+            // aya's generic probe for tracing programs needs an fentry target and says no on
+            // kernels that load tp_btf fine; what tp_btf needs is the btf_trace_* typedefs,
+            // which KernelLayout::from_btf already required. The real proof is the load itself.
+            tp_btf: layout.is_some(),
+            task_storage: is_map_supported(aya::maps::MapType::TaskStorage).unwrap_or(false),
+            ringbuf: is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false),
+            perf_event: is_program_supported(ProgramType::PerfEvent).unwrap_or(false),
+            layout,
+        }
+    }
+
+    /// Fails with what is missing when the probes cannot run here.
+    pub fn require_runnable(&self) -> Result<KernelLayout> {
+        if !self.btf {
+            bail!(
+                "this kernel ({}) has no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y is \
+                 needed); schedlat's BTF tracepoint programs cannot load without it",
+                self.kernel_release
+            );
+        }
+        if !self.tp_btf {
+            bail!(
+                "this kernel ({}) has no BTF for the scheduler tracepoints (btf_trace_sched_switch); \
+                 tp_btf programs need Linux 5.5+",
+                self.kernel_release
+            );
+        }
+        if !self.ringbuf {
+            bail!(
+                "this kernel ({}) has no BPF ring buffer (Linux 5.8+ needed)",
+                self.kernel_release
+            );
+        }
+        self.layout.with_context(|| {
+            format!(
+                "could not read task_struct layout and sched_switch arguments from BTF on {}",
+                self.kernel_release
+            )
+        })
+    }
+}
+
+/// Loaded and attached programs. Dropping this detaches them and frees the maps.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub features: Features,
+    pub uses_task_storage: bool,
+}
+
+impl Probes {
+    pub fn load(config: &ProbeConfig) -> Result<Self> {
+        privileges::require_bpf()?;
+        let features = Features::probe();
+        let layout = features.require_runnable()?;
+        raise_memlock_limit();
+
+        let uses_task_storage = features.task_storage && !config.force_pid_hash;
+        if !features.task_storage {
+            warn!(
+                "kernel {} has no task storage (Linux 5.11+): using a tid-keyed hash of 65536 \
+                 entries; enqueues beyond that are counted as enqueue_map_full",
+                features.kernel_release
+            );
+        }
+        let filter_on = u32::from(config.filter.as_ref().is_some_and(|f| !f.is_empty()));
+        let min_event_ns = config.min_event_ns.unwrap_or(u64::MAX);
+        let task_stats = u32::from(config.task_stats);
+        let use_task_storage = u32::from(uses_task_storage);
+        let switch_has_prev_state = u32::from(layout.switch_has_prev_state);
+        // Wake the reader when a quarter of the ring is pending; it polls on a timer otherwise.
+        let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
+
+        let mut loader = EbpfLoader::new();
+        loader
+            // aya creates task storage maps but has no user-side wrapper for them; the kernel
+            // side is all schedlat needs.
+            .allow_unsupported_maps()
+            .override_global("CFG_FILTER", &filter_on, true)
+            .override_global("CFG_MIN_EVENT_NS", &min_event_ns, true)
+            .override_global("CFG_TASK_STATS", &task_stats, true)
+            .override_global("CFG_USE_TASK_STORAGE", &use_task_storage, true)
+            .override_global("CFG_SWITCH_HAS_PREV_STATE", &switch_has_prev_state, true)
+            .override_global("CFG_WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("CFG_OFF_PID", &layout.pid_offset, true)
+            .override_global("CFG_OFF_TGID", &layout.tgid_offset, true)
+            .override_global("CFG_OFF_COMM", &layout.comm_offset, true)
+            .override_global("CFG_OFF_STATE", &layout.state_offset, true)
+            .map_max_entries("EVENTS", config.ringbuf_bytes);
+        // Maps a configuration does not use shrink to one entry instead of preallocating.
+        if uses_task_storage {
+            loader.map_max_entries("TID_ENQUEUE", 1);
+        }
+        if !config.task_stats {
+            loader.map_max_entries("TASK_STATS", 1).map_max_entries("HIST", 1);
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading schedlat's eBPF object into the kernel")?;
+
+        if let Some(filter) = &config.filter {
+            let mut tgids: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut("FILTER_TGIDS").context("map FILTER_TGIDS")?)?;
+            for &tgid in &filter.tgids {
+                tgids
+                    .insert(tgid, 1, 0)
+                    .with_context(|| format!("adding pid {tgid} to the filter"))?;
+            }
+            let mut tids: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut("FILTER_TIDS").context("map FILTER_TIDS")?)?;
+            for &tid in &filter.tids {
+                tids.insert(tid, 1, 0)
+                    .with_context(|| format!("adding tid {tid} to the filter"))?;
+            }
+        }
+
+        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
+        for tracepoint in TRACEPOINTS {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(tracepoint)
+                .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+                .try_into()?;
+            program
+                .load(tracepoint, &btf)
+                .with_context(|| format!("loading the {tracepoint} program (verifier)"))?;
+            program.attach().with_context(|| {
+                format!(
+                    "attaching to tracepoint {tracepoint} (needs CAP_BPF and CAP_PERFMON, or root)"
+                )
+            })?;
+        }
+        info!(
+            "attached to {} on {} ({})",
+            TRACEPOINTS.join(", "),
+            features.kernel_release,
+            if uses_task_storage {
+                "task storage"
+            } else {
+                "tid hash"
+            }
+        );
+        Ok(Self {
+            ebpf,
+            features,
+            uses_task_storage,
+        })
+    }
+
+    /// The event ring buffer; can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("ring buffer EVENTS already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Kernel counters summed over CPUs, indexed like `Counter::ALL`.
+    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS")?)?;
+        let mut totals = [0; COUNTER_COUNT as usize];
+        for counter in Counter::ALL {
+            let values = array.get(&(counter as u32), 0)?;
+            totals[counter as usize] = values.iter().sum();
+        }
+        Ok(totals)
+    }
+
+    /// Exact per-thread totals (with `task_stats`), keyed by tid.
+    pub fn task_stats(&self) -> Result<Vec<(u32, TaskStats)>> {
+        let map: HashMap<_, u32, TaskStats> =
+            HashMap::try_from(self.ebpf.map("TASK_STATS").context("map TASK_STATS")?)?;
+        map.iter()
+            .map(|entry| entry.context("reading TASK_STATS"))
+            .collect()
+    }
+
+    /// Per-process histograms (with `task_stats`), keyed by tgid.
+    pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
+        let map: PerCpuHashMap<_, HistKey, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map("HIST").context("map HIST")?)?;
+        let mut out: StdHashMap<u32, LatencyHistogram> = StdHashMap::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry.context("reading HIST")?;
+            out.entry(key.tgid)
+                .or_default()
+                .add_slot(key.slot, per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        debug!(
+            "could not lift RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Capability checks, so a missing privilege is reported by name before the kernel says EPERM.
+
+use anyhow::{Result, bail};
+
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
+
+/// Effective capability set from a `/proc/<pid>/status` text.
+#[must_use]
+pub fn effective_caps(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// Names of what is missing to load and attach tracing programs, empty when nothing is.
+#[must_use]
+pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+/// Fails with the missing capabilities named when this process cannot load tracing programs.
+pub fn require_bpf() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(caps) = effective_caps(&status) else {
+        // Cannot tell; let the kernel decide and report its error.
+        return Ok(());
+    };
+    let missing = missing_for_tracing(caps);
+    if !missing.is_empty() {
+        bail!(
+            "insufficient privileges: loading scheduler tracepoint programs needs {} \
+             (run as root, or grant CAP_BPF and CAP_PERFMON, e.g. `setcap cap_bpf,cap_perfmon+ep`)",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capeff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps("Name: x\n"), None);
+    }
+
+    #[test]
+    fn names_missing_capabilities() {
+        assert!(missing_for_tracing(1 << CAP_SYS_ADMIN).is_empty());
+        assert!(missing_for_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert_eq!(missing_for_tracing(1 << CAP_BPF), vec!["CAP_PERFMON"]);
+        assert_eq!(missing_for_tracing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
+    }
+}

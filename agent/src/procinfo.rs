@@ -1,0 +1,95 @@
+//! What /proc says about tasks: existence, thread group, name, the kernel's run-delay total.
+
+use std::{fs, io, path::Path};
+
+use anyhow::{Context as _, Result};
+
+/// A task (thread or process) as /proc sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+}
+
+/// Value of a `Key:\tvalue` line in a /proc status file.
+#[must_use]
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|line| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// Looks a task id up under /proc (thread ids resolve too). `Ok(None)` when it does not exist.
+pub fn task_info_in(proc_root: &Path, tid: u32) -> Result<Option<TaskInfo>> {
+    let path = proc_root.join(tid.to_string()).join("status");
+    let status = match fs::read_to_string(&path) {
+        Ok(status) => status,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ESRCH shows up when the task exits between the lookup and the read.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let tgid = status_field(&status, "Tgid")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no Tgid in {}", path.display()))?;
+    let comm = status_field(&status, "Name").unwrap_or("").to_owned();
+    Ok(Some(TaskInfo { tid, tgid, comm }))
+}
+
+pub fn task_info(tid: u32) -> Result<Option<TaskInfo>> {
+    task_info_in(Path::new("/proc"), tid)
+}
+
+/// Current name of a thread, if it still exists.
+#[must_use]
+pub fn thread_comm(tgid: u32, tid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm"))
+        .ok()
+        .map(|comm| comm.trim_end_matches('\n').to_owned())
+}
+
+/// `run_delay` (ns spent waiting on a run queue) from a `/proc/.../schedstat` text.
+#[must_use]
+pub fn parse_schedstat_run_delay(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_fields() {
+        let status = "Name:\tmy worker\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t1234\nPid:\t1240\n";
+        assert_eq!(status_field(status, "Name"), Some("my worker"));
+        assert_eq!(status_field(status, "Tgid"), Some("1234"));
+        assert_eq!(status_field(status, "Nope"), None);
+    }
+
+    #[test]
+    fn fake_proc_tree() {
+        let dir = std::env::temp_dir().join(format!("schedlat-proc-{}", std::process::id()));
+        let task = dir.join("77");
+        fs::create_dir_all(&task).expect("mkdir");
+        fs::write(task.join("status"), "Name:\tworker\nTgid:\t70\nPid:\t77\n").expect("write");
+        let info = task_info_in(&dir, 77).expect("read").expect("exists");
+        assert_eq!(info, TaskInfo { tid: 77, tgid: 70, comm: "worker".into() });
+        assert_eq!(task_info_in(&dir, 78).expect("read"), None);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn own_process_is_found() {
+        let me = task_info(std::process::id()).expect("read").expect("self exists");
+        assert_eq!(me.tgid, std::process::id());
+    }
+
+    #[test]
+    fn schedstat_run_delay() {
+        assert_eq!(parse_schedstat_run_delay("5000 12345 7\n"), Some(12345));
+        assert_eq!(parse_schedstat_run_delay("5000\n"), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! A controlled scheduling workload for schedlat's integration tests.
+//!
+//! A CPU hog thread and, on "go" from stdin, a periodically sleeping thread (created then, so
+//! it is born while tracing) both pinned to one CPU. The sleeper alternates a busy burst and a
+//! sleep; after its iterations it reports and blocks. Once it is asleep for good, its kernel
+//! `run_delay` (total run-queue wait, /proc/<pid>/task/<tid>/schedstat) is final and printed as
+//! one JSON line: {"hog_tid", "sleeper_tid", "run_delay_ns"}. Then the workload waits for EOF
+//! on stdin and exits.
+//!
+//! Usage: schedlat-workload CPU ITERATIONS BURST_US SLEEP_US
+
+use std::{
+    io::BufRead as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use schedlat_integration_tests::{gettid, pin_to_cpu, run_delay_ns, task_state};
+
+fn arg(index: usize, name: &str) -> u64 {
+    std::env::args()
+        .nth(index)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("usage: schedlat-workload CPU ITERATIONS BURST_US SLEEP_US (missing {name})");
+            std::process::exit(2)
+        })
+}
+
+/// Busy work the compiler cannot remove.
+fn spin_for(duration: Duration) {
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < duration {
+        for i in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    std::hint::black_box(x);
+}
+
+fn main() {
+    let cpu = arg(1, "CPU") as usize;
+    let iterations = arg(2, "ITERATIONS");
+    let burst = Duration::from_micros(arg(3, "BURST_US"));
+    let sleep = Duration::from_micros(arg(4, "SLEEP_US"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hog_tid_tx, hog_tid_rx) = mpsc::channel();
+    let hog_stop = Arc::clone(&stop);
+    let hog = std::thread::Builder::new()
+        .name("hog".into())
+        .spawn(move || {
+            pin_to_cpu(cpu);
+            hog_tid_tx.send(gettid()).expect("send hog tid");
+            while !hog_stop.load(Ordering::Relaxed) {
+                spin_for(Duration::from_millis(10));
+            }
+        })
+        .expect("spawn hog");
+    let hog_tid = hog_tid_rx.recv().expect("hog tid");
+    println!("{{\"ready\": true, \"hog_tid\": {hog_tid}}}");
+
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line).expect("read go");
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let (_park_tx, park_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sleeper".into())
+        .spawn(move || {
+            pin_to_cpu(cpu);
+            for _ in 0..iterations {
+                spin_for(burst);
+                std::thread::sleep(sleep);
+            }
+            done_tx.send(gettid()).expect("send done");
+            // Block for good: from here on this thread never waits on a run queue.
+            let _ = park_rx.recv();
+        })
+        .expect("spawn sleeper");
+    let sleeper_tid = done_rx.recv().expect("sleeper done");
+    // Wait until the sleeper is asleep, so its run_delay no longer changes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while task_state(std::process::id(), sleeper_tid) != Some('S') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let run_delay = run_delay_ns(std::process::id(), sleeper_tid).expect("read schedstat");
+    println!(
+        "{{\"hog_tid\": {hog_tid}, \"sleeper_tid\": {sleeper_tid}, \"run_delay_ns\": {run_delay}}}"
+    );
+
+    // Wait for EOF (the test closes stdin), then stop.
+    while stdin.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+    stop.store(true, Ordering::Relaxed);
+    hog.join().expect("join hog");
+}
