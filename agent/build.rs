@@ -1,4 +1,4 @@
-//! Builds the eBPF programs (`agent-ebpf`) for the bpfel target and puts the object in OUT_DIR,
+//! Builds the eBPF programs (`agent-ebpf`) for the bpfel target and puts the object in `OUT_DIR`,
 //! so a plain `cargo build` builds kernel and user side together.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;

@@ -53,7 +53,7 @@ pub struct EnqueueRecord {
     pub waker_tid: u32,
     pub waker_tgid: u32,
     pub flags: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 const _: () = assert!(size_of::<EnqueueRecord>() == 32);
 
@@ -233,13 +233,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log2_floor_matches_leading_zeros() {
+    fn log2_floor_matches_ilog2() {
         for shift in 0..64 {
-            for v in [1u64 << shift, (1u64 << shift) | 1, (1u64 << shift).wrapping_mul(3)] {
+            for v in [
+                1u64 << shift,
+                (1u64 << shift) | 1,
+                (1u64 << shift).wrapping_mul(3),
+            ] {
                 if v == 0 {
                     continue;
                 }
-                assert_eq!(log2_floor(v), 63 - v.leading_zeros(), "log2_floor({v})");
+                assert_eq!(log2_floor(v), v.ilog2(), "log2_floor({v})");
             }
         }
         assert_eq!(log2_floor(0), 0);
@@ -251,10 +255,18 @@ mod tests {
         let mut expected_lo = 0;
         for slot in 0..HIST_SLOTS {
             let (lo, hi) = hist_slot_bounds(slot);
-            assert_eq!(lo, expected_lo, "slot {slot} starts at {lo}, expected {expected_lo}");
+            assert_eq!(
+                lo, expected_lo,
+                "slot {slot} starts at {lo}, expected {expected_lo}"
+            );
             assert!(hi > lo, "slot {slot} is empty: [{lo}, {hi})");
             assert_eq!(hist_slot(lo), slot, "lower bound {lo} of slot {slot}");
-            assert_eq!(hist_slot(hi - 1), slot, "last value {} of slot {slot}", hi - 1);
+            assert_eq!(
+                hist_slot(hi - 1),
+                slot,
+                "last value {} of slot {slot}",
+                hi - 1
+            );
             expected_lo = hi;
         }
         assert_eq!(expected_lo, 1 << HIST_MAX_EXP);
@@ -266,7 +278,10 @@ mod tests {
         for slot in HIST_SUB as u32..HIST_SLOTS {
             let (lo, hi) = hist_slot_bounds(slot);
             let rel = (hi - lo) as f64 / lo as f64;
-            assert!(rel <= 1.0 / 32.0 + 1e-12, "slot {slot} [{lo},{hi}) is {rel} wide");
+            assert!(
+                rel <= 1.0 / 32.0 + 1e-12,
+                "slot {slot} [{lo},{hi}) is {rel} wide"
+            );
         }
     }
 }

@@ -10,24 +10,31 @@
 //! without waking the reader (it polls), except when the ring buffer fills up.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros take the context by value"
+)]
 
 mod maps;
 
 use agent_common::{
-    Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, HistKey,
-    TASK_COMM_LEN, TaskStats, WaitEvent, hist_slot,
+    Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, HistKey, TASK_COMM_LEN,
+    TaskStats, WaitEvent, hist_slot,
 };
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct},
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct,
+    },
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
-        generated::bpf_ringbuf_query,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated::bpf_ringbuf_query,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use maps::{COUNTERS, EVENTS, FILTER_TGIDS, FILTER_TIDS, HIST, TASK_ENQUEUE, TASK_STATS, TID_ENQUEUE};
+use maps::{
+    COUNTERS, EVENTS, FILTER_TGIDS, FILTER_TIDS, HIST, TASK_ENQUEUE, TASK_STATS, TID_ENQUEUE,
+};
 
 // Configuration: read-only globals set by the loader (`EbpfLoader::override_global`), like
 // libbpf's `const volatile`. The verifier sees their values, so disabled branches are pruned.
@@ -139,10 +146,13 @@ fn enqueue(task: *mut task_struct, tid: u32, tgid: u32, waker_pid_tgid: u64, fla
         waker_tid: waker_pid_tgid as u32,
         waker_tgid: (waker_pid_tgid >> 32) as u32,
         flags,
-        _pad: 0,
+        pad: 0,
     };
     let stored = if cfg(&CFG_USE_TASK_STORAGE) != 0 {
-        TASK_ENQUEUE.get(task, true).map(|slot| *slot = record).is_some()
+        TASK_ENQUEUE
+            .get(task, true)
+            .map(|slot| *slot = record)
+            .is_some()
     } else {
         TID_ENQUEUE.insert(tid, record, 0).is_ok()
     };
@@ -269,14 +279,20 @@ fn account(task: *mut task_struct, queued: &EnqueueRecord, wait_ns: u64) {
             comm: [0; TASK_COMM_LEN],
         };
         task_comm(task, &mut stats.comm);
-        if TASK_STATS.insert(queued.tid, stats, u64::from(BPF_NOEXIST)).is_err() {
+        if TASK_STATS
+            .insert(queued.tid, stats, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
             count(Counter::StatsMapFull);
         }
     }
 
     // Per-CPU buckets: threads of one process run on several CPUs at once, and the bpf target
     // has no stable atomic read-modify-write; user space sums the CPUs.
-    let key = HistKey { tgid: queued.tgid, slot: hist_slot(wait_ns) };
+    let key = HistKey {
+        tgid: queued.tgid,
+        slot: hist_slot(wait_ns),
+    };
     if let Some(bucket) = HIST.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of a live value; programs do not migrate mid-run.
         unsafe { *bucket += 1 };
@@ -286,7 +302,13 @@ fn account(task: *mut task_struct, queued: &EnqueueRecord, wait_ns: u64) {
 }
 
 #[inline(always)]
-fn emit(task: *mut task_struct, queued: &EnqueueRecord, prev_pid_tgid: u64, now: u64, wait_ns: u64) {
+fn emit(
+    task: *mut task_struct,
+    queued: &EnqueueRecord,
+    prev_pid_tgid: u64,
+    now: u64,
+    wait_ns: u64,
+) {
     let Some(mut entry) = EVENTS.reserve(0) else {
         count(Counter::RingbufFull);
         if cfg(&CFG_TASK_STATS) != 0
@@ -319,7 +341,10 @@ fn emit(task: *mut task_struct, queued: &EnqueueRecord, prev_pid_tgid: u64, now:
     // polls on a timer and is only woken when a backlog builds up.
     // SAFETY: EVENTS is a ring buffer map; the pointer is the map definition, as aya passes it.
     let pending = unsafe {
-        bpf_ringbuf_query(core::ptr::from_ref(&EVENTS).cast_mut().cast(), BPF_RB_AVAIL_DATA.into())
+        bpf_ringbuf_query(
+            core::ptr::from_ref(&EVENTS).cast_mut().cast(),
+            BPF_RB_AVAIL_DATA.into(),
+        )
     };
     let wakeup = if pending >= cfg(&CFG_WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP

@@ -37,8 +37,16 @@ impl<T> TaskStorage<T> {
 
     /// The task's value, created zeroed when `create` is set and it has none yet.
     #[inline(always)]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the kernel owns the value; a task's scheduler events are serialised"
+    )]
     pub fn get(&self, task: *mut task_struct, create: bool) -> Option<&mut T> {
-        let flags = if create { u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE) } else { 0 };
+        let flags = if create {
+            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
+        } else {
+            0
+        };
         // SAFETY: `task` is a trusted BTF pointer handed to the program by the tracepoint; the
         // helper returns NULL or a pointer to this task's value that stays valid for the run.
         let ptr = unsafe {

@@ -42,7 +42,7 @@ struct Type {
     kind: u32,
     vlen: u32,
     /// `size` for sized kinds, referenced type id for PTR/TYPEDEF/modifiers.
-    size_or_type: u32,
+    size_or_ref: u32,
     members: Vec<Member>,
 }
 
@@ -99,7 +99,7 @@ impl Btf {
         while off < type_data.len() {
             let name_off = u32_at(type_data, off)?;
             let info = u32_at(type_data, off + 4)?;
-            let size_or_type = u32_at(type_data, off + 8)?;
+            let size_or_ref = u32_at(type_data, off + 8)?;
             off += 12;
             let vlen = info & 0xffff;
             let kind = (info >> 24) & 0x1f;
@@ -107,8 +107,8 @@ impl Btf {
             let mut members = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen as usize {
@@ -136,7 +136,7 @@ impl Btf {
                 name_off,
                 kind,
                 vlen,
-                size_or_type,
+                size_or_ref,
                 members,
             });
         }
@@ -194,7 +194,7 @@ impl Btf {
             let ty = self.get(id)?;
             match ty.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = ty.size_or_type;
+                    id = ty.size_or_ref;
                 }
                 _ => return Some(ty),
             }
@@ -211,11 +211,11 @@ impl Btf {
             .find(&typedef_name, KIND_TYPEDEF)
             .with_context(|| format!("tracepoint {tracepoint} has no BTF ({typedef_name})"))?;
         let ptr = self
-            .get(typedef.size_or_type)
+            .get(typedef.size_or_ref)
             .filter(|t| t.kind == KIND_PTR)
             .with_context(|| format!("{typedef_name} is not a function pointer"))?;
         let proto = self
-            .get(ptr.size_or_type)
+            .get(ptr.size_or_ref)
             .filter(|t| t.kind == KIND_FUNC_PROTO)
             .with_context(|| format!("{typedef_name} does not point to a prototype"))?;
         ensure!(proto.vlen >= 1, "{typedef_name} has no __data parameter");
@@ -260,7 +260,7 @@ impl KernelLayout {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob from (name, info, size_or_type, extra words) entries.
+    /// Builds a BTF blob from (name, kind, vlen, size or type, extra words) entries.
     struct Builder {
         types: Vec<u8>,
         strings: Vec<u8>,
@@ -282,9 +282,9 @@ mod tests {
             self.strings.push(0);
             off
         }
-        fn push(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32, extra: &[u32]) {
+        fn push(&mut self, name: &str, kind: u32, vlen: u32, size_or_ref: u32, extra: &[u32]) {
             let name_off = self.string(name);
-            for word in [name_off, (kind << 24) | vlen, size_or_type]
+            for word in [name_off, (kind << 24) | vlen, size_or_ref]
                 .iter()
                 .chain(extra)
             {
@@ -376,8 +376,13 @@ mod tests {
     #[test]
     fn missing_field_is_reported_by_name() {
         let btf = Btf::parse(&sample(true, "__state")).expect("parse");
-        assert_eq!(btf.member_offset("task_struct", "nope").expect("struct"), None);
-        let err = btf.member_offset("mm_struct", "pgd").expect_err("no such struct");
+        assert_eq!(
+            btf.member_offset("task_struct", "nope").expect("struct"),
+            None
+        );
+        let err = btf
+            .member_offset("mm_struct", "pgd")
+            .expect_err("no such struct");
         assert!(err.to_string().contains("mm_struct"), "{err}");
     }
 

@@ -21,14 +21,22 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
         out,
         "task storage          {}{}",
         mark(features.task_storage),
-        if features.task_storage { "" } else { " (falls back to a tid-keyed hash)" }
+        if features.task_storage {
+            ""
+        } else {
+            " (falls back to a tid-keyed hash)"
+        }
     )?;
     writeln!(out, "ring buffer           {}", mark(features.ringbuf))?;
     writeln!(
         out,
         "perf events           {}{}",
         mark(features.perf_event),
-        if features.perf_event { "" } else { " (CPU sampling for incident flame graphs unavailable)" }
+        if features.perf_event {
+            ""
+        } else {
+            " (CPU sampling for incident flame graphs unavailable)"
+        }
     )?;
     match &features.layout {
         Some(layout) => writeln!(

@@ -24,7 +24,7 @@ use crate::{UsageError, check, trace, units};
         Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF (Linux 5.8+)."
 )]
 pub struct Cli {
-    /// Log level: error, warn, info, debug or trace (or set RUST_LOG).
+    /// Log level: error, warn, info, debug or trace (or set `RUST_LOG`).
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
 
@@ -35,13 +35,15 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace the run-queue waits of processes or threads, then print a histogram per process.
-    #[command(long_about = "Trace the run-queue waits of the given processes (all their threads, \
+    #[command(
+        long_about = "Trace the run-queue waits of the given processes (all their threads, \
         including threads created while tracing) or threads. Prints one line per wait at or \
         above --threshold while tracing; on exit (--duration, Ctrl-C, SIGTERM, or when all \
         traced tasks are gone) prints, per process, a log2 histogram of ALL waits (also those \
         below the threshold) and count, p50, p90, p99, max and total wait.\n\n\
         With --format json: one JSON object per line per event, then one \
-        {\"summary\": {...}} object per process (fields documented in the README).")]
+        {\"summary\": {...}} object per process (fields documented in the README)."
+    )]
     Trace {
         /// Process to trace (all its threads); repeat for several.
         #[arg(long = "pid", value_name = "PID")]
@@ -128,7 +130,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check => {
             let ok = check::run(&mut io::stdout().lock())?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

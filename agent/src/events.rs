@@ -185,7 +185,10 @@ mod tests {
             assert!(json.get(key).is_some(), "missing {key} in {json}");
         }
         assert_eq!(json["comm"], "sleeper");
-        assert_eq!(json["preemptor_comm"], "hog-with-long-nm", "16 bytes, no NUL");
+        assert_eq!(
+            json["preemptor_comm"], "hog-with-long-nm",
+            "16 bytes, no NUL"
+        );
         assert_eq!(json["migrated"], true);
         assert_eq!(json["wait_ns"], 4_560_000);
     }

@@ -91,8 +91,8 @@ impl LatencyHistogram {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "     {:>10} : {:<10}   {:<8} {}",
-            "usecs", "", "count", "distribution"
+            "     {:>10} : {:<10}   {:<8} distribution",
+            "usecs", "", "count"
         );
         for (i, &n) in buckets.iter().enumerate() {
             let lo: u64 = if i == 0 { 0 } else { 1 << i };

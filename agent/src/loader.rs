@@ -82,10 +82,10 @@ pub struct Features {
 }
 
 impl Features {
+    #[must_use]
     pub fn probe() -> Self {
         let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+            .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
         let layout = match KernelBtf::from_sys_fs().and_then(|btf| KernelLayout::from_btf(&btf)) {
             Ok(layout) => Some(layout),
             Err(e) => {
@@ -189,7 +189,9 @@ impl Probes {
             loader.map_max_entries("TID_ENQUEUE", 1);
         }
         if !config.task_stats {
-            loader.map_max_entries("TASK_STATS", 1).map_max_entries("HIST", 1);
+            loader
+                .map_max_entries("TASK_STATS", 1)
+                .map_max_entries("HIST", 1);
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -278,7 +280,7 @@ impl Probes {
         let map: PerCpuHashMap<_, HistKey, u64> =
             PerCpuHashMap::try_from(self.ebpf.map("HIST").context("map HIST")?)?;
         let mut out: StdHashMap<u32, LatencyHistogram> = StdHashMap::new();
-        for entry in map.iter() {
+        for entry in &map {
             let (key, per_cpu) = entry.context("reading HIST")?;
             out.entry(key.tgid)
                 .or_default()
@@ -288,7 +290,7 @@ impl Probes {
     }
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; later ones to the memory cgroup.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn reads_status_fields() {
-        let status = "Name:\tmy worker\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t1234\nPid:\t1240\n";
+        let status =
+            "Name:\tmy worker\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t1234\nPid:\t1240\n";
         assert_eq!(status_field(status, "Name"), Some("my worker"));
         assert_eq!(status_field(status, "Tgid"), Some("1234"));
         assert_eq!(status_field(status, "Nope"), None);
@@ -76,14 +77,23 @@ mod tests {
         fs::create_dir_all(&task).expect("mkdir");
         fs::write(task.join("status"), "Name:\tworker\nTgid:\t70\nPid:\t77\n").expect("write");
         let info = task_info_in(&dir, 77).expect("read").expect("exists");
-        assert_eq!(info, TaskInfo { tid: 77, tgid: 70, comm: "worker".into() });
+        assert_eq!(
+            info,
+            TaskInfo {
+                tid: 77,
+                tgid: 70,
+                comm: "worker".into()
+            }
+        );
         assert_eq!(task_info_in(&dir, 78).expect("read"), None);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
     fn own_process_is_found() {
-        let me = task_info(std::process::id()).expect("read").expect("self exists");
+        let me = task_info(std::process::id())
+            .expect("read")
+            .expect("self exists");
         assert_eq!(me.tgid, std::process::id());
     }
 

@@ -21,7 +21,11 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
         "s" => 1e9,
         "m" | "min" => 60e9,
         "h" => 3600e9,
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use ns, us, ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use ns, us, ms, s, m or h)"
+            ));
+        }
     };
     let ns = value * scale;
     if !ns.is_finite() || ns >= u64::MAX as f64 {

@@ -17,7 +17,12 @@ pub fn pin_to_cpu(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set)
     };
-    assert_eq!(ok, 0, "sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        ok,
+        0,
+        "sched_setaffinity to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Kernel's total run-queue wait of a thread (schedstat field 2, ns).
@@ -32,5 +37,10 @@ pub fn run_delay_ns(pid: u32, tid: u32) -> Option<u64> {
 pub fn task_state(pid: u32, tid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     // Field 3, after the parenthesised comm (which may contain spaces).
-    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }

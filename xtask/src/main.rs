@@ -1,1 +1,326 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | test | check-env`.
+//!
+//! `setup` installs every prerequisite on a fresh Debian/Ubuntu machine (as root) and is fast
+//! when everything is present; `test` runs setup, then formatting, lints, unit tests and the
+//! privileged integration tests, as CI does.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Debian packages: LLVM 22 for bpf-linker, bpftool for the tests' leak checks, workloads.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "stress-ng",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(about = "schedlat project tasks")]
+struct Args {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install prerequisites (apt packages, bpf-linker, rust-src, tracefs). Idempotent.
+    Setup,
+    /// Setup, then fmt check, clippy -D warnings (eBPF crate on its own), unit and integration tests.
+    Test {
+        /// Skip the privileged integration tests.
+        #[arg(long)]
+        unit_only: bool,
+    },
+    /// Setup, build, then show schedlat tracing a latency-sensitive thread next to a CPU hog.
+    Demo {
+        /// How long to trace.
+        #[arg(long, default_value = "8s")]
+        duration: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Args::parse().command {
+        Task::Setup => setup(),
+        Task::Test { unit_only } => test(unit_only),
+        Task::Demo { duration } => demo(&duration),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: $ {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    eprintln!("xtask: == {name}");
+    let result = f().with_context(|| format!("step `{name}`"))?;
+    eprintln!(
+        "xtask: == {name}: done in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(result)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn setup() -> Result<()> {
+    step("apt packages", || {
+        let missing: Vec<&str> = APT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|pkg| {
+                !Command::new("dpkg-query")
+                    .args(["-W", "-f=${Status}", pkg])
+                    .output()
+                    .is_ok_and(|o| {
+                        String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                    })
+            })
+            .collect();
+        if missing.is_empty() {
+            eprintln!("xtask: all apt packages present");
+            return Ok(());
+        }
+        if !is_root() {
+            bail!(
+                "apt packages missing ({}); run `cargo xtask setup` as root",
+                missing.join(" ")
+            );
+        }
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })?;
+    step("rust components", || {
+        let installed = Command::new("rustup")
+            .args(["component", "list", "--installed"])
+            .output()
+            .context("running rustup")?;
+        let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+        for component in ["rust-src", "rustfmt", "clippy"] {
+            if installed.lines().any(|l| l.starts_with(component)) {
+                continue;
+            }
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+        Ok(())
+    })?;
+    step("bpf-linker", || {
+        let current = Command::new("bpf-linker").arg("--version").output();
+        if let Ok(out) = &current
+            && out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+        {
+            eprintln!("xtask: bpf-linker {BPF_LINKER_VERSION} present");
+            return Ok(());
+        }
+        let path = format!(
+            "/usr/lib/llvm-22/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22", "--force"])
+            .env("PATH", path))
+    })?;
+    step("tracefs", || {
+        if Path::new("/sys/kernel/tracing/events").exists() {
+            return Ok(());
+        }
+        if !is_root() {
+            eprintln!(
+                "xtask: tracefs not mounted and not root; skipping (tp_btf does not need it)"
+            );
+            return Ok(());
+        }
+        run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+    })?;
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The host crates (everything but the eBPF crate, which only builds for bpf targets).
+const HOST_PACKAGES: &[&str] = &[
+    "schedlat",
+    "agent-common",
+    "xtask",
+    "schedlat-integration-tests",
+];
+
+fn with_packages(cmd: &mut Command) -> &mut Command {
+    for package in HOST_PACKAGES {
+        cmd.args(["-p", package]);
+    }
+    cmd
+}
+
+fn test(unit_only: bool) -> Result<()> {
+    let started = Instant::now();
+    setup()?;
+    step("rustfmt", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    step("clippy (host crates)", || {
+        run(
+            with_packages(cargo().args(["clippy", "--release", "--all-targets"]))
+                .args(["--", "-D", "warnings"]),
+        )
+    })?;
+    step("clippy (eBPF crate, bpfel target)", || {
+        // Same toolchain trick as agent/build.rs: the stable toolchain builds `core` for the
+        // bpf target when RUSTC_BOOTSTRAP is set.
+        run(cargo()
+            .args([
+                "clippy",
+                "--release",
+                "-p",
+                "agent-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
+            .args(["--", "-D", "warnings"])
+            .env("RUSTC_BOOTSTRAP", "1"))
+    })?;
+    step("unit tests", || {
+        run(cargo().args([
+            "test",
+            "--release",
+            "-p",
+            "schedlat",
+            "-p",
+            "agent-common",
+            "-p",
+            "xtask",
+        ]))
+    })?;
+    if !unit_only {
+        if !is_root() {
+            bail!("the integration tests load eBPF programs: run as root (or pass --unit-only)");
+        }
+        step("integration tests (root, real kernel)", || {
+            run(cargo().args(["build", "--release", "-p", "schedlat"]))?;
+            let bin = workspace_root().join("target/release/schedlat");
+            run(cargo()
+                .args(["test", "--release", "-p", "schedlat-integration-tests"])
+                .args(["--", "--ignored", "--test-threads=1"])
+                .env("SCHEDLAT_BIN", bin))
+        })?;
+    }
+    eprintln!(
+        "xtask: all tests passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A sleeper thread that needs the CPU briefly and often, pinned with a CPU hog on CPU 0:
+/// `schedlat trace` shows each long wait, that the hog ran instead, and the histogram.
+fn demo(duration: &str) -> Result<()> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    if !is_root() {
+        bail!("the demo loads eBPF programs: run it as root");
+    }
+    setup()?;
+    step("build (release)", || {
+        run(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "schedlat",
+            "-p",
+            "schedlat-integration-tests",
+        ]))
+    })?;
+    let bin = workspace_root().join("target/release");
+    // 2 ms of work then 1 ms of sleep, for far longer than the trace lasts.
+    let mut workload = Command::new(bin.join("schedlat-workload"))
+        .args(["0", "100000", "2000", "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the demo workload")?;
+    let mut ready = String::new();
+    BufReader::new(workload.stdout.take().context("workload stdout")?).read_line(&mut ready)?;
+    let pid = workload.id().to_string();
+    eprintln!(
+        "\nxtask: demo workload pid {pid}: a CPU hog thread and a sleeper thread (2 ms busy, 1 ms \
+         asleep) share CPU 0.\nxtask: tracing it for {duration}; waits of 2 ms or more are printed, \
+         all of them are summarised.\n"
+    );
+    if let Some(stdin) = workload.stdin.as_mut() {
+        stdin.write_all(b"go\n")?;
+    }
+    let traced = Command::new(bin.join("schedlat"))
+        .args([
+            "trace",
+            "--pid",
+            &pid,
+            "--threshold",
+            "2ms",
+            "--duration",
+            duration,
+        ])
+        .status();
+    let _ = workload.kill();
+    let _ = workload.wait();
+    let status = traced.context("running schedlat trace")?;
+    if !status.success() {
+        bail!("schedlat trace exited with {status}");
+    }
+    eprintln!(
+        "\nxtask: the sleeper (threads table) waited behind `hog`, the preemptor in the event lines; \
+         try `target/release/schedlat trace --pid <PID> --format json` on any process."
+    );
+    Ok(())
+}

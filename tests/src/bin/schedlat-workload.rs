@@ -3,11 +3,11 @@
 //! A CPU hog thread and, on "go" from stdin, a periodically sleeping thread (created then, so
 //! it is born while tracing) both pinned to one CPU. The sleeper alternates a busy burst and a
 //! sleep; after its iterations it reports and blocks. Once it is asleep for good, its kernel
-//! `run_delay` (total run-queue wait, /proc/<pid>/task/<tid>/schedstat) is final and printed as
-//! one JSON line: {"hog_tid", "sleeper_tid", "run_delay_ns"}. Then the workload waits for EOF
+//! `run_delay` (total run-queue wait, `/proc/<pid>/task/<tid>/schedstat`) is final and printed as
+//! one JSON line: `{"hog_tid", "sleeper_tid", "run_delay_ns"}`. Then the workload waits for EOF
 //! on stdin and exits.
 //!
-//! Usage: schedlat-workload CPU ITERATIONS BURST_US SLEEP_US
+//! Usage: `schedlat-workload CPU ITERATIONS BURST_US SLEEP_US`
 
 use std::{
     io::BufRead as _,
@@ -97,7 +97,7 @@ fn main() {
     );
 
     // Wait for EOF (the test closes stdin), then stop.
-    while stdin.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+    while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {}
     stop.store(true, Ordering::Relaxed);
     hog.join().expect("join hog");
 }

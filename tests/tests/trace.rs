@@ -1,0 +1,549 @@
+//! Privileged integration tests: the real `schedlat` binary, the real kernel, real workloads.
+//!
+//! Run with `cargo xtask test` (as root): it builds the release binary and passes its path in
+//! `SCHEDLAT_BIN`. The tests are `#[ignore]`d so a plain `cargo test` without root skips them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn schedlat_bin() -> String {
+    std::env::var("SCHEDLAT_BIN").unwrap_or_else(|_| {
+        panic!("SCHEDLAT_BIN is not set: run these tests with `cargo xtask test` (as root)")
+    })
+}
+
+/// The controlled workload: a hog and (on `go`) a sleeper, pinned to CPU 0.
+struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    hog_tid: u32,
+}
+
+#[derive(Debug)]
+struct WorkloadResult {
+    hog_tid: u32,
+    sleeper_tid: u32,
+    run_delay_ns: u64,
+}
+
+impl Workload {
+    fn start(iterations: u32, burst_us: u32, sleep_us: u32) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_schedlat-workload"))
+            .args([
+                "0",
+                &iterations.to_string(),
+                &burst_us.to_string(),
+                &sleep_us.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn schedlat-workload");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("workload stdout"));
+        let ready = read_json_line(&mut stdout);
+        let hog_tid = ready["hog_tid"].as_u64().expect("hog_tid") as u32;
+        Self {
+            child,
+            stdin,
+            stdout,
+            hog_tid,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("workload stdin");
+        stdin.write_all(b"go\n").expect("send go");
+        stdin.flush().expect("flush go");
+    }
+
+    /// Blocks until the sleeper finished and is asleep for good.
+    fn result(&mut self) -> WorkloadResult {
+        let v = read_json_line(&mut self.stdout);
+        WorkloadResult {
+            hog_tid: v["hog_tid"].as_u64().expect("hog_tid") as u32,
+            sleeper_tid: v["sleeper_tid"].as_u64().expect("sleeper_tid") as u32,
+            run_delay_ns: v["run_delay_ns"].as_u64().expect("run_delay_ns"),
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_json_line(reader: &mut impl std::io::BufRead) -> Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+/// A running `schedlat trace`, its stderr collected in the background.
+struct Trace {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Trace {
+    /// Starts `schedlat trace ARGS` and waits until it has attached.
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(schedlat_bin())
+            .arg("trace")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn schedlat trace");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut trace = Self {
+            child,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
+        trace.wait_stderr("Tracing run-queue waits", Duration::from_secs(30));
+        trace
+    }
+
+    fn wait_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr_seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "schedlat did not print {needle:?} within {timeout:?}; stderr so far:\n{}",
+            self.stderr_seen.join("\n")
+        );
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    /// Waits for exit (at most `timeout`) and returns status, stdout, stderr.
+    fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
+        let mut stdout = self.child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).expect("read stdout");
+            out
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("schedlat did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = reader.join().expect("stdout reader");
+        let mut stderr = self.stderr_seen.join("\n");
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
+            stderr.push('\n');
+            stderr.push_str(&line);
+        }
+        (status, stdout, stderr)
+    }
+}
+
+fn parse_json_lines(stdout: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut events = Vec::new();
+    let mut summaries = Vec::new();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line ({e}): {line}"));
+        if let Some(summary) = v.get("summary") {
+            summaries.push(summary.clone());
+        } else {
+            assert!(summaries.is_empty(), "event after a summary object: {line}");
+            events.push(v);
+        }
+    }
+    (events, summaries)
+}
+
+/// The kernel's own run-queue accounting (`run_delay`) is the oracle: schedlat's total wait for
+/// the sleeper thread over its whole life must agree within 2 %. The sleeper is created after
+/// schedlat attached, so this also proves `--pid` follows threads created while tracing.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario, read top to bottom"
+)]
+fn trace_agrees_with_kernel(extra_args: &[&str]) {
+    let mut workload = Workload::start(150, 2000, 1000);
+    let pid = workload.pid().to_string();
+    let threshold_ns = 2_000_000u64;
+    let mut args = vec!["--pid", &pid, "--threshold", "2ms", "--format", "json"];
+    args.extend_from_slice(extra_args);
+    let trace = Trace::start(&args);
+    workload.go();
+    let result = workload.result();
+    assert_eq!(result.hog_tid, workload.hog_tid);
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "schedlat trace exited with {status}; stderr:\n{stderr}"
+    );
+    let (events, summaries) = parse_json_lines(&stdout);
+
+    assert_eq!(
+        summaries.len(),
+        1,
+        "one summary per traced process; stdout:\n{stdout}"
+    );
+    let summary = &summaries[0];
+    assert_eq!(summary["tgid"].as_u64(), Some(u64::from(workload.pid())));
+    let threads = summary["threads"].as_array().expect("threads array");
+    let sleeper = threads
+        .iter()
+        .find(|t| t["tid"].as_u64() == Some(u64::from(result.sleeper_tid)))
+        .unwrap_or_else(|| {
+            panic!(
+                "sleeper thread {} (created after attach) missing from summary: {summary}",
+                result.sleeper_tid
+            )
+        });
+    let measured = sleeper["total_wait_ns"].as_u64().expect("total_wait_ns");
+    let kernel = result.run_delay_ns;
+    let error = (measured as f64 - kernel as f64).abs() / kernel as f64;
+    eprintln!(
+        "sleeper {}: schedlat total wait {measured} ns over {} waits, kernel run_delay {kernel} ns, \
+         difference {:.3} %",
+        result.sleeper_tid,
+        sleeper["count"],
+        error * 100.0
+    );
+    assert!(
+        kernel > 50_000_000,
+        "the workload should make the sleeper wait (run_delay only {kernel} ns)"
+    );
+    assert!(
+        error < 0.02,
+        "schedlat total {measured} ns vs kernel run_delay {kernel} ns: {:.2} % apart (limit 2 %)",
+        error * 100.0
+    );
+
+    // Per-event delivery: only waits at or above the threshold, and the hog is who ran instead.
+    let sleeper_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["tid"].as_u64() == Some(u64::from(result.sleeper_tid)))
+        .collect();
+    assert!(
+        !sleeper_events.is_empty(),
+        "no events for the sleeper; stdout:\n{stdout}"
+    );
+    for event in &events {
+        let wait = event["wait_ns"].as_u64().expect("wait_ns");
+        assert!(
+            wait >= threshold_ns,
+            "event below the 2ms threshold: {event}"
+        );
+        assert_eq!(
+            event["tgid"].as_u64(),
+            Some(u64::from(workload.pid())),
+            "{event}"
+        );
+    }
+    let mut preemptors: HashMap<u64, usize> = HashMap::new();
+    for event in &sleeper_events {
+        *preemptors
+            .entry(event["preemptor_tid"].as_u64().expect("preemptor_tid"))
+            .or_default() += 1;
+    }
+    let hog_share = preemptors
+        .get(&u64::from(result.hog_tid))
+        .copied()
+        .unwrap_or(0) as f64
+        / sleeper_events.len() as f64;
+    assert!(
+        hog_share >= 0.9,
+        "the hog (tid {}) should be the preemptor of the sleeper's waits, got {preemptors:?}",
+        result.hog_tid
+    );
+    assert!(
+        sleeper_events
+            .iter()
+            .any(|e| e["preemptor_comm"].as_str() == Some("hog")),
+        "preemptor_comm should name the hog thread"
+    );
+    // Waits below the threshold are not printed but are in the histogram and summary.
+    let process_count = summary["count"].as_u64().expect("count");
+    assert!(
+        process_count > events.len() as u64,
+        "summary counts {process_count} waits, events {}: sub-threshold waits missing",
+        events.len()
+    );
+    let sleeper_count = sleeper["count"].as_u64().expect("count");
+    assert!(
+        sleeper_count >= sleeper_events.len() as u64,
+        "sleeper: {sleeper_count} waits counted, {} printed",
+        sleeper_events.len()
+    );
+    assert!(summary["p99_ns"].as_u64() <= summary["max_ns"].as_u64());
+    assert!(summary["p50_ns"].as_u64() <= summary["p99_ns"].as_u64());
+    assert!(stderr.contains("waits measured"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn total_wait_matches_kernel_run_delay_task_storage() {
+    trace_agrees_with_kernel(&[]);
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn total_wait_matches_kernel_run_delay_pid_hash_fallback() {
+    trace_agrees_with_kernel(&["--force-pid-hash"]);
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn waits_below_threshold_are_summarised_not_printed() {
+    let mut workload = Workload::start(60, 2000, 1000);
+    let pid = workload.pid().to_string();
+    let trace = Trace::start(&["--pid", &pid, "--threshold", "1s", "--duration", "30s"]);
+    workload.go();
+    let result = workload.result();
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    let mut lines = stdout.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("TIME(UTC)")),
+        "text output starts with the header:\n{stdout}"
+    );
+    // No wait of this workload comes near 1 s, so no event line may appear before the summary.
+    let first_after_header = lines.find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(
+        first_after_header.starts_with(&format!("PID {pid} ")),
+        "expected the summary right after the header, got {first_after_header:?}\n{stdout}"
+    );
+    let count: u64 = first_after_header
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait count in {first_after_header:?}"));
+    assert!(
+        count >= 60,
+        "the sleeper alone waited 60+ times, summary says {count}"
+    );
+    assert!(
+        stdout.contains("distribution"),
+        "histogram missing:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("  {}", result.sleeper_tid)),
+        "sleeper thread row missing:\n{stdout}"
+    );
+}
+
+/// Program and link ids of schedlat's programs currently in the kernel (bpftool view).
+fn schedlat_bpf_objects() -> (HashSet<u64>, HashSet<u64>) {
+    // bpftool shows the full names from the programs' BTF (the kernel keeps 15 characters).
+    const NAMES: [&str; 4] = [
+        "sched_wakeup",
+        "sched_wakeup_new",
+        "sched_migrate_task",
+        "sched_switch",
+    ];
+    let progs = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("run bpftool (installed by cargo xtask setup)");
+    assert!(progs.status.success(), "bpftool prog show failed");
+    let progs: Value = serde_json::from_slice(&progs.stdout).expect("bpftool prog json");
+    let prog_ids: HashSet<u64> = progs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| p["type"] == "tracing" && NAMES.iter().any(|n| p["name"] == *n))
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    let links = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("run bpftool");
+    let links: Value = serde_json::from_slice(&links.stdout).unwrap_or(Value::Array(vec![]));
+    let link_ids = links
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter(|l| {
+                    l["prog_id"]
+                        .as_u64()
+                        .is_some_and(|id| prog_ids.contains(&id))
+                })
+                .filter_map(|l| l["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    (prog_ids, link_ids)
+}
+
+/// Which of `programs` are still loaded after waiting up to `timeout` for them to go.
+fn programs_left_after(programs: &HashSet<u64>, timeout: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (now, _) = schedlat_bpf_objects();
+        let left: Vec<u64> = programs.intersection(&now).copied().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn sigint_and_sigterm_detach_everything() {
+    let workload = Workload::start(1, 100, 100);
+    let pid = workload.pid().to_string();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let (before, _) = schedlat_bpf_objects();
+        let trace = Trace::start(&["--pid", &pid]);
+        let (during, during_links) = schedlat_bpf_objects();
+        let ours: HashSet<u64> = during.difference(&before).copied().collect();
+        assert_eq!(
+            ours.len(),
+            4,
+            "expected schedlat's 4 programs while tracing, saw {ours:?}"
+        );
+        assert_eq!(
+            during_links.len(),
+            during.len(),
+            "one link per program: {during_links:?}"
+        );
+        trace.signal(signal);
+        let (status, _, stderr) = trace.finish(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "signal {signal}: exit {status}; stderr:\n{stderr}"
+        );
+        // Links (the attachments) are gone with the process; the kernel frees the programs
+        // themselves after an RCU grace period, so those get a few seconds.
+        let (_, after_links) = schedlat_bpf_objects();
+        let links_left: Vec<&u64> = during_links.intersection(&after_links).collect();
+        assert!(
+            links_left.is_empty(),
+            "signal {signal} left links {links_left:?} attached"
+        );
+        let left = programs_left_after(&ours, Duration::from_secs(5));
+        assert!(
+            left.is_empty(),
+            "signal {signal} left programs {left:?} loaded"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn bad_input_is_reported_with_exit_status() {
+    let out = Command::new(schedlat_bin())
+        .args(["trace", "--pid", "4999999"])
+        .output()
+        .expect("run schedlat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "unknown PID: {stderr}");
+    assert!(stderr.contains("no such process"), "{stderr}");
+
+    let out = Command::new(schedlat_bin())
+        .args(["trace", "--pid", "1", "--threshold", "10"])
+        .output()
+        .expect("run schedlat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "threshold without unit: {stderr}"
+    );
+    assert!(stderr.contains("no unit"), "{stderr}");
+
+    // Without privileges: run as nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args([
+            schedlat_bin().as_str(),
+            "trace",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "unprivileged: {stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "the error should name the missing capabilities: {stderr}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn check_reports_a_runnable_machine() {
+    let out = Command::new(schedlat_bin())
+        .arg("check")
+        .output()
+        .expect("run schedlat check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schedlat check failed:\n{stdout}");
+    for needle in [
+        "BTF (vmlinux)         yes",
+        "load and attach       yes",
+        "schedlat can run here",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let (progs, links) = schedlat_bpf_objects();
+    assert!(links.is_empty(), "check left links behind: {links:?}");
+    let left = programs_left_after(&progs, Duration::from_secs(5));
+    assert!(left.is_empty(), "check left programs behind: {left:?}");
+}
