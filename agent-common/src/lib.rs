@@ -16,6 +16,10 @@ pub const FLAG_MIGRATED: u32 = 1;
 pub const FLAG_PREEMPTED: u32 = 1 << 1;
 /// The task was queued by `sched_wakeup_new` (its first run after fork/clone).
 pub const FLAG_NEW_TASK: u32 = 1 << 2;
+/// The daemon's switch-only probes do not see wakeups: `waker_*` fields are unknown (0).
+pub const FLAG_WAKER_UNKNOWN: u32 = 1 << 3;
+/// The preemptor was a kernel thread.
+pub const FLAG_PREEMPTOR_KTHREAD: u32 = 1 << 4;
 
 /// One wakeup-to-run sample at or above the per-event threshold, sent through the ring buffer.
 #[repr(C)]
@@ -82,6 +86,86 @@ pub struct HistKey {
     pub slot: u32,
 }
 const _: () = assert!(size_of::<HistKey>() == 8);
+
+/// Why a task had to wait: what ran on its CPU right before it (the daemon's attribution).
+/// Wire values: never renumber, only append.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PreemptorClass {
+    /// A task of the waiting task's own cgroup ran instead.
+    SameCgroup = 0,
+    /// A user task of another cgroup ran instead.
+    OtherCgroup = 1,
+    /// A kernel thread ran instead.
+    Kernel = 2,
+    /// The CPU was idle: the wait is wakeup/IPI latency, nobody ran instead.
+    Idle = 3,
+    /// The task was moved to another CPU's run queue while it waited.
+    Migrated = 4,
+}
+
+/// Number of `PreemptorClass` values.
+pub const PREEMPTOR_CLASS_COUNT: usize = 5;
+
+impl PreemptorClass {
+    pub const ALL: [PreemptorClass; PREEMPTOR_CLASS_COUNT] = [
+        PreemptorClass::SameCgroup,
+        PreemptorClass::OtherCgroup,
+        PreemptorClass::Kernel,
+        PreemptorClass::Idle,
+        PreemptorClass::Migrated,
+    ];
+
+    #[must_use]
+    pub const fn from_wire(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(PreemptorClass::SameCgroup),
+            1 => Some(PreemptorClass::OtherCgroup),
+            2 => Some(PreemptorClass::Kernel),
+            3 => Some(PreemptorClass::Idle),
+            4 => Some(PreemptorClass::Migrated),
+            _ => None,
+        }
+    }
+
+    /// Stable snake-case name, used as a metric label value.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            PreemptorClass::SameCgroup => "same_cgroup",
+            PreemptorClass::OtherCgroup => "other_cgroup",
+            PreemptorClass::Kernel => "kernel",
+            PreemptorClass::Idle => "idle",
+            PreemptorClass::Migrated => "migrated",
+        }
+    }
+}
+
+/// Key of the daemon's in-kernel aggregation: one histogram slot of one process in one cgroup,
+/// split by preemptor class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaitKey {
+    /// cgroup v2 id (the cgroup directory's inode number) of the waiting thread.
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    /// `hist_slot(wait_ns)`.
+    pub slot: u16,
+    /// `PreemptorClass` wire value.
+    pub class: u8,
+    pub pad: u8,
+}
+const _: () = assert!(size_of::<WaitKey>() == 16);
+const _: () = assert!(HIST_SLOTS <= u16::MAX as u32);
+
+/// Count and exact sum of the waits of one histogram slot (per CPU in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitBucket {
+    pub count: u64,
+    pub total_ns: u64,
+}
+const _: () = assert!(size_of::<WaitBucket>() == 16);
 
 /// Indices of the per-CPU `COUNTERS` array. Wire values: never renumber, only append.
 #[repr(u32)]
@@ -226,6 +310,8 @@ mod user {
     unsafe impl aya::Pod for super::EnqueueRecord {}
     unsafe impl aya::Pod for super::TaskStats {}
     unsafe impl aya::Pod for super::HistKey {}
+    unsafe impl aya::Pod for super::WaitKey {}
+    unsafe impl aya::Pod for super::WaitBucket {}
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
     reason = "aya's program macros take the context by value"
 )]
 
+mod daemon;
 mod maps;
 
 use agent_common::{
@@ -337,8 +338,14 @@ fn emit(
     task_comm(task, &mut event.comm);
     entry.write(event);
     count(Counter::EventsSubmitted);
-    // Waking the reader per event costs more than the probes themselves (DESIGN.md); the reader
-    // polls on a timer and is only woken when a backlog builds up.
+    entry.submit(submit_flags());
+}
+
+/// Flags for submitting a ring buffer entry. Waking the reader per event costs more than the
+/// probes themselves (DESIGN.md); the reader polls on a timer and is only woken when a backlog
+/// builds up.
+#[inline(always)]
+fn submit_flags() -> u64 {
     // SAFETY: EVENTS is a ring buffer map; the pointer is the map definition, as aya passes it.
     let pending = unsafe {
         bpf_ringbuf_query(
@@ -351,7 +358,7 @@ fn emit(
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(wakeup.into());
+    wakeup.into()
 }
 
 #[cfg(not(test))]

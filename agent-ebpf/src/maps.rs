@@ -1,9 +1,12 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
-use agent_common::{COUNTER_COUNT, EnqueueRecord, HistKey, TaskStats, WaitEvent};
+use agent_common::{
+    COUNTER_COUNT, EnqueueRecord, HIST_SLOTS, HistKey, TASK_COMM_LEN, TaskStats, WaitBucket,
+    WaitEvent, WaitKey,
+};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
-    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     helpers::generated::bpf_task_storage_get,
     macros::btf_map,
 };
@@ -94,3 +97,57 @@ pub static HIST: PerCpuHashMap<HistKey, u64, 16384> = PerCpuHashMap::new();
 /// Everything counted in the kernel, indexed by `agent_common::Counter`.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray::new();
+
+// ---------------------------------------------------------------------------------------------
+// Daemon (switch-only) programs: see daemon.rs.
+// ---------------------------------------------------------------------------------------------
+
+/// What the daemon remembers per CPU about the task it switched in last.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CpuSlot {
+    /// `task_struct` address of the task switched in; 0 when none is being tracked.
+    pub task: u64,
+    /// Its `sched_info.last_queued` at switch-in (rq clock at enqueue).
+    pub last_queued: u64,
+    /// `pid_tgid` of the task that ran before it (the preemptor).
+    pub preemptor_pid_tgid: u64,
+    /// The preemptor's `task_struct` address, to read its name if an event is sent.
+    pub preemptor_task: u64,
+    /// The preemptor's cgroup v2 id.
+    pub preemptor_cgroup: u64,
+    /// `FLAG_*` bits of the wait.
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// One slot per CPU.
+#[btf_map]
+pub static CPU_SLOT: PerCpuArray<CpuSlot, 1> = PerCpuArray::new();
+
+/// Per (cgroup, process, histogram slot, preemptor class): count and sum of waits, per CPU.
+/// Allocated on insert (`BPF_F_NO_PREALLOC`): a node rarely needs more than a few thousand.
+#[btf_map]
+pub static PROC_WAITS: PerCpuHashMap<
+    WaitKey,
+    WaitBucket,
+    32768,
+    { BPF_F_NO_PREALLOC as usize },
+> = PerCpuHashMap::new();
+
+/// Per histogram slot: count and sum of the waits that ended on each CPU.
+#[btf_map]
+pub static CPU_WAITS: PerCpuArray<WaitBucket, { HIST_SLOTS as usize }> = PerCpuArray::new();
+
+/// Name (the group leader's comm) of every process in `PROC_WAITS`, written at its first wait.
+#[btf_map]
+pub static PROC_NAMES: HashMap<u32, [u8; TASK_COMM_LEN], 32768, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// Set on a task migrated while it waited on a run queue; cleared when it runs.
+#[btf_map]
+pub static TASK_MIGRATED: TaskStorage<u64> = TaskStorage::new();
+
+/// Settings user space may change while running: `[0]` = minimum wait sent as an event (ns).
+#[btf_map]
+pub static DAEMON_CFG: Array<u64, 1> = Array::new();

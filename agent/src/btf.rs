@@ -233,6 +233,39 @@ pub struct KernelLayout {
     pub state_offset: u32,
     /// `sched_switch` passes `prev_state` (5.18+).
     pub switch_has_prev_state: bool,
+    /// What the daemon's switch-only programs read; `None` when the kernel lacks a field
+    /// (no `CONFIG_SCHED_INFO`).
+    pub daemon: Option<DaemonLayout>,
+}
+
+/// `task_struct` offsets for the daemon's programs (agent-ebpf/src/daemon.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonLayout {
+    /// `sched_info.last_arrival`, from the start of `task_struct`.
+    pub last_arrival_offset: u32,
+    /// `sched_info.last_queued`, from the start of `task_struct`.
+    pub last_queued_offset: u32,
+    pub flags_offset: u32,
+    pub on_rq_offset: u32,
+    pub group_leader_offset: u32,
+}
+
+impl DaemonLayout {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let field = |st: &str, name: &str| -> Result<u32> {
+            btf.member_offset(st, name)?
+                .with_context(|| format!("{st} has no field {name} in BTF"))
+        };
+        let sched_info = field("task_struct", "sched_info")
+            .context("task_struct.sched_info is missing: the kernel lacks CONFIG_SCHED_INFO")?;
+        Ok(Self {
+            last_arrival_offset: sched_info + field("sched_info", "last_arrival")?,
+            last_queued_offset: sched_info + field("sched_info", "last_queued")?,
+            flags_offset: field("task_struct", "flags")?,
+            on_rq_offset: field("task_struct", "on_rq")?,
+            group_leader_offset: field("task_struct", "group_leader")?,
+        })
+    }
 }
 
 impl KernelLayout {
@@ -252,6 +285,9 @@ impl KernelLayout {
             comm_offset: field("comm")?,
             state_offset,
             switch_has_prev_state: switch_args >= 4,
+            daemon: DaemonLayout::from_btf(btf)
+                .inspect_err(|e| log::debug!("daemon layout: {e:#}"))
+                .ok(),
         })
     }
 }
@@ -353,6 +389,8 @@ mod tests {
                 comm_offset: 100,
                 state_offset: 0,
                 switch_has_prev_state: true,
+                // The synthetic task_struct has no sched_info: the daemon layout is absent.
+                daemon: None,
             }
         );
     }

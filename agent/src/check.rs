@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::loader::{Features, ProbeConfig, Probes, TRACEPOINTS};
+use crate::loader::{DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes, TRACE_PROGRAMS};
 
 fn mark(ok: bool) -> &'static str {
     if ok { "yes" } else { "NO" }
@@ -50,22 +50,44 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
         )?,
         None => writeln!(out, "task_struct offsets   NOT FOUND in BTF")?,
     }
-    let probes = Probes::load(&ProbeConfig {
-        min_event_ns: Some(u64::MAX),
-        ..ProbeConfig::default()
-    });
-    match probes {
-        Ok(probes) => {
-            writeln!(out, "load and attach       yes: {}", TRACEPOINTS.join(", "))?;
-            drop(probes);
-            writeln!(out, "detach                yes")?;
-            writeln!(out, "result                schedlat can run here")?;
-            Ok(true)
+    writeln!(
+        out,
+        "sched_info stamps     {}",
+        match features.layout.as_ref().map(|l| l.daemon.is_some()) {
+            Some(true) => "yes (the daemon's switch-only probes can run)",
+            _ => "NO (CONFIG_SCHED_INFO missing: `schedlat run` cannot run, `trace` can)",
         }
-        Err(e) => {
-            writeln!(out, "load and attach       NO: {e:#}")?;
-            writeln!(out, "result                schedlat cannot run here")?;
-            Ok(false)
+    )?;
+    let mut trace_ok = false;
+    let mut daemon_ok = false;
+    for (mode, programs, ok) in [
+        (Mode::Trace, &TRACE_PROGRAMS[..], &mut trace_ok),
+        (Mode::Daemon, &DAEMON_PROGRAMS[..], &mut daemon_ok),
+    ] {
+        let names: Vec<&str> = programs.iter().map(|p| p.0).collect();
+        let label = match mode {
+            Mode::Trace => "trace programs",
+            Mode::Daemon => "daemon programs",
+        };
+        match Probes::load(&ProbeConfig {
+            mode,
+            min_event_ns: Some(u64::MAX),
+            ..ProbeConfig::default()
+        }) {
+            Ok(probes) => {
+                drop(probes);
+                writeln!(out, "{label:<22}yes: loaded, attached and detached {}", names.join(", "))?;
+                *ok = true;
+            }
+            Err(e) => writeln!(out, "{label:<22}NO: {e:#}")?,
         }
     }
+    let verdict = match (trace_ok, daemon_ok) {
+        (true, true) => "schedlat can run here",
+        (true, false) => "`schedlat trace` can run here, `schedlat run` cannot",
+        (false, true) => "`schedlat run` can run here, `schedlat trace` cannot",
+        (false, false) => "schedlat cannot run here",
+    };
+    writeln!(out, "result                {verdict}")?;
+    Ok(trace_ok || daemon_ok)
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, check, trace, units};
+use crate::{UsageError, check, config, daemon, trace, units};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,6 +65,43 @@ pub enum Command {
         #[arg(long, hide = true)]
         force_pid_hash: bool,
     },
+    /// Run the node daemon: aggregate every wait in windows and serve Prometheus metrics.
+    #[command(
+        long_about = "Run the node daemon. Every run-queue wait on the machine is counted in the \
+        kernel (switch-only probes reading the scheduler's own sched_info stamps) and \
+        aggregated in windows per CPU, per process, per cgroup and per preemptor class \
+        (same cgroup, other cgroup, kernel thread, idle CPU, migrated). Prometheus metrics are \
+        served on http://LISTEN/metrics, liveness on /healthz.\n\n\
+        Settings come from --config FILE (TOML; see the README for every key) and the flags \
+        below, which override the file. SIGHUP reloads the file (counters are kept); SIGINT \
+        and SIGTERM finish the scrape in progress, detach and exit 0."
+    )]
+    Run {
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// Validate the configuration (file and flags), print it, and exit.
+        #[arg(long)]
+        check_config: bool,
+        /// Address for /metrics and /healthz [default: 127.0.0.1:9747].
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Aggregation window [default: 5s].
+        #[arg(long, value_parser = units::parse_duration)]
+        window: Option<Duration>,
+        /// Processes per window that keep their own series [default: 20].
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Waits at or above this are read one by one [default: 1ms].
+        #[arg(long, value_parser = units::parse_duration)]
+        event_threshold: Option<Duration>,
+        /// Incident trigger: a single wait above this [default: 10ms].
+        #[arg(long, value_parser = units::parse_duration)]
+        threshold: Option<Duration>,
+        /// Where incident bundles go [default: /var/lib/schedlat/incidents].
+        #[arg(long, value_name = "DIR")]
+        incident_dir: Option<std::path::PathBuf>,
+    },
     /// Check that this machine can run schedlat: kernel features, load and attach, detach.
     Check,
 }
@@ -103,6 +140,14 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// SIGHUP sets the returned flag; the daemon reloads its configuration.
+fn reload_flag() -> Result<Arc<AtomicBool>> {
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing the SIGHUP handler")?;
+    Ok(reload)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace {
@@ -126,6 +171,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = io::BufWriter::new(stdout.lock());
             trace::run(&options, &mut out, &stop)?;
             let _ = out.flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            check_config,
+            listen,
+            window,
+            top_k,
+            event_threshold,
+            threshold,
+            incident_dir,
+        } => {
+            let options = daemon::RunOptions {
+                config_path: config,
+                overrides: config::Overrides {
+                    listen,
+                    window,
+                    top_k,
+                    event_threshold,
+                    threshold,
+                    incident_dir,
+                },
+            };
+            if check_config {
+                let report =
+                    daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
+                println!("{report}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A bad file is bad input (exit 2), found before anything is loaded.
+            daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
+            let signals = daemon::Signals {
+                stop: stop_flag()?,
+                reload: reload_flag()?,
+            };
+            daemon::run(&options, &signals)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {

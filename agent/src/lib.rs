@@ -2,12 +2,18 @@
 //!
 //! Library first: `main.rs` only parses flags and calls into these modules.
 
+pub mod aggregate;
 pub mod btf;
+pub mod cgroups;
 pub mod check;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod hist;
+pub mod http;
 pub mod loader;
+pub mod metrics;
 pub mod privileges;
 pub mod procinfo;
 pub mod trace;

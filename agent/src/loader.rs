@@ -7,7 +7,7 @@ use agent_common::{COUNTER_COUNT, Counter, HistKey, TaskStats};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, ProgramType},
     sys::{is_map_supported, is_program_supported},
 };
@@ -22,13 +22,30 @@ use crate::{
 /// The eBPF object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/schedlat"));
 
-/// The scheduler tracepoints, in attach order. Program names equal tracepoint names.
-pub const TRACEPOINTS: [&str; 4] = [
-    "sched_wakeup",
-    "sched_wakeup_new",
-    "sched_migrate_task",
-    "sched_switch",
+/// The trace programs, in attach order: (program name, tracepoint).
+pub const TRACE_PROGRAMS: [(&str, &str); 4] = [
+    ("sched_wakeup", "sched_wakeup"),
+    ("sched_wakeup_new", "sched_wakeup_new"),
+    ("sched_migrate_task", "sched_migrate_task"),
+    ("sched_switch", "sched_switch"),
 ];
+
+/// The daemon's switch-only programs (agent-ebpf/src/daemon.rs).
+pub const DAEMON_PROGRAMS: [(&str, &str); 2] = [
+    ("sched_migrate_task_daemon", "sched_migrate_task"),
+    ("sched_switch_daemon", "sched_switch"),
+];
+
+/// Which program set to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Wakeup + switch programs with task-storage stamps: per-event detail including the
+    /// waker, for filtered ad-hoc tracing.
+    Trace,
+    /// Switch-only programs reading the kernel's own `sched_info` stamps and aggregating in
+    /// the kernel: the node daemon's always-on, low-cost set.
+    Daemon,
+}
 
 /// Which tasks to measure.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +62,7 @@ impl TaskFilter {
 
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
+    pub mode: Mode,
     /// `None`: every task on the machine.
     pub filter: Option<TaskFilter>,
     /// Waits at or above this are delivered as ring-buffer events; `None`: no events.
@@ -55,16 +73,20 @@ pub struct ProbeConfig {
     pub force_pid_hash: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
+    /// Daemon: capacity of the per-process aggregation map (entries).
+    pub proc_map_entries: u32,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
+            mode: Mode::Trace,
             filter: None,
             min_event_ns: None,
             task_stats: false,
             force_pid_hash: false,
             ringbuf_bytes: 2 << 20,
+            proc_map_entries: 32768,
         }
     }
 }
@@ -168,6 +190,26 @@ impl Probes {
         // Wake the reader when a quarter of the ring is pending; it polls on a timer otherwise.
         let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
 
+        let daemon_layout = match config.mode {
+            Mode::Trace => None,
+            Mode::Daemon => Some(layout.daemon.with_context(|| {
+                format!(
+                    "kernel {} has no task_struct.sched_info in BTF (CONFIG_SCHED_INFO, selected \
+                     by TASK_DELAY_ACCT or SCHEDSTATS): the daemon's switch-only probes need it; \
+                     `schedlat trace` still works",
+                    features.kernel_release
+                )
+            })?),
+        };
+        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
+        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader) = (
+            off(|d| d.last_arrival_offset),
+            off(|d| d.last_queued_offset),
+            off(|d| d.flags_offset),
+            off(|d| d.on_rq_offset),
+            off(|d| d.group_leader_offset),
+        );
+
         let mut loader = EbpfLoader::new();
         loader
             // aya creates task storage maps but has no user-side wrapper for them; the kernel
@@ -183,8 +225,25 @@ impl Probes {
             .override_global("CFG_OFF_TGID", &layout.tgid_offset, true)
             .override_global("CFG_OFF_COMM", &layout.comm_offset, true)
             .override_global("CFG_OFF_STATE", &layout.state_offset, true)
+            .override_global("CFG_OFF_LAST_ARRIVAL", &off_arrival, true)
+            .override_global("CFG_OFF_LAST_QUEUED", &off_queued, true)
+            .override_global("CFG_OFF_FLAGS", &off_flags, true)
+            .override_global("CFG_OFF_ON_RQ", &off_on_rq, true)
+            .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
             .map_max_entries("EVENTS", config.ringbuf_bytes);
         // Maps a configuration does not use shrink to one entry instead of preallocating.
+        let unused: &[&str] = match config.mode {
+            Mode::Trace => &["PROC_WAITS", "PROC_NAMES", "CPU_WAITS"],
+            Mode::Daemon => &["TID_ENQUEUE", "TASK_STATS", "HIST", "FILTER_TGIDS", "FILTER_TIDS"],
+        };
+        for name in unused {
+            loader.map_max_entries(name, 1);
+        }
+        if config.mode == Mode::Daemon {
+            loader
+                .map_max_entries("PROC_WAITS", config.proc_map_entries)
+                .map_max_entries("PROC_NAMES", config.proc_map_entries);
+        }
         if uses_task_storage {
             loader.map_max_entries("TID_ENQUEUE", 1);
         }
@@ -212,16 +271,29 @@ impl Probes {
                     .with_context(|| format!("adding tid {tid} to the filter"))?;
             }
         }
+        let mut probes = Self {
+            ebpf,
+            features: features.clone(),
+            uses_task_storage,
+        };
+        if config.mode == Mode::Daemon {
+            probes.set_min_event_ns(min_event_ns)?;
+        }
 
         let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
-        for tracepoint in TRACEPOINTS {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(tracepoint)
-                .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+        let programs: &[(&str, &str)] = match config.mode {
+            Mode::Trace => &TRACE_PROGRAMS,
+            Mode::Daemon => &DAEMON_PROGRAMS,
+        };
+        for &(name, tracepoint) in programs {
+            let program: &mut BtfTracePoint = probes
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
                 .try_into()?;
             program
                 .load(tracepoint, &btf)
-                .with_context(|| format!("loading the {tracepoint} program (verifier)"))?;
+                .with_context(|| format!("loading the {name} program (verifier)"))?;
             program.attach().with_context(|| {
                 format!(
                     "attaching to tracepoint {tracepoint} (needs CAP_BPF and CAP_PERFMON, or root)"
@@ -229,20 +301,46 @@ impl Probes {
             })?;
         }
         info!(
-            "attached to {} on {} ({})",
-            TRACEPOINTS.join(", "),
+            "attached {} to {} on {} ({})",
+            programs.iter().map(|p| p.0).collect::<Vec<_>>().join(", "),
+            programs.iter().map(|p| p.1).collect::<Vec<_>>().join(", "),
             features.kernel_release,
-            if uses_task_storage {
-                "task storage"
-            } else {
-                "tid hash"
+            match (config.mode, uses_task_storage) {
+                (Mode::Daemon, _) => "kernel sched_info stamps",
+                (Mode::Trace, true) => "task storage",
+                (Mode::Trace, false) => "tid hash",
             }
         );
-        Ok(Self {
-            ebpf,
-            features,
-            uses_task_storage,
-        })
+        Ok(probes)
+    }
+
+    /// Sets the daemon's event threshold while running.
+    pub fn set_min_event_ns(&mut self, min_event_ns: u64) -> Result<()> {
+        let mut cfg: Array<_, u64> =
+            Array::try_from(self.ebpf.map_mut("DAEMON_CFG").context("map DAEMON_CFG")?)?;
+        cfg.set(0, min_event_ns, 0)
+            .context("setting the event threshold")
+    }
+    /// A map of the loaded object, by name.
+    pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
+        self.ebpf.map(name)
+    }
+
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
+    }
+
+    /// (name, raw fd) of every loaded program, for /proc/self/fdinfo statistics.
+    #[must_use]
+    pub fn program_fds(&self) -> Vec<(String, i32)> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?;
+                Some((name.to_owned(), fd.as_fd().as_raw_fd()))
+            })
+            .collect()
     }
 
     /// The event ring buffer; can be taken once.

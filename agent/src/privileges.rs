@@ -69,3 +69,70 @@ mod tests {
         assert_eq!(missing_for_tracing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
     }
 }
+
+/// Drops every capability (effective, permitted, inheritable, bounding, ambient) except
+/// `keep`, and sets no_new_privs. Called once the programs are attached: reading maps and the
+/// ring buffer through the fds already held needs no capability.
+pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mask: u64 = keep.iter().fold(0, |m, &cap| m | (1u64 << cap));
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    }
+    for cap in 0..64u32 {
+        if mask & (1 << cap) == 0 {
+            // SAFETY: as above; EINVAL for capabilities this kernel does not know is fine.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        }
+    }
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let low = mask as u32;
+    let high = (mask >> 32) as u32;
+    let data = [
+        Data {
+            effective: low,
+            permitted: low,
+            inheritable: 0,
+        },
+        Data {
+            effective: high,
+            permitted: high,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset(2) reads a valid v3 header and two data structs.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &raw mut header,
+            data.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "dropping capabilities: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        bail!("setting no_new_privs: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -51,10 +51,69 @@ pub fn thread_comm(tgid: u32, tid: u32) -> Option<String> {
         .map(|comm| comm.trim_end_matches('\n').to_owned())
 }
 
+/// Name of a process (its main thread's comm), if it still exists.
+#[must_use]
+pub fn process_comm(tgid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .ok()
+        .map(|comm| comm.trim_end_matches('\n').to_owned())
+}
+
+/// Whether a process still exists.
+#[must_use]
+pub fn process_exists(tgid: u32) -> bool {
+    Path::new(&format!("/proc/{tgid}")).exists()
+}
+
+/// `PF_KTHREAD` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Task flags (field 9) from a `/proc/<pid>/stat` text.
+#[must_use]
+pub fn stat_flags(stat: &str) -> Option<u64> {
+    // The comm (field 2) may contain spaces and parentheses: fields start after the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(6)?.parse().ok()
+}
+
+/// Whether `tgid` is a kernel thread (`false` when it cannot be told, e.g. it exited).
+#[must_use]
+pub fn is_kernel_thread(tgid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{tgid}/stat"))
+        .ok()
+        .and_then(|stat| stat_flags(&stat))
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// `run_delay` (ns spent waiting on a run queue) from a `/proc/.../schedstat` text.
 #[must_use]
 pub fn parse_schedstat_run_delay(schedstat: &str) -> Option<u64> {
     schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::*;
+
+    #[test]
+    fn flags_after_a_comm_with_spaces_and_parens() {
+        let stat = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0";
+        assert_eq!(stat_flags(stat), Some(2_129_984));
+        assert!(stat_flags(stat).unwrap() & PF_KTHREAD != 0);
+        let stat = "77 (my (odd) name) R 1 77 77 0 -1 4194560 12 0";
+        assert_eq!(stat_flags(stat), Some(4_194_560));
+        assert_eq!(stat_flags("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_not_a_kernel_thread_and_kthreadd_is() {
+        assert!(!is_kernel_thread(std::process::id()));
+        assert!(process_exists(std::process::id()));
+        if Path::new("/proc/2/stat").exists()
+            && process_comm(2).as_deref() == Some("kthreadd")
+        {
+            assert!(is_kernel_thread(2));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -381,11 +381,13 @@ fn waits_below_threshold_are_summarised_not_printed() {
 /// Program and link ids of schedlat's programs currently in the kernel (bpftool view).
 fn schedlat_bpf_objects() -> (HashSet<u64>, HashSet<u64>) {
     // bpftool shows the full names from the programs' BTF (the kernel keeps 15 characters).
-    const NAMES: [&str; 4] = [
+    const NAMES: [&str; 6] = [
         "sched_wakeup",
         "sched_wakeup_new",
         "sched_migrate_task",
         "sched_switch",
+        "sched_switch_daemon",
+        "sched_migrate_task_daemon",
     ];
     let progs = Command::new("bpftool")
         .args(["-j", "prog", "show"])
@@ -537,7 +539,8 @@ fn check_reports_a_runnable_machine() {
     assert!(out.status.success(), "schedlat check failed:\n{stdout}");
     for needle in [
         "BTF (vmlinux)         yes",
-        "load and attach       yes",
+        "trace programs        yes",
+        "daemon programs       yes",
         "schedlat can run here",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");

@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 /// Debian packages: LLVM 22 for bpf-linker, bpftool for the tests' leak checks, workloads.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -21,6 +23,11 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "bpftool",
     "stress-ng",
+    // The cost benchmark: perf bench, and runqlat to compare with.
+    "linux-perf",
+    "libbpf-tools",
+    // The exporter's integration test scrapes the agent with a real Prometheus.
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -47,6 +54,15 @@ enum Task {
         #[arg(long, default_value = "8s")]
         duration: String,
     },
+    /// Setup, build, then measure schedlat's cost against runqlat (perf bench sched pipe).
+    Bench {
+        /// Interleaved rounds per configuration.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// perf bench sched pipe operations per run.
+        #[arg(long, default_value_t = 200_000)]
+        loops: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup(),
         Task::Test { unit_only } => test(unit_only),
         Task::Demo { duration } => demo(&duration),
+        Task::Bench { rounds, loops } => bench_task(rounds, loops),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -231,8 +248,9 @@ fn test(unit_only: bool) -> Result<()> {
             .args(["--", "-D", "warnings"])
             .env("RUSTC_BOOTSTRAP", "1"))
     })?;
+    let mut tally = Tally::default();
     step("unit tests", || {
-        run(cargo().args([
+        tally.run(cargo().args([
             "test",
             "--release",
             "-p",
@@ -241,6 +259,9 @@ fn test(unit_only: bool) -> Result<()> {
             "agent-common",
             "-p",
             "xtask",
+            "--lib",
+            "--bins",
+            "--tests",
         ]))
     })?;
     if !unit_only {
@@ -250,17 +271,102 @@ fn test(unit_only: bool) -> Result<()> {
         step("integration tests (root, real kernel)", || {
             run(cargo().args(["build", "--release", "-p", "schedlat"]))?;
             let bin = workspace_root().join("target/release/schedlat");
-            run(cargo()
-                .args(["test", "--release", "-p", "schedlat-integration-tests"])
-                .args(["--", "--ignored", "--test-threads=1"])
-                .env("SCHEDLAT_BIN", bin))
+            tally.run(
+                cargo()
+                    .args(["test", "--release", "-p", "schedlat-integration-tests"])
+                    .args(["--tests", "--", "--ignored", "--test-threads=1"])
+                    .env("SCHEDLAT_BIN", bin),
+            )
         })?;
     }
-    eprintln!(
-        "xtask: all tests passed in {:.0}s",
+    // On stdout, last: the totals over every test binary, for people and CI logs alike.
+    println!(
+        "xtask: {} tests passed, {} failed, {} ignored, in {:.0}s",
+        tally.passed,
+        tally.failed,
+        tally.ignored,
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Sums the `test result:` lines of `cargo test` runs, passing their output through.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    fn run(&mut self, cmd: &mut Command) -> Result<()> {
+        use std::io::{BufRead as _, BufReader};
+        let shown = format!("{cmd:?}");
+        eprintln!("xtask: $ {shown}");
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {shown}"))?;
+        let stdout = child.stdout.take().context("test stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            self.add(&line);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("{shown} failed with {status}");
+        }
+        Ok(())
+    }
+
+    /// `test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; ...`
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(word), Some(number)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = number.parse::<u64>() else {
+                continue;
+            };
+            match word {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_result_lines() {
+        let mut t = Tally::default();
+        t.add("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        t.add("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (13, 2, 3));
+    }
+}
+
+fn bench_task(rounds: usize, loops: u32) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    setup()?;
+    step("build (release)", || {
+        run(cargo().args(["build", "--release", "-p", "schedlat"]))
+    })?;
+    let schedlat = workspace_root().join("target/release/schedlat");
+    bench::run(&schedlat, &bench::BenchOptions { rounds, loops })
 }
 
 /// A sleeper thread that needs the CPU briefly and often, pinned with a CPU hog on CPU 0:

@@ -1,0 +1,256 @@
+//! The node daemon's programs: run-queue latency of every task from `sched_switch` alone.
+//!
+//! The trace programs (main.rs) stamp each wakeup themselves, which costs a program run and a
+//! task-storage write per wakeup. The kernel already keeps the same stamps when it is built with
+//! `CONFIG_SCHED_INFO` (every distribution kernel: `TASK_DELAY_ACCT`/`SCHEDSTATS` select it):
+//! `sched_info.last_queued` is the rq clock at enqueue (wakeup, or switch-out while runnable)
+//! and `sched_info.last_arrival` the rq clock when the task got the CPU; the wait between them
+//! is exactly what `/proc/<pid>/schedstat`'s `run_delay` adds up (kernel/sched/stats.h,
+//! `sched_info_arrive`).
+//!
+//! `sched_switch` fires before `sched_info_arrive` runs for `next`, so at switch-in the program
+//! saves `next`'s `last_queued` in a per-CPU slot, and at that task's switch-out (it is then
+//! `current`, so its ids and cgroup come from cheap helpers) reads `last_arrival` and accounts
+//! the wait. The preemptor is what ran before it on the CPU, saved at switch-in.
+//!
+//! Known limit: when a waiting task is migrated, the kernel ends its `sched_info` wait on the
+//! old CPU and starts a new one on the new CPU, so the wait counted here is the part spent on
+//! the CPU it finally ran on; such waits are marked (class `migrated`).
+
+use agent_common::{
+    Counter, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN, PreemptorClass,
+    TASK_COMM_LEN, WaitBucket, WaitEvent, WaitKey, hist_slot,
+};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, task_struct},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, cfg, count,
+    maps::{
+        CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, PROC_NAMES, PROC_WAITS, TASK_MIGRATED,
+    },
+    read_field, submit_flags,
+};
+
+/// Offset of `task_struct.sched_info.last_arrival`.
+#[unsafe(no_mangle)]
+static CFG_OFF_LAST_ARRIVAL: u32 = 0;
+/// Offset of `task_struct.sched_info.last_queued`.
+#[unsafe(no_mangle)]
+static CFG_OFF_LAST_QUEUED: u32 = 0;
+/// Offset of `task_struct.flags`.
+#[unsafe(no_mangle)]
+static CFG_OFF_FLAGS: u32 = 0;
+/// Offset of `task_struct.on_rq`.
+#[unsafe(no_mangle)]
+static CFG_OFF_ON_RQ: u32 = 0;
+/// Offset of `task_struct.group_leader`.
+#[unsafe(no_mangle)]
+static CFG_OFF_GROUP_LEADER: u32 = 0;
+
+/// `PF_KTHREAD` (include/linux/sched.h).
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// `TASK_ON_RQ_MIGRATING` (kernel/sched/sched.h): set by `deactivate_task` while a queued
+/// task moves between run queues.
+const TASK_ON_RQ_MIGRATING: u32 = 2;
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_daemon(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_switch(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let prev: *mut task_struct = ctx.arg(1);
+    let next: *mut task_struct = ctx.arg(2);
+    let slot = CPU_SLOT.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot of a preallocated per-CPU array; programs do not migrate mid-run
+    // and sched_switch does not nest on a CPU.
+    let slot = unsafe { &mut *slot };
+    // `current` is still `prev` at this tracepoint.
+    let current = bpf_get_current_pid_tgid();
+    // SAFETY: helper without preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+
+    if slot.task == prev as u64 && slot.last_queued != 0 {
+        let _ = finish(prev, slot, current, cgroup);
+    }
+    slot.task = 0;
+
+    // The idle task is never queued, so its `last_queued` is 0 like that of a task that got
+    // the CPU without waiting (e.g. a re-pick of `prev`).
+    let last_queued: u64 = read_field(next, cfg(&CFG_OFF_LAST_QUEUED))?;
+    if last_queued == 0 {
+        return Ok(());
+    }
+    let mut flags = FLAG_WAKER_UNKNOWN;
+    if current as u32 != 0 {
+        let prev_flags: u32 = read_field(prev, cfg(&CFG_OFF_FLAGS))?;
+        if prev_flags & PF_KTHREAD != 0 {
+            flags |= FLAG_PREEMPTOR_KTHREAD;
+        }
+    }
+    if let Some(migrated) = TASK_MIGRATED.get(next, false)
+        && *migrated != 0
+    {
+        flags |= FLAG_MIGRATED;
+        *migrated = 0;
+    }
+    *slot = CpuSlot {
+        task: next as u64,
+        last_queued,
+        preemptor_pid_tgid: current,
+        preemptor_task: prev as u64,
+        preemptor_cgroup: cgroup,
+        flags,
+        pad: 0,
+    };
+    Ok(())
+}
+
+/// Accounts the wait of `prev` (now `current`), which got this CPU when `slot` was filled.
+#[inline(always)]
+fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) -> Result<(), ()> {
+    let arrival: u64 = read_field(prev, cfg(&CFG_OFF_LAST_ARRIVAL))?;
+    if arrival < slot.last_queued {
+        count(Counter::NegativeDelta);
+        return Ok(());
+    }
+    let wait_ns = arrival - slot.last_queued;
+    if wait_ns > cfg(&CFG_MAX_WAIT_NS) {
+        count(Counter::AbsurdDelta);
+        return Ok(());
+    }
+    count(Counter::Samples);
+    let class = if slot.flags & FLAG_MIGRATED != 0 {
+        PreemptorClass::Migrated
+    } else if slot.preemptor_pid_tgid as u32 == 0 {
+        PreemptorClass::Idle
+    } else if slot.flags & FLAG_PREEMPTOR_KTHREAD != 0 {
+        PreemptorClass::Kernel
+    } else if slot.preemptor_cgroup == cgroup {
+        PreemptorClass::SameCgroup
+    } else {
+        PreemptorClass::OtherCgroup
+    };
+    let tgid = (current >> 32) as u32;
+    let hist = hist_slot(wait_ns);
+    let key = WaitKey {
+        cgroup_id: cgroup,
+        tgid,
+        slot: hist as u16,
+        class: class as u8,
+        pad: 0,
+    };
+    if let Some(bucket) = PROC_WAITS.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy of a live value; programs do not migrate mid-run.
+        let bucket = unsafe { &mut *bucket };
+        bucket.count += 1;
+        bucket.total_ns += wait_ns;
+    } else {
+        let bucket = WaitBucket {
+            count: 1,
+            total_ns: wait_ns,
+        };
+        if PROC_WAITS
+            .insert(key, bucket, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
+            count(Counter::HistMapFull);
+        }
+        name_process(prev, tgid);
+    }
+    if let Some(bucket) = CPU_WAITS.get_ptr_mut(hist) {
+        // SAFETY: as above.
+        let bucket = unsafe { &mut *bucket };
+        bucket.count += 1;
+        bucket.total_ns += wait_ns;
+    }
+    let min_event_ns = DAEMON_CFG.get(0).copied().unwrap_or(u64::MAX);
+    if wait_ns >= min_event_ns {
+        emit(slot, current, wait_ns);
+    }
+    Ok(())
+}
+
+/// Records the process's name (its group leader's comm) the first time it waits.
+#[inline(always)]
+fn name_process(task: *mut task_struct, tgid: u32) {
+    if PROC_NAMES.get_ptr(tgid).is_some() {
+        return;
+    }
+    let Ok(leader) = read_field::<*const task_struct>(task, cfg(&CFG_OFF_GROUP_LEADER)) else {
+        return;
+    };
+    let mut comm = [0u8; TASK_COMM_LEN];
+    // SAFETY: bpf_probe_read_kernel_buf faults safely; the destination is a stack buffer.
+    let read = unsafe {
+        bpf_probe_read_kernel_buf(leader.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize), &mut comm)
+    };
+    if read.is_ok() {
+        // A full map only costs the name; user space falls back to /proc.
+        let _ = PROC_NAMES.insert(tgid, comm, u64::from(BPF_NOEXIST));
+    }
+}
+
+#[inline(always)]
+fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let preemptor_tid = slot.preemptor_pid_tgid as u32;
+    let mut event = WaitEvent {
+        // When the wait was accounted: at the task's switch-out after it.
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        wait_ns,
+        tid: current as u32,
+        tgid: (current >> 32) as u32,
+        // SAFETY: helper without preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        waker_tid: 0,
+        waker_tgid: 0,
+        preemptor_tid,
+        preemptor_tgid: (slot.preemptor_pid_tgid >> 32) as u32,
+        flags: slot.flags,
+        comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
+        preemptor_comm: [0; TASK_COMM_LEN],
+    };
+    // The preemptor may have exited since; its name is only used if the memory still holds
+    // the same task.
+    let preemptor = slot.preemptor_task as *const task_struct;
+    if preemptor_tid != 0
+        && read_field::<u32>(preemptor, cfg(&CFG_OFF_PID)) == Ok(preemptor_tid)
+    {
+        // SAFETY: as in name_process.
+        let _ = unsafe {
+            bpf_probe_read_kernel_buf(
+                preemptor.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),
+                &mut event.preemptor_comm,
+            )
+        };
+    }
+    entry.write(event);
+    count(Counter::EventsSubmitted);
+    entry.submit(submit_flags());
+}
+
+#[btf_tracepoint(function = "sched_migrate_task")]
+pub fn sched_migrate_task_daemon(ctx: BtfTracePointContext) -> i32 {
+    let task: *mut task_struct = ctx.arg(0);
+    if read_field::<u32>(task, cfg(&CFG_OFF_ON_RQ)) == Ok(TASK_ON_RQ_MIGRATING)
+        && let Some(migrated) = TASK_MIGRATED.get(task, true)
+    {
+        *migrated = 1;
+    }
+    0
+}

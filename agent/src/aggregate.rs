@@ -1,0 +1,665 @@
+//! The daemon's windowed aggregation: pure logic, no I/O, fed with plain structs so tests can
+//! use synthetic data.
+//!
+//! Each window the daemon hands over what the kernel counted since the last window (per
+//! cgroup, process, log-linear slot and preemptor class; per CPU and slot) and the exact waits
+//! of the events it received. The aggregator
+//! - keeps cumulative Prometheus histograms per (cgroup, process) series, bounded: the `top_k`
+//!   processes with the most total wait this window keep their own series, the rest of each
+//!   cgroup folds into `process="other"`, and beyond `max_cgroups` cgroups into
+//!   `cgroup="other"`; series idle for `series_ttl` are dropped;
+//! - computes this window's p50/p90/p99/p99.9/max per series, cgroup, CPU and node from the
+//!   fine log-linear histogram (error at most half a slot, 1.6 %);
+//! - derives each CPU's mean run-queue length by Little's law (total wait / window length).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use agent_common::{HIST_SLOTS, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds};
+
+/// Exported bucket upper bounds are 2^k ns for k in this range (1.024 µs .. 17.2 s).
+pub const EXPORT_MIN_EXP: u32 = 10;
+pub const EXPORT_MAX_EXP: u32 = 34;
+pub const EXPORT_BUCKETS: usize = (EXPORT_MAX_EXP - EXPORT_MIN_EXP + 1) as usize;
+
+/// Label value for folded series.
+pub const OTHER: &str = "other";
+
+/// The quantiles reported per window; 1.0 is the maximum.
+pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+/// Upper bound in seconds of exported bucket `i`. The one documented conversion: bucket `i`
+/// counts waits shorter than 2^(EXPORT_MIN_EXP + i) ns.
+#[must_use]
+pub fn export_bucket_le_seconds(i: usize) -> f64 {
+    (1u64 << (EXPORT_MIN_EXP + i as u32)) as f64 * 1e-9
+}
+
+/// Index of the first exported bucket whose bound is above every value of kernel `slot`,
+/// `None` when the slot lies beyond the last bound (only `+Inf` holds it).
+#[must_use]
+pub fn export_bucket_of_slot(slot: u32) -> Option<usize> {
+    let (lo, _) = hist_slot_bounds(slot);
+    // Slots never straddle a power of two, so every value of the slot is below 2^k iff lo is.
+    (EXPORT_MIN_EXP..=EXPORT_MAX_EXP)
+        .position(|k| lo < 1u64 << k)
+        .map(|i| i.min(EXPORT_BUCKETS - 1))
+        .filter(|_| lo < 1u64 << EXPORT_MAX_EXP)
+}
+
+/// A cumulative exported histogram (counts per bucket, not yet accumulated across buckets).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CumulativeHistogram {
+    pub buckets: [u64; EXPORT_BUCKETS],
+    pub count: u64,
+    pub sum_ns: u64,
+}
+
+impl CumulativeHistogram {
+    pub fn add(&mut self, slot: u32, count: u64, total_ns: u64) {
+        if let Some(i) = export_bucket_of_slot(slot) {
+            self.buckets[i] += count;
+        }
+        self.count += count;
+        self.sum_ns += total_ns;
+    }
+
+    /// Bucket counts accumulated, as Prometheus expects (`le` buckets include all below).
+    #[must_use]
+    pub fn cumulative(&self) -> [u64; EXPORT_BUCKETS] {
+        let mut out = self.buckets;
+        for i in 1..EXPORT_BUCKETS {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+}
+
+/// A window's histogram in the kernel's fine layout, sparse.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowHistogram {
+    slots: BTreeMap<u32, u64>,
+    count: u64,
+    total_ns: u64,
+    /// Largest exact wait known (from events), if any.
+    exact_max_ns: Option<u64>,
+}
+
+impl WindowHistogram {
+    pub fn add(&mut self, slot: u32, count: u64, total_ns: u64) {
+        if count == 0 {
+            return;
+        }
+        *self.slots.entry(slot.min(HIST_SLOTS - 1)).or_default() += count;
+        self.count += count;
+        self.total_ns += total_ns;
+    }
+
+    pub fn merge(&mut self, other: &WindowHistogram) {
+        for (&slot, &n) in &other.slots {
+            *self.slots.entry(slot).or_default() += n;
+        }
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.note_exact(other.exact_max_ns);
+    }
+
+    pub fn note_exact(&mut self, wait_ns: Option<u64>) {
+        if let Some(w) = wait_ns {
+            self.exact_max_ns = Some(self.exact_max_ns.map_or(w, |m| m.max(w)));
+        }
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    #[must_use]
+    pub fn total_ns(&self) -> u64 {
+        self.total_ns
+    }
+
+    /// Value at quantile `q` in ns: the midpoint of the slot holding the sample of rank
+    /// ceil(q·n). For q = 1 (the maximum): the exact maximum when an event in the top slot
+    /// told it, else the top slot's last value (an upper bound).
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let (&top, _) = self.slots.last_key_value()?;
+        if q >= 1.0 {
+            let (lo, hi) = hist_slot_bounds(top);
+            return Some(match self.exact_max_ns {
+                Some(m) if m >= lo => m,
+                _ => hi - 1,
+            });
+        }
+        let rank = ((q.max(0.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (&slot, &n) in &self.slots {
+            seen += n;
+            if seen >= rank {
+                let (lo, hi) = hist_slot_bounds(slot);
+                return Some(lo + (hi - lo - 1) / 2);
+            }
+        }
+        None
+    }
+
+    /// All of `QUANTILES`, in seconds.
+    #[must_use]
+    pub fn quantiles_seconds(&self) -> Option<[f64; QUANTILES.len()]> {
+        let mut out = [0.0; QUANTILES.len()];
+        for (o, q) in out.iter_mut().zip(QUANTILES) {
+            *o = self.quantile(q)? as f64 * 1e-9;
+        }
+        Some(out)
+    }
+}
+
+/// What the kernel counted for one key since the last window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcDelta {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub class: PreemptorClass,
+    pub slot: u32,
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// One window's input.
+#[derive(Clone, Debug, Default)]
+pub struct WindowInput {
+    pub procs: Vec<ProcDelta>,
+    /// Per CPU (index = CPU number): (slot, count, total_ns) since the last window.
+    pub cpus: Vec<Vec<(u32, u64, u64)>>,
+    /// Exact waits of the events received this window: (tgid, cpu, wait ns).
+    pub event_waits: Vec<(u32, u32, u64)>,
+    /// Length of the window in ns (measured, not configured).
+    pub duration_ns: u64,
+}
+
+/// Names for ids; the daemon reads /proc and the cgroup file system, tests use a table.
+pub trait Names {
+    /// The process's name (comm of its main thread).
+    fn process(&mut self, tgid: u32) -> String;
+    /// The cgroup's path ("/" for the root).
+    fn cgroup_path(&mut self, cgroup_id: u64) -> String;
+    /// Whether the process is a kernel thread.
+    fn is_kernel_thread(&mut self, tgid: u32) -> bool;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregatorConfig {
+    pub top_k: usize,
+    pub max_cgroups: usize,
+    /// Series idle for this many windows are dropped.
+    pub series_ttl_windows: u64,
+    pub kernel_threads: bool,
+    /// Derive unit/container names from cgroup paths.
+    pub cgroup_names: bool,
+}
+
+/// A (cgroup, process) series label pair.
+pub type SeriesKey = (String, String);
+
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub hist: CumulativeHistogram,
+    pub migrations: u64,
+    pub last_window: u64,
+}
+
+/// Per-window gauges: replaced every window.
+#[derive(Clone, Debug, Default)]
+pub struct WindowGauges {
+    pub series: BTreeMap<SeriesKey, [f64; QUANTILES.len()]>,
+    pub cgroups: BTreeMap<String, [f64; QUANTILES.len()]>,
+    pub cpus: BTreeMap<u32, [f64; QUANTILES.len()]>,
+    pub node: Option<[f64; QUANTILES.len()]>,
+    /// Mean number of tasks waiting on each CPU's run queue over the window.
+    pub runqueue_length: BTreeMap<u32, f64>,
+    /// Processes with waits this window that were folded into `other`.
+    pub folded_processes: usize,
+}
+
+/// Everything exported, cumulative where Prometheus expects counters.
+#[derive(Clone, Debug, Default)]
+pub struct Exported {
+    pub series: BTreeMap<SeriesKey, Series>,
+    pub cpus: BTreeMap<u32, CumulativeHistogram>,
+    /// (cgroup, class) → (waits, wait ns).
+    pub classes: BTreeMap<(String, PreemptorClass), (u64, u64)>,
+    /// Display name → path, for `schedlat_cgroup_info`.
+    pub cgroup_paths: BTreeMap<String, String>,
+    pub window: WindowGauges,
+    pub windows: u64,
+}
+
+pub struct Aggregator {
+    config: AggregatorConfig,
+    pub exported: Exported,
+}
+
+/// A one-line account of a window, for the debug log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSummary {
+    pub waits: u64,
+    pub total_wait_ns: u64,
+    pub processes: usize,
+    pub folded_processes: usize,
+    pub node_p99_ns: Option<u64>,
+    pub worst: Option<(String, String, u64)>,
+}
+
+impl Aggregator {
+    #[must_use]
+    pub fn new(config: AggregatorConfig) -> Self {
+        Self {
+            config,
+            exported: Exported::default(),
+        }
+    }
+
+    pub fn set_config(&mut self, config: AggregatorConfig) {
+        self.config = config;
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the window; splitting it scatters the folding rules"
+    )]
+    pub fn window(&mut self, input: &WindowInput, names: &mut dyn Names) -> WindowSummary {
+        self.exported.windows += 1;
+        let now = self.exported.windows;
+        let cfg = self.config.clone();
+
+        // Per (cgroup, tgid): fine histogram, class split and total wait.
+        #[derive(Default)]
+        struct Proc {
+            hist: WindowHistogram,
+            classes: [(u64, u64); PREEMPTOR_CLASS_COUNT],
+        }
+        let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
+        for d in &input.procs {
+            let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
+            p.hist.add(d.slot, d.count, d.total_ns);
+            let c = &mut p.classes[d.class as usize];
+            c.0 += d.count;
+            c.1 += d.total_ns;
+        }
+        let mut event_max: HashMap<u32, u64> = HashMap::new();
+        for &(tgid, _, wait) in &input.event_waits {
+            let m = event_max.entry(tgid).or_default();
+            *m = (*m).max(wait);
+        }
+        for (&(_, tgid), p) in &mut procs {
+            p.hist.note_exact(event_max.get(&tgid).copied());
+        }
+        if !cfg.kernel_threads {
+            procs.retain(|&(_, tgid), _| !names.is_kernel_thread(tgid));
+        }
+
+        // Rank cgroups and processes by total wait; fold the tail.
+        let mut cgroup_totals: HashMap<u64, u64> = HashMap::new();
+        for (&(cg, _), p) in &procs {
+            *cgroup_totals.entry(cg).or_default() += p.hist.total_ns();
+        }
+        let mut ranked_cgroups: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
+        ranked_cgroups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut cgroup_label: HashMap<u64, String> = HashMap::new();
+        for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
+            let label = if rank < cfg.max_cgroups {
+                let path = names.cgroup_path(cg);
+                let label = if cfg.cgroup_names {
+                    crate::cgroups::display_name(&path)
+                } else {
+                    path.clone()
+                };
+                self.exported.cgroup_paths.insert(label.clone(), path);
+                label
+            } else {
+                OTHER.to_owned()
+            };
+            cgroup_label.insert(cg, label);
+        }
+        let mut ranked: Vec<((u64, u32), u64)> = procs
+            .iter()
+            .map(|(&k, p)| (k, p.hist.total_ns()))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: HashSet<(u64, u32)> = ranked.iter().take(cfg.top_k).map(|(k, _)| *k).collect();
+        let folded = procs.len().saturating_sub(top.len());
+
+        let mut window = WindowGauges {
+            folded_processes: folded,
+            ..WindowGauges::default()
+        };
+        let mut series_hist: BTreeMap<SeriesKey, WindowHistogram> = BTreeMap::new();
+        let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
+        let mut node = WindowHistogram::default();
+        let mut worst: Option<(String, String, u64)> = None;
+        for (key, p) in &procs {
+            let cg = cgroup_label[&key.0].clone();
+            let process = if top.contains(key) {
+                names.process(key.1)
+            } else {
+                OTHER.to_owned()
+            };
+            let skey = (cg.clone(), process);
+            let series = self.exported.series.entry(skey.clone()).or_default();
+            series.last_window = now;
+            for (&slot, &n) in &p.hist.slots {
+                // Sums per slot are not kept apart here; the exact total goes in once below.
+                series.hist.add(slot, n, 0);
+            }
+            series.hist.sum_ns += p.hist.total_ns();
+            series.migrations += p.classes[PreemptorClass::Migrated as usize].0;
+            for class in PreemptorClass::ALL {
+                let (n, ns) = p.classes[class as usize];
+                if n > 0 {
+                    let c = self
+                        .exported
+                        .classes
+                        .entry((cg.clone(), class))
+                        .or_default();
+                    c.0 += n;
+                    c.1 += ns;
+                }
+            }
+            series_hist.entry(skey.clone()).or_default().merge(&p.hist);
+            cgroup_hist.entry(cg).or_default().merge(&p.hist);
+            node.merge(&p.hist);
+            if top.contains(key) {
+                let p99 = p.hist.quantile(0.99).unwrap_or(0);
+                if worst.as_ref().is_none_or(|w| p99 > w.2) {
+                    worst = Some((skey.0, skey.1, p99));
+                }
+            }
+        }
+        for (k, h) in &series_hist {
+            if let Some(q) = h.quantiles_seconds() {
+                window.series.insert(k.clone(), q);
+            }
+        }
+        for (k, h) in &cgroup_hist {
+            if let Some(q) = h.quantiles_seconds() {
+                window.cgroups.insert(k.clone(), q);
+            }
+        }
+        window.node = node.quantiles_seconds();
+
+        // Per CPU: cumulative histogram, window quantiles, Little's law queue length.
+        for (cpu, slots) in input.cpus.iter().enumerate() {
+            let cpu = cpu as u32;
+            let mut h = WindowHistogram::default();
+            let cum = self.exported.cpus.entry(cpu).or_default();
+            for &(slot, n, ns) in slots {
+                h.add(slot, n, ns);
+                cum.add(slot, n, ns);
+            }
+            for &(_, ecpu, wait) in &input.event_waits {
+                if ecpu == cpu {
+                    h.note_exact(Some(wait));
+                }
+            }
+            if let Some(q) = h.quantiles_seconds() {
+                window.cpus.insert(cpu, q);
+            }
+            if input.duration_ns > 0 {
+                window
+                    .runqueue_length
+                    .insert(cpu, h.total_ns() as f64 / input.duration_ns as f64);
+            }
+        }
+
+        // Bounded state: drop series idle past the TTL (their counters restart if they come
+        // back, which Prometheus's rate() treats as a reset).
+        let ttl = cfg.series_ttl_windows;
+        self.exported
+            .series
+            .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
+        let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.0).collect();
+        self.exported.classes.retain(|(cg, _), _| live.contains(cg));
+        self.exported
+            .cgroup_paths
+            .retain(|label, _| live.contains(label));
+
+        let summary = WindowSummary {
+            waits: node.count(),
+            total_wait_ns: node.total_ns(),
+            processes: procs.len(),
+            folded_processes: folded,
+            node_p99_ns: node.quantile(0.99),
+            worst,
+        };
+        self.exported.window = window;
+        summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::hist_slot;
+
+    use super::*;
+
+    struct Table;
+    impl Names for Table {
+        fn process(&mut self, tgid: u32) -> String {
+            format!("p{tgid}")
+        }
+        fn cgroup_path(&mut self, id: u64) -> String {
+            if id == 1 {
+                "/".into()
+            } else {
+                format!("/system.slice/cg{id}.service")
+            }
+        }
+        fn is_kernel_thread(&mut self, tgid: u32) -> bool {
+            tgid < 10
+        }
+    }
+
+    fn config() -> AggregatorConfig {
+        AggregatorConfig {
+            top_k: 2,
+            max_cgroups: 2,
+            series_ttl_windows: 3,
+            kernel_threads: true,
+            cgroup_names: true,
+        }
+    }
+
+    fn delta(cgroup_id: u64, tgid: u32, wait_ns: u64, count: u64) -> ProcDelta {
+        ProcDelta {
+            cgroup_id,
+            tgid,
+            class: PreemptorClass::OtherCgroup,
+            slot: hist_slot(wait_ns),
+            count,
+            total_ns: wait_ns * count,
+        }
+    }
+
+    /// A deterministic heavy-tailed sample set (xorshift; log-uniform 1 µs .. 100 ms).
+    fn samples(n: usize, seed: u64) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                (1e3 * (1e5f64).powf(u)) as u64
+            })
+            .collect()
+    }
+
+    fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    #[test]
+    fn window_quantiles_match_exact_percentiles() {
+        for seed in [1, 7, 12345] {
+            let mut values = samples(20_000, seed);
+            let mut h = WindowHistogram::default();
+            for &v in &values {
+                h.add(hist_slot(v), 1, v);
+            }
+            values.sort_unstable();
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let exact = exact_quantile(&values, q) as f64;
+                let got = h.quantile(q).unwrap() as f64;
+                let err = (got - exact).abs() / exact;
+                assert!(
+                    err < 0.02,
+                    "seed {seed} q {q}: histogram says {got}, exact {exact} ({:.2} % off)",
+                    err * 100.0
+                );
+            }
+            let max = *values.last().unwrap();
+            let bound = h.quantile(1.0).unwrap();
+            assert!(
+                bound >= max && (bound - max) as f64 / max as f64 <= 1.0 / 32.0,
+                "max bound {bound} vs exact {max}"
+            );
+            h.note_exact(Some(max));
+            assert_eq!(h.quantile(1.0), Some(max), "exact max from an event");
+        }
+    }
+
+    #[test]
+    fn exported_buckets_are_powers_of_two_and_complete() {
+        // Every slot below the last bound lands in the bucket whose bound is just above it.
+        for slot in 0..HIST_SLOTS {
+            let (lo, hi) = hist_slot_bounds(slot);
+            match export_bucket_of_slot(slot) {
+                Some(i) => {
+                    let le = 1u64 << (EXPORT_MIN_EXP + i as u32);
+                    assert!(hi <= le, "slot {slot} [{lo},{hi}) above bucket {le}");
+                    if i > 0 {
+                        assert!(lo >= le / 2, "slot {slot} belongs in a lower bucket");
+                    }
+                }
+                None => assert!(lo >= 1u64 << EXPORT_MAX_EXP, "slot {slot} lost"),
+            }
+        }
+        let mut c = CumulativeHistogram::default();
+        c.add(hist_slot(500), 1, 500);
+        c.add(hist_slot(1500), 2, 3000);
+        c.add(hist_slot(1 << 40), 1, 1 << 40);
+        let cum = c.cumulative();
+        assert_eq!(cum[0], 1, "500 ns < 1.024 us");
+        assert_eq!(cum[1], 3, "1.5 us < 2.048 us");
+        assert_eq!(cum[EXPORT_BUCKETS - 1], 3, "the 18 min wait is only in +Inf");
+        assert_eq!(c.count, 4);
+        assert!((export_bucket_le_seconds(0) - 1.024e-6).abs() < 1e-15);
+    }
+
+    #[test]
+    fn top_k_folds_the_rest_into_other_and_keeps_totals() {
+        let mut agg = Aggregator::new(config());
+        let input = WindowInput {
+            procs: vec![
+                delta(5, 100, 1_000_000, 10), // 10 ms total
+                delta(5, 101, 2_000_000, 10), // 20 ms
+                delta(5, 102, 100_000, 10),   // 1 ms -> other
+                delta(6, 200, 500_000, 10),   // 5 ms -> other (cg6)
+            ],
+            cpus: vec![vec![(hist_slot(1_000_000), 40, 36_000_000)]],
+            event_waits: vec![],
+            duration_ns: 1_000_000_000,
+        };
+        let s = agg.window(&input, &mut Table);
+        assert_eq!(s.waits, 40);
+        assert_eq!(s.total_wait_ns, 36_000_000);
+        assert_eq!(s.folded_processes, 2);
+        let keys: Vec<_> = agg.exported.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("cg5.service".to_owned(), "other".to_owned()),
+                ("cg5.service".to_owned(), "p100".to_owned()),
+                ("cg5.service".to_owned(), "p101".to_owned()),
+                ("cg6.service".to_owned(), "other".to_owned()),
+            ]
+        );
+        let total: u64 = agg.exported.series.values().map(|s| s.hist.sum_ns).sum();
+        assert_eq!(total, 36_000_000, "folding loses no wait");
+        let rq = agg.exported.window.runqueue_length[&0];
+        assert!((rq - 0.036).abs() < 1e-9, "Little's law: {rq}");
+        assert_eq!(
+            agg.exported.cgroup_paths["cg5.service"],
+            "/system.slice/cg5.service"
+        );
+    }
+
+    #[test]
+    fn cgroups_beyond_the_limit_fold_and_idle_series_expire() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            max_cgroups: 1,
+            ..config()
+        });
+        let input = WindowInput {
+            procs: vec![delta(5, 100, 1_000_000, 10), delta(6, 200, 10_000, 1)],
+            cpus: vec![],
+            event_waits: vec![],
+            duration_ns: 1,
+        };
+        agg.window(&input, &mut Table);
+        assert!(
+            agg.exported
+                .series
+                .contains_key(&("other".to_owned(), "p200".to_owned()))
+        );
+        let quiet = WindowInput::default();
+        for _ in 0..2 {
+            agg.window(&quiet, &mut Table);
+        }
+        assert_eq!(agg.exported.series.len(), 2, "still inside the TTL");
+        agg.window(&quiet, &mut Table);
+        assert!(agg.exported.series.is_empty(), "expired after 3 idle windows");
+        assert!(agg.exported.cgroup_paths.is_empty());
+    }
+
+    #[test]
+    fn counters_only_grow_across_windows() {
+        let mut agg = Aggregator::new(config());
+        let input = WindowInput {
+            procs: vec![delta(5, 100, 1_000_000, 10)],
+            cpus: vec![vec![(hist_slot(1_000_000), 10, 10_000_000)]],
+            event_waits: vec![(100, 0, 1_000_123)],
+            duration_ns: 5_000_000_000,
+        };
+        agg.window(&input, &mut Table);
+        agg.window(&input, &mut Table);
+        let s = &agg.exported.series[&("cg5.service".to_owned(), "p100".to_owned())];
+        assert_eq!(s.hist.count, 20);
+        assert_eq!(s.hist.sum_ns, 20_000_000);
+        assert_eq!(agg.exported.cpus[&0].count, 20);
+        let q = agg.exported.window.series[&("cg5.service".to_owned(), "p100".to_owned())];
+        assert!((q[4] - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q[4]);
+        let classes = agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
+        assert_eq!(classes, (20, 20_000_000));
+    }
+
+    #[test]
+    fn kernel_threads_can_be_left_out() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            kernel_threads: false,
+            ..config()
+        });
+        let input = WindowInput {
+            procs: vec![delta(1, 3, 1_000_000, 10), delta(5, 100, 1_000, 1)],
+            ..WindowInput::default()
+        };
+        let s = agg.window(&input, &mut Table);
+        assert_eq!(s.waits, 1);
+        assert_eq!(agg.exported.series.len(), 1);
+    }
+}

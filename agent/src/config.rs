@@ -1,0 +1,295 @@
+//! `schedlat run` configuration: a TOML file, overridden by command-line flags.
+//!
+//! Unknown keys and bad values are errors that name the key; every setting has a default, so
+//! no file is needed. Durations are strings with a unit ("5s", "10ms").
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Deserializer};
+
+use crate::units::parse_duration_ns;
+
+/// Default listen address: loopback only. 9747 is not taken by the well-known exporters
+/// (node_exporter 9100, process-exporter 9256, ebpf_exporter 9435, cAdvisor 8080).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
+/// Default incident directory (used from the incident step on).
+pub const DEFAULT_INCIDENT_DIR: &str = "/var/lib/schedlat/incidents";
+
+/// A duration written with a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration_ns(&text)
+            .map(|ns| Dur(Duration::from_nanos(ns)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn dur(text: &str) -> Dur {
+    Dur(Duration::from_nanos(
+        parse_duration_ns(text).expect("built-in durations parse"),
+    ))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP server for `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+    /// Aggregation window.
+    pub window: Dur,
+    /// Processes with the most total wait per window that keep their own series; the rest
+    /// fold into `process="other"` of their cgroup.
+    pub top_k: usize,
+    /// cgroups with the most total wait per window that keep their own series; the rest fold
+    /// into `cgroup="other"`.
+    pub max_cgroups: usize,
+    /// Waits at or above this reach user space one by one (for logs and incident triggers);
+    /// all waits are counted in the histograms whatever this is.
+    pub event_threshold: Dur,
+    /// Series not updated for this long are dropped (their processes are gone or quiet).
+    pub series_ttl: Dur,
+    /// Capacity of the kernel's per-process aggregation map; waits that find it full are
+    /// counted as lost (`reason="hist_map_full"`).
+    pub kernel_map_entries: u32,
+    pub labels: LabelConfig,
+    pub incidents: IncidentConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelConfig {
+    /// Show cgroups as the unit/container they belong to (`docker:3f2a…`, `foo.service`)
+    /// rather than the full cgroup path; the path stays in `schedlat_cgroup_info`.
+    pub cgroup_names: bool,
+    /// Count kernel threads' own waits (under cgroup "/", process = thread name).
+    pub kernel_threads: bool,
+}
+
+/// Reserved for incident capture (the next step); validated now so files stay valid.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentConfig {
+    pub enabled: bool,
+    pub threshold: Dur,
+    pub dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            window: dur("5s"),
+            top_k: 20,
+            max_cgroups: 100,
+            event_threshold: dur("1ms"),
+            series_ttl: dur("5m"),
+            kernel_map_entries: 32768,
+            labels: LabelConfig::default(),
+            incidents: IncidentConfig::default(),
+        }
+    }
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        Self {
+            cgroup_names: true,
+            kernel_threads: true,
+        }
+    }
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: dur("10ms"),
+            dir: PathBuf::from(DEFAULT_INCIDENT_DIR),
+        }
+    }
+}
+
+/// Flags of `schedlat run` that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub window: Option<Duration>,
+    pub top_k: Option<usize>,
+    pub event_threshold: Option<Duration>,
+    pub threshold: Option<Duration>,
+    pub incident_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses and validates a config file's text; errors name the key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file (if any) with the flags applied on top, validated.
+    pub fn load(path: Option<&std::path::Path>, overrides: &Overrides) -> Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                Self::from_toml(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+        }
+        if let Some(window) = o.window {
+            self.window = Dur(window);
+        }
+        if let Some(top_k) = o.top_k {
+            self.top_k = top_k;
+        }
+        if let Some(t) = o.event_threshold {
+            self.event_threshold = Dur(t);
+        }
+        if let Some(t) = o.threshold {
+            self.incidents.threshold = Dur(t);
+        }
+        if let Some(dir) = &o.incident_dir {
+            self.incidents.dir.clone_from(dir);
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let window = self.window.0;
+        if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+            bail!("window: must be between 1s and 1h, got {window:?}");
+        }
+        if self.top_k == 0 || self.top_k > 1000 {
+            bail!("top_k: must be between 1 and 1000, got {}", self.top_k);
+        }
+        if self.max_cgroups == 0 || self.max_cgroups > 10_000 {
+            bail!(
+                "max_cgroups: must be between 1 and 10000, got {}",
+                self.max_cgroups
+            );
+        }
+        if self.series_ttl.0 < window {
+            bail!(
+                "series_ttl: must be at least one window ({window:?}), got {:?}",
+                self.series_ttl.0
+            );
+        }
+        if !(1024..=1 << 22).contains(&self.kernel_map_entries) {
+            bail!(
+                "kernel_map_entries: must be between 1024 and 4194304, got {}",
+                self.kernel_map_entries
+            );
+        }
+        if self.event_threshold.0 < Duration::from_micros(10) {
+            bail!(
+                "event_threshold: below 10us every wait becomes an event and the ring buffer \
+                 floods; got {:?}",
+                self.event_threshold.0
+            );
+        }
+        if self.incidents.threshold.0.is_zero() {
+            bail!("incidents.threshold: must be above 0");
+        }
+        if self.incidents.dir.as_os_str().is_empty() || self.incidents.dir.is_relative() {
+            bail!(
+                "incidents.dir: must be an absolute path, got {:?}",
+                self.incidents.dir
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9999"
+            window = "10s"
+            top_k = 5
+            max_cgroups = 7
+            event_threshold = "500us"
+            series_ttl = "1m"
+            kernel_map_entries = 4096
+            [labels]
+            cgroup_names = false
+            kernel_threads = false
+            [incidents]
+            enabled = false
+            threshold = "25ms"
+            dir = "/tmp/x"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(c.window.0, Duration::from_secs(10));
+        assert_eq!(c.top_k, 5);
+        assert_eq!(c.event_threshold.0, Duration::from_micros(500));
+        assert!(!c.labels.cgroup_names);
+        assert_eq!(c.incidents.threshold.0, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("windw = \"5s\"").unwrap_err().to_string();
+        assert!(err.contains("windw"), "{err}");
+        let err = Config::from_toml("[labels]\nfoo = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("foo"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("window = \"5 parsecs\"", "window"),
+            ("window = \"0s\"", "window"),
+            ("top_k = 0", "top_k"),
+            ("top_k = \"many\"", "top_k"),
+            ("listen = \"localhost\"", "listen"),
+            ("event_threshold = \"1us\"", "event_threshold"),
+            ("[incidents]\ndir = \"relative\"", "incidents.dir"),
+        ] {
+            let err = format!("{:#}", Config::from_toml(text).unwrap_err());
+            assert!(err.contains(key), "{text}: error {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut c = Config::from_toml("top_k = 5\nwindow = \"10s\"").unwrap();
+        c.apply(&Overrides {
+            top_k: Some(3),
+            threshold: Some(Duration::from_millis(2)),
+            ..Overrides::default()
+        });
+        assert_eq!(c.top_k, 3);
+        assert_eq!(c.window.0, Duration::from_secs(10));
+        assert_eq!(c.incidents.threshold.0, Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,525 @@
+//! `schedlat run`: the node daemon.
+//!
+//! The kernel side (agent-ebpf/src/daemon.rs) counts every wait into per-CPU maps; this loop
+//! reads what changed once per window, folds it into bounded Prometheus series
+//! (`aggregate`), serves them over HTTP (`metrics`, `http`), reads the ring buffer of long
+//! waits every 100 ms, and frees the kernel state of processes that exited.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use agent_common::{
+    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, TASK_COMM_LEN, WaitBucket, WaitKey,
+};
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use log::{debug, info, warn};
+
+use crate::{
+    aggregate::{Aggregator, AggregatorConfig, Exported, Names, ProcDelta, WindowInput},
+    cgroups::CgroupResolver,
+    config::{Config, Overrides},
+    events::{self, comm_str},
+    http::{self, Response},
+    loader::{Mode, ProbeConfig, Probes},
+    metrics::{self, ProgramStats, SelfStats},
+    privileges, procinfo,
+};
+
+/// How often the ring buffer is drained (the kernel wakes the reader only on a backlog).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct RunOptions {
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+/// What the HTTP thread reads.
+#[derive(Default)]
+struct Shared {
+    exported: Exported,
+    stats: SelfStats,
+}
+
+/// Signals the loop reacts to.
+pub struct Signals {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+fn aggregator_config(config: &Config) -> AggregatorConfig {
+    let windows = config.series_ttl.0.as_nanos() / config.window.0.as_nanos().max(1);
+    AggregatorConfig {
+        top_k: config.top_k,
+        max_cgroups: config.max_cgroups,
+        series_ttl_windows: (windows as u64).max(1),
+        kernel_threads: config.labels.kernel_threads,
+        cgroup_names: config.labels.cgroup_names,
+    }
+}
+
+/// `--check-config`: validates and prints the effective configuration.
+pub fn check_config(options: &RunOptions) -> Result<String> {
+    let config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    Ok(format!(
+        "configuration OK: listen {}, window {:?}, top_k {}, max_cgroups {}, event_threshold \
+         {:?}, series_ttl {:?}, kernel_map_entries {}, cgroup_names {}, kernel_threads {}, \
+         incidents {} (threshold {:?}, dir {})",
+        config.listen,
+        config.window.0,
+        config.top_k,
+        config.max_cgroups,
+        config.event_threshold.0,
+        config.series_ttl.0,
+        config.kernel_map_entries,
+        config.labels.cgroup_names,
+        config.labels.kernel_threads,
+        if config.incidents.enabled {
+            "on"
+        } else {
+            "off"
+        },
+        config.incidents.threshold.0,
+        config.incidents.dir.display(),
+    ))
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "the daemon's life cycle, start to detach, reads best in one place"
+)]
+pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
+    let mut config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    let mut probes = Probes::load(&ProbeConfig {
+        mode: Mode::Daemon,
+        min_event_ns: Some(config.event_threshold.0.as_nanos() as u64),
+        proc_map_entries: config.kernel_map_entries,
+        ..ProbeConfig::default()
+    })?;
+    let mut ring = probes.take_events()?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let process_collector = prometheus::process_collector::ProcessCollector::for_self();
+    let handler_shared = Arc::clone(&shared);
+    let handler: http::Handler = Arc::new(move |path: &str| match path {
+        "/metrics" => {
+            use prometheus::core::Collector as _;
+            let families = {
+                let s = handler_shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                metrics::families(&s.exported, &s.stats)
+            };
+            Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics::encode(families, process_collector.collect()),
+            }
+        }
+        "/healthz" => Response {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: b"ok\n".to_vec(),
+        },
+        _ => Response {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: b"not found: try /metrics or /healthz\n".to_vec(),
+        },
+    });
+    let mut server = http::Server::start(config.listen, Arc::clone(&handler))?;
+    // Everything privileged is done: the fds held are all that reading needs.
+    if let Err(e) = privileges::drop_capabilities(&[]) {
+        warn!("could not drop capabilities: {e:#}");
+    }
+    info!(
+        "schedlat run: serving /metrics on http://{}/metrics, window {:?}",
+        server.local_addr(),
+        config.window.0
+    );
+    eprintln!(
+        "schedlat: serving http://{}/metrics (window {:?}); stop with Ctrl-C or SIGTERM",
+        server.local_addr(),
+        config.window.0
+    );
+
+    let mut aggregator = Aggregator::new(aggregator_config(&config));
+    let mut reader = KernelReader::default();
+    let mut names = ProcNames::default();
+    let mut stats = SelfStats {
+        kernel_release: probes.features.kernel_release.clone(),
+        kernel_map_capacity: config.kernel_map_entries,
+        window_seconds: config.window.0.as_secs_f64(),
+        ..SelfStats::default()
+    };
+    let mut event_waits: Vec<(u32, u32, u64)> = Vec::new();
+    let mut window_start = Instant::now();
+    let mut last_lost = [0u64; COUNTER_COUNT as usize];
+    let mut last_poll = Instant::now();
+    let max_events_per_window = 100_000;
+
+    loop {
+        let stopping = signals.stop.load(Ordering::Relaxed);
+        drain_events(
+            &mut ring,
+            &mut event_waits,
+            &mut stats,
+            max_events_per_window,
+        );
+
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            match reload(options, &config, &mut probes, &mut server, &handler) {
+                Ok(new) => {
+                    config = new;
+                    aggregator.set_config(aggregator_config(&config));
+                    stats.window_seconds = config.window.0.as_secs_f64();
+                    stats.reloads += 1;
+                    info!("configuration reloaded");
+                }
+                Err(e) => {
+                    stats.reload_failures += 1;
+                    warn!("configuration reload failed, keeping the old one: {e:#}");
+                }
+            }
+        }
+
+        if window_start.elapsed() >= config.window.0 || stopping {
+            let duration_ns = window_start.elapsed().as_nanos() as u64;
+            window_start = Instant::now();
+            match reader.read(&mut probes, &mut names) {
+                Ok((procs, cpus)) => {
+                    let input = WindowInput {
+                        procs,
+                        cpus,
+                        event_waits: std::mem::take(&mut event_waits),
+                        duration_ns,
+                    };
+                    let summary = aggregator.window(&input, &mut names);
+                    debug!(
+                        "window {:.1}s: {} waits, total {}, p99 {}, {} processes ({} folded \
+                         into other), worst p99 {}",
+                        duration_ns as f64 * 1e-9,
+                        summary.waits,
+                        events::human_ns(summary.total_wait_ns),
+                        summary.node_p99_ns.map_or("-".into(), events::human_ns),
+                        summary.processes,
+                        summary.folded_processes,
+                        summary.worst.as_ref().map_or("-".into(), |(cg, p, ns)| format!(
+                            "{} ({p} in {cg})",
+                            events::human_ns(*ns)
+                        )),
+                    );
+                }
+                Err(e) => warn!("reading the kernel maps: {e:#}"),
+            }
+            if let Ok(kernel) = probes.counters() {
+                warn_on_loss(&last_lost, &kernel, config.kernel_map_entries);
+                last_lost = kernel;
+                stats.kernel = kernel;
+            }
+            stats.kernel_map_entries = reader.entries;
+            stats.programs = program_stats(&probes);
+            stats.last_window_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let mut s = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.exported = aggregator.exported.clone();
+            s.stats = stats.clone();
+        }
+        if stopping {
+            break;
+        }
+        let next = last_poll + POLL_INTERVAL;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        last_poll = Instant::now();
+    }
+    // Let a scrape in progress finish, then detach.
+    server.stop();
+    drop(probes);
+    eprintln!("schedlat: stopped; programs detached");
+    Ok(())
+}
+
+fn reload(
+    options: &RunOptions,
+    current: &Config,
+    probes: &mut Probes,
+    server: &mut http::Server,
+    handler: &http::Handler,
+) -> Result<Config> {
+    let new = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    if new.kernel_map_entries != current.kernel_map_entries {
+        warn!(
+            "kernel_map_entries changed to {} but the kernel map keeps {} until a restart",
+            new.kernel_map_entries, current.kernel_map_entries
+        );
+    }
+    if new.event_threshold != current.event_threshold {
+        probes.set_min_event_ns(new.event_threshold.0.as_nanos() as u64)?;
+    }
+    if new.listen != current.listen {
+        let replacement = http::Server::start(new.listen, Arc::clone(handler))?;
+        let old = std::mem::replace(server, replacement);
+        old.stop();
+        info!("now serving on http://{}/metrics", server.local_addr());
+    }
+    let mut new = new;
+    new.kernel_map_entries = current.kernel_map_entries;
+    Ok(new)
+}
+
+fn drain_events(
+    ring: &mut RingBuf<MapData>,
+    waits: &mut Vec<(u32, u32, u64)>,
+    stats: &mut SelfStats,
+    cap: usize,
+) {
+    while let Some(item) = ring.next() {
+        stats.events_received += 1;
+        match events::decode(&item) {
+            Ok(e) => {
+                log::trace!(
+                    "long wait: {} {}/{} on cpu {} behind {}/{}",
+                    events::human_ns(e.wait_ns),
+                    e.tid,
+                    comm_str(&e.comm),
+                    e.cpu,
+                    e.preemptor_tid,
+                    comm_str(&e.preemptor_comm)
+                );
+                // Only the per-window maxima matter here; the cap bounds memory in a storm.
+                if waits.len() < cap {
+                    waits.push((e.tgid, e.cpu, e.wait_ns));
+                }
+            }
+            Err(e) => debug!("undecodable event: {e:#}"),
+        }
+    }
+}
+
+fn warn_on_loss(
+    before: &[u64; COUNTER_COUNT as usize],
+    now: &[u64; COUNTER_COUNT as usize],
+    capacity: u32,
+) {
+    let delta = |c: Counter| now[c as usize].saturating_sub(before[c as usize]);
+    let ring = delta(Counter::RingbufFull);
+    if ring > 0 {
+        warn!(
+            "{ring} long-wait events dropped (ring buffer full); their waits are still counted \
+             in the histograms"
+        );
+    }
+    let map = delta(Counter::HistMapFull);
+    if map > 0 {
+        warn!(
+            "{map} waits not counted: the kernel aggregation map is full ({capacity} entries); \
+             raise kernel_map_entries"
+        );
+    }
+    let anomalies = delta(Counter::NegativeDelta) + delta(Counter::AbsurdDelta);
+    if anomalies > 0 {
+        warn!("{anomalies} waits discarded as clock anomalies");
+    }
+}
+
+/// BPF run time per program from /proc/self/fdinfo, when the kernel accounts it.
+fn program_stats(probes: &Probes) -> Option<Vec<ProgramStats>> {
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .is_ok_and(|v| v.trim() == "1");
+    if !enabled {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, fd) in probes.program_fds() {
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+            continue;
+        };
+        let field = |key: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        out.push(ProgramStats {
+            name,
+            run_time_ns: field("run_time_ns:"),
+            run_count: field("run_cnt:"),
+        });
+    }
+    Some(out)
+}
+
+/// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
+#[derive(Default)]
+struct KernelReader {
+    procs: HashMap<WaitKey, (u64, u64)>,
+    cpus: Vec<Vec<(u64, u64)>>,
+    entries: usize,
+}
+
+impl KernelReader {
+    #[expect(
+        clippy::type_complexity,
+        reason = "the two halves of one window's input"
+    )]
+    fn read(
+        &mut self,
+        probes: &mut Probes,
+        names: &mut ProcNames,
+    ) -> Result<(Vec<ProcDelta>, Vec<Vec<(u32, u64, u64)>>)> {
+        let mut procs = Vec::new();
+        let mut seen_tgids = HashSet::new();
+        let mut entries = 0;
+        let map: PerCpuHashMap<_, WaitKey, WaitBucket> = PerCpuHashMap::try_from(
+            probes.map("PROC_WAITS").context("map PROC_WAITS")?,
+        )?;
+        for item in map.iter() {
+            let (key, per_cpu) = item.context("reading PROC_WAITS")?;
+            entries += 1;
+            let (count, total) = per_cpu
+                .iter()
+                .fold((0u64, 0u64), |(c, t), b| (c + b.count, t + b.total_ns));
+            let prev = self.procs.insert(key, (count, total)).unwrap_or((0, 0));
+            seen_tgids.insert(key.tgid);
+            let dc = count.wrapping_sub(prev.0);
+            if dc == 0 {
+                continue;
+            }
+            let Some(class) = PreemptorClass::from_wire(key.class) else {
+                continue;
+            };
+            procs.push(ProcDelta {
+                cgroup_id: key.cgroup_id,
+                tgid: key.tgid,
+                class,
+                slot: u32::from(key.slot),
+                count: dc,
+                total_ns: total.wrapping_sub(prev.1),
+            });
+        }
+        drop(map);
+        self.entries = entries;
+        // Names first (the kernel recorded them), then free what exited processes left.
+        names.refresh(probes, &seen_tgids);
+        let gone: HashSet<u32> = seen_tgids
+            .iter()
+            .copied()
+            .filter(|&tgid| !procinfo::process_exists(tgid))
+            .collect();
+        if !gone.is_empty() {
+            let mut map: PerCpuHashMap<_, WaitKey, WaitBucket> = PerCpuHashMap::try_from(
+                probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?,
+            )?;
+            let stale: Vec<WaitKey> = self
+                .procs
+                .keys()
+                .filter(|k| gone.contains(&k.tgid))
+                .copied()
+                .collect();
+            for key in &stale {
+                let _ = map.remove(key);
+                self.procs.remove(key);
+            }
+            let mut proc_names: BpfHashMap<_, u32, [u8; TASK_COMM_LEN]> =
+                BpfHashMap::try_from(probes.map_mut("PROC_NAMES").context("map PROC_NAMES")?)?;
+            for tgid in &gone {
+                let _ = proc_names.remove(tgid);
+            }
+            debug!(
+                "freed {} kernel entries of {} exited processes",
+                stale.len(),
+                gone.len()
+            );
+            names.forget(&gone);
+        }
+
+        let cpu_map: PerCpuArray<_, WaitBucket> =
+            PerCpuArray::try_from(probes.map("CPU_WAITS").context("map CPU_WAITS")?)?;
+        let mut cpus: Vec<Vec<(u32, u64, u64)>> = Vec::new();
+        for slot in 0..HIST_SLOTS {
+            let per_cpu = cpu_map.get(&slot, 0).context("reading CPU_WAITS")?;
+            for (cpu, bucket) in per_cpu.iter().enumerate() {
+                if self.cpus.len() <= cpu {
+                    self.cpus.resize(cpu + 1, vec![(0, 0); HIST_SLOTS as usize]);
+                }
+                if cpus.len() <= cpu {
+                    cpus.resize(cpu + 1, Vec::new());
+                }
+                let prev = &mut self.cpus[cpu][slot as usize];
+                let dc = bucket.count.wrapping_sub(prev.0);
+                if dc > 0 {
+                    cpus[cpu].push((slot, dc, bucket.total_ns.wrapping_sub(prev.1)));
+                }
+                *prev = (bucket.count, bucket.total_ns);
+            }
+        }
+        Ok((procs, cpus))
+    }
+}
+
+/// Process and cgroup names: the kernel's record of each process's name (kept even after it
+/// exits), else /proc; cgroup paths from the cgroup2 file system.
+#[derive(Default)]
+struct ProcNames {
+    comms: HashMap<u32, String>,
+    kthreads: HashMap<u32, bool>,
+    cgroups: CgroupResolver,
+}
+
+impl ProcNames {
+    fn refresh(&mut self, probes: &Probes, live: &HashSet<u32>) {
+        let Some(map) = probes.map("PROC_NAMES") else {
+            return;
+        };
+        let Ok(map) = BpfHashMap::<_, u32, [u8; TASK_COMM_LEN]>::try_from(map) else {
+            return;
+        };
+        for &tgid in live {
+            if self.comms.contains_key(&tgid) {
+                continue;
+            }
+            if let Ok(comm) = map.get(&tgid, 0) {
+                self.comms.insert(tgid, comm_str(&comm));
+            }
+        }
+    }
+
+    fn forget(&mut self, gone: &HashSet<u32>) {
+        self.comms.retain(|tgid, _| !gone.contains(tgid));
+        self.kthreads.retain(|tgid, _| !gone.contains(tgid));
+    }
+}
+
+impl Names for ProcNames {
+    fn process(&mut self, tgid: u32) -> String {
+        if let Some(comm) = self.comms.get(&tgid) {
+            return comm.clone();
+        }
+        let comm = procinfo::process_comm(tgid).unwrap_or_else(|| format!("pid-{tgid}"));
+        self.comms.insert(tgid, comm.clone());
+        comm
+    }
+
+    fn cgroup_path(&mut self, cgroup_id: u64) -> String {
+        self.cgroups.path(cgroup_id)
+    }
+
+    fn is_kernel_thread(&mut self, tgid: u32) -> bool {
+        *self
+            .kthreads
+            .entry(tgid)
+            .or_insert_with(|| procinfo::is_kernel_thread(tgid))
+    }
+}

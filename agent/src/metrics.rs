@@ -1,0 +1,448 @@
+//! Renders the daemon's state as Prometheus metric families (text format via the prometheus
+//! crate). Names follow Prometheus conventions: base unit seconds, `_total` for counters.
+//!
+//! The central metric is `schedlat_runqueue_latency_seconds{cgroup,process}`, a cumulative
+//! histogram with power-of-two bounds (see `aggregate::export_bucket_le_seconds`).
+
+use agent_common::{COUNTER_COUNT, Counter};
+use prometheus::{
+    Encoder as _, TextEncoder,
+    proto::{Bucket, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
+};
+
+use crate::aggregate::{
+    CumulativeHistogram, EXPORT_BUCKETS, Exported, QUANTILES, export_bucket_le_seconds,
+};
+
+/// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
+#[derive(Clone, Debug, Default)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// The agent's own health.
+#[derive(Clone, Debug, Default)]
+pub struct SelfStats {
+    /// Kernel counters summed over CPUs, indexed like `Counter::ALL`.
+    pub kernel: [u64; COUNTER_COUNT as usize],
+    /// Events read from the ring buffer.
+    pub events_received: u64,
+    /// `None` when the kernel does not collect BPF run-time statistics.
+    pub programs: Option<Vec<ProgramStats>>,
+    /// Entries in the kernel's per-process aggregation map, and its capacity.
+    pub kernel_map_entries: usize,
+    pub kernel_map_capacity: u32,
+    /// Kernel release, for build info.
+    pub kernel_release: String,
+    /// Configured window length in seconds.
+    pub window_seconds: f64,
+    /// Unix time at which the last window closed (0 before the first).
+    pub last_window_unix: f64,
+    /// Config reloads that succeeded / failed.
+    pub reloads: u64,
+    pub reload_failures: u64,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_gauge(g);
+    m.set_label(labels(pairs));
+    m
+}
+
+fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = prometheus::proto::Counter::default();
+    c.set_value(value);
+    let mut m = Metric::default();
+    m.set_counter(c);
+    m.set_label(labels(pairs));
+    m
+}
+
+fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
+    let cumulative = h.cumulative();
+    let buckets: Vec<Bucket> = (0..EXPORT_BUCKETS)
+        .map(|i| {
+            let mut b = Bucket::default();
+            b.set_upper_bound(export_bucket_le_seconds(i));
+            b.set_cumulative_count(cumulative[i]);
+            b
+        })
+        .collect();
+    let mut hist = Histogram::default();
+    hist.set_sample_count(h.count);
+    hist.set_sample_sum(h.sum_ns as f64 * 1e-9);
+    hist.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(hist);
+    m.set_label(labels(pairs));
+    m
+}
+
+fn quantile_gauges(
+    out: &mut Vec<Metric>,
+    pairs: &[(&str, &str)],
+    values: &[f64; QUANTILES.len()],
+) {
+    for (q, v) in QUANTILES.iter().zip(values) {
+        let q = q.to_string();
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.push(("quantile", &q));
+        out.push(gauge(&all, *v));
+    }
+}
+
+/// Every schedlat metric family.
+#[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a flat list of families reads best as one list"
+)]
+pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let mut out = Vec::new();
+
+    let series: Vec<Metric> = exported
+        .series
+        .iter()
+        .map(|((cg, p), s)| histogram(&[("cgroup", cg), ("process", p)], &s.hist))
+        .collect();
+    out.push(family(
+        "schedlat_runqueue_latency_seconds",
+        "Time tasks spent runnable on a run queue before getting a CPU (wakeup-to-run latency), \
+         by cgroup and process. The top_k processes by total wait keep their own series; the \
+         rest of a cgroup is process=\"other\".",
+        HISTOGRAM,
+        series,
+    ));
+    let cpus: Vec<Metric> = exported
+        .cpus
+        .iter()
+        .map(|(cpu, h)| histogram(&[("cpu", &cpu.to_string())], h))
+        .collect();
+    out.push(family(
+        "schedlat_cpu_runqueue_latency_seconds",
+        "Run-queue latency of the waits that ended on each CPU.",
+        HISTOGRAM,
+        cpus,
+    ));
+
+    let w = &exported.window;
+    let mut m = Vec::new();
+    for ((cg, p), q) in &w.series {
+        quantile_gauges(&mut m, &[("cgroup", cg), ("process", p)], q);
+    }
+    out.push(family(
+        "schedlat_process_window_latency_seconds",
+        "Run-queue latency quantiles of the last window per process series (quantile=\"1\" \
+         is the maximum).",
+        GAUGE,
+        m,
+    ));
+    let mut m = Vec::new();
+    for (cg, q) in &w.cgroups {
+        quantile_gauges(&mut m, &[("cgroup", cg)], q);
+    }
+    out.push(family(
+        "schedlat_cgroup_window_latency_seconds",
+        "Run-queue latency quantiles of the last window per cgroup.",
+        GAUGE,
+        m,
+    ));
+    let mut m = Vec::new();
+    for (cpu, q) in &w.cpus {
+        quantile_gauges(&mut m, &[("cpu", &cpu.to_string())], q);
+    }
+    out.push(family(
+        "schedlat_cpu_window_latency_seconds",
+        "Run-queue latency quantiles of the last window per CPU.",
+        GAUGE,
+        m,
+    ));
+    let mut m = Vec::new();
+    if let Some(q) = &w.node {
+        quantile_gauges(&mut m, &[], q);
+    }
+    out.push(family(
+        "schedlat_node_window_latency_seconds",
+        "Run-queue latency quantiles of the last window over the whole node.",
+        GAUGE,
+        m,
+    ));
+    out.push(family(
+        "schedlat_cpu_runqueue_length",
+        "Mean number of tasks waiting on the CPU's run queue over the last window (Little's \
+         law: total wait of the waits that ended there / window length).",
+        GAUGE,
+        w.runqueue_length
+            .iter()
+            .map(|(cpu, v)| gauge(&[("cpu", &cpu.to_string())], *v))
+            .collect(),
+    ));
+    out.push(family(
+        "schedlat_window_folded_processes",
+        "Processes that waited in the last window but had no series of their own (folded into \
+         process=\"other\").",
+        GAUGE,
+        vec![gauge(&[], w.folded_processes as f64)],
+    ));
+
+    let mut waits = Vec::new();
+    let mut wait_seconds = Vec::new();
+    for ((cg, class), (n, ns)) in &exported.classes {
+        waits.push(counter(&[("cgroup", cg), ("class", class.name())], *n as f64));
+        wait_seconds.push(counter(
+            &[("cgroup", cg), ("class", class.name())],
+            *ns as f64 * 1e-9,
+        ));
+    }
+    out.push(family(
+        "schedlat_preemptions_total",
+        "Waits by what ran instead: a task of the same cgroup, another cgroup, a kernel \
+         thread, nothing (idle CPU: wakeup latency), or the task migrated while waiting.",
+        COUNTER,
+        waits,
+    ));
+    out.push(family(
+        "schedlat_preemption_wait_seconds_total",
+        "Total run-queue wait by what ran instead (classes as in schedlat_preemptions_total).",
+        COUNTER,
+        wait_seconds,
+    ));
+    out.push(family(
+        "schedlat_migrations_total",
+        "Waits during which the task was moved to another CPU's run queue.",
+        COUNTER,
+        exported
+            .series
+            .iter()
+            .map(|((cg, p), s)| counter(&[("cgroup", cg), ("process", p)], s.migrations as f64))
+            .collect(),
+    ));
+    out.push(family(
+        "schedlat_cgroup_info",
+        "The cgroup path behind each cgroup label.",
+        GAUGE,
+        exported
+            .cgroup_paths
+            .iter()
+            .map(|(label, path)| gauge(&[("cgroup", label), ("path", path)], 1.0))
+            .collect(),
+    ));
+
+    // Self-metrics.
+    let k = |c: Counter| stats.kernel[c as usize] as f64;
+    out.push(family(
+        "schedlat_events_total",
+        "Wakeup-to-run waits measured by the kernel programs.",
+        COUNTER,
+        vec![counter(&[], k(Counter::Samples))],
+    ));
+    out.push(family(
+        "schedlat_events_delivered_total",
+        "Waits at or above event_threshold read from the ring buffer one by one.",
+        COUNTER,
+        vec![counter(&[], stats.events_received as f64)],
+    ));
+    let lost = [
+        ("ringbuf_full", Counter::RingbufFull),
+        ("hist_map_full", Counter::HistMapFull),
+        ("enqueue_map_full", Counter::EnqueueMapFull),
+        ("negative_delta", Counter::NegativeDelta),
+        ("absurd_delta", Counter::AbsurdDelta),
+        ("read_failed", Counter::ReadFailed),
+    ];
+    out.push(family(
+        "schedlat_events_lost_total",
+        "What the kernel side could not count or deliver, by reason: ringbuf_full (an event \
+         dropped, its wait still counted), hist_map_full (a wait not counted: raise \
+         kernel_map_entries), negative_delta/absurd_delta (clock anomalies), read_failed.",
+        COUNTER,
+        lost.iter()
+            .map(|(reason, c)| counter(&[("reason", reason)], k(*c)))
+            .collect(),
+    ));
+    out.push(family(
+        "schedlat_kernel_map_entries",
+        "Entries in the kernel's per-process aggregation map (capacity: kernel_map_entries).",
+        GAUGE,
+        vec![gauge(&[], stats.kernel_map_entries as f64)],
+    ));
+    out.push(family(
+        "schedlat_kernel_map_capacity",
+        "Capacity of the kernel's per-process aggregation map.",
+        GAUGE,
+        vec![gauge(&[], f64::from(stats.kernel_map_capacity))],
+    ));
+    if let Some(programs) = &stats.programs {
+        out.push(family(
+            "schedlat_bpf_program_run_seconds_total",
+            "CPU time spent in schedlat's BPF programs, as the kernel accounts it \
+             (kernel.bpf_stats_enabled=1).",
+            COUNTER,
+            programs
+                .iter()
+                .map(|p| counter(&[("program", &p.name)], p.run_time_ns as f64 * 1e-9))
+                .collect(),
+        ));
+        out.push(family(
+            "schedlat_bpf_program_runs_total",
+            "Runs of schedlat's BPF programs (kernel.bpf_stats_enabled=1).",
+            COUNTER,
+            programs
+                .iter()
+                .map(|p| counter(&[("program", &p.name)], p.run_count as f64))
+                .collect(),
+        ));
+    }
+    out.push(family(
+        "schedlat_bpf_stats_enabled",
+        "1 when the kernel accounts BPF program run time (sysctl kernel.bpf_stats_enabled), \
+         so schedlat_bpf_program_run_seconds_total is exported.",
+        GAUGE,
+        vec![gauge(&[], f64::from(u8::from(stats.programs.is_some())))],
+    ));
+    out.push(family(
+        "schedlat_window_seconds",
+        "Configured aggregation window.",
+        GAUGE,
+        vec![gauge(&[], stats.window_seconds)],
+    ));
+    out.push(family(
+        "schedlat_last_window_timestamp_seconds",
+        "Unix time at which the last window closed.",
+        GAUGE,
+        vec![gauge(&[], stats.last_window_unix)],
+    ));
+    out.push(family(
+        "schedlat_config_reloads_total",
+        "Configuration reloads (SIGHUP) by result.",
+        COUNTER,
+        vec![
+            counter(&[("result", "success")], stats.reloads as f64),
+            counter(&[("result", "failure")], stats.reload_failures as f64),
+        ],
+    ));
+    out.push(family(
+        "schedlat_build_info",
+        "schedlat's version and the kernel it runs on.",
+        GAUGE,
+        vec![gauge(
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("kernel", &stats.kernel_release),
+            ],
+            1.0,
+        )],
+    ));
+    out
+}
+
+/// The text exposition of `families` plus whatever `extra` holds (the process collector).
+pub fn encode(mut families: Vec<MetricFamily>, extra: Vec<MetricFamily>) -> Vec<u8> {
+    families.extend(extra);
+    // Prometheus accepts families with no samples, but promtool flags them; leave them out.
+    families.retain(|f| !f.get_metric().is_empty());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+        log::error!("encoding metrics: {e}");
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{PreemptorClass, hist_slot};
+
+    use super::*;
+    use crate::aggregate::{
+        Aggregator, AggregatorConfig, Names, ProcDelta, WindowInput,
+    };
+
+    struct N;
+    impl Names for N {
+        fn process(&mut self, tgid: u32) -> String {
+            format!("app{tgid}")
+        }
+        fn cgroup_path(&mut self, _: u64) -> String {
+            "/system.slice/app.service".into()
+        }
+        fn is_kernel_thread(&mut self, _: u32) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn text_exposition_has_the_histogram_and_self_metrics() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            top_k: 5,
+            max_cgroups: 5,
+            series_ttl_windows: 10,
+            kernel_threads: true,
+            cgroup_names: true,
+        });
+        agg.window(
+            &WindowInput {
+                procs: vec![ProcDelta {
+                    cgroup_id: 9,
+                    tgid: 42,
+                    class: PreemptorClass::SameCgroup,
+                    slot: hist_slot(3_000_000),
+                    count: 4,
+                    total_ns: 12_000_000,
+                }],
+                cpus: vec![vec![(hist_slot(3_000_000), 4, 12_000_000)]],
+                event_waits: vec![],
+                duration_ns: 5_000_000_000,
+            },
+            &mut N,
+        );
+        let stats = SelfStats {
+            kernel_release: "6.18".into(),
+            ..SelfStats::default()
+        };
+        let text = String::from_utf8(encode(families(&agg.exported, &stats), vec![])).unwrap();
+        for needle in [
+            "# TYPE schedlat_runqueue_latency_seconds histogram",
+            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.004194304\"} 4",
+            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.002097152\"} 0",
+            "schedlat_runqueue_latency_seconds_sum{cgroup=\"app.service\",process=\"app42\"} 0.012",
+            "schedlat_runqueue_latency_seconds_count{cgroup=\"app.service\",process=\"app42\"} 4",
+            "schedlat_preemptions_total{cgroup=\"app.service\",class=\"same_cgroup\"} 4",
+            "schedlat_cpu_runqueue_length{cpu=\"0\"} 0.0024",
+            "schedlat_events_lost_total{reason=\"ringbuf_full\"} 0",
+            "schedlat_build_info{",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("schedlat_bpf_program_run_seconds_total"),
+            "run time must not be made up when the kernel does not account it"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! `cargo xtask bench`: what schedlat costs the workloads it watches.
+//!
+//! The measure (shared DESIGN.md, "How cost is measured"): `perf bench sched pipe` pinned to
+//! CPU 0, two context switches and two wakeups per operation, with nothing attached, with
+//! libbpf-tools `runqlat`, and with `schedlat run` in its default configuration. Rounds are
+//! interleaved (the order rotates each round) so drift on a shared machine hits every
+//! configuration alike; the report gives medians, the added usecs/op of each tool and
+//! schedlat's ratio to runqlat's. The tools' own CPU time during the bench is reported too:
+//! work moved to user space is cost as well.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+/// Where Debian's libbpf-tools installs runqlat.
+const RUNQLAT: &str = "/usr/sbin/runqlat";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tool {
+    Baseline,
+    Runqlat,
+    Schedlat,
+}
+
+impl Tool {
+    const ALL: [Tool; 3] = [Tool::Baseline, Tool::Runqlat, Tool::Schedlat];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Baseline => "nothing attached",
+            Tool::Runqlat => "runqlat (libbpf-tools)",
+            Tool::Schedlat => "schedlat run (defaults)",
+        }
+    }
+}
+
+/// One bench run: usecs/op and the attached tool's CPU seconds meanwhile.
+struct Sample {
+    usecs_per_op: f64,
+    tool_cpu_s: f64,
+    wall_s: f64,
+}
+
+pub struct BenchOptions {
+    pub rounds: usize,
+    pub loops: u32,
+}
+
+pub fn run(schedlat: &Path, options: &BenchOptions) -> Result<()> {
+    ensure!(
+        Path::new(RUNQLAT).exists(),
+        "{RUNQLAT} missing (Debian package libbpf-tools; `cargo xtask setup` installs it)"
+    );
+    let mut samples: Vec<(Tool, Sample)> = Vec::new();
+    for round in 0..options.rounds {
+        for i in 0..Tool::ALL.len() {
+            let tool = Tool::ALL[(i + round) % Tool::ALL.len()];
+            let sample = measure(tool, schedlat, options.loops)
+                .with_context(|| format!("round {}: {}", round + 1, tool.name()))?;
+            eprintln!(
+                "xtask: bench round {}/{}: {:<26} {:>7.3} usecs/op  (tool CPU {:.2}s in {:.2}s)",
+                round + 1,
+                options.rounds,
+                tool.name(),
+                sample.usecs_per_op,
+                sample.tool_cpu_s,
+                sample.wall_s
+            );
+            samples.push((tool, sample));
+        }
+    }
+    report(&samples, options);
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        f64::midpoint(values[n / 2 - 1], values[n / 2])
+    }
+}
+
+fn report(samples: &[(Tool, Sample)], options: &BenchOptions) {
+    let of = |tool: Tool, f: fn(&Sample) -> f64| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|(t, _)| *t == tool)
+            .map(|(_, s)| f(s))
+            .collect()
+    };
+    let base = median(of(Tool::Baseline, |s| s.usecs_per_op));
+    let runqlat_added = median(of(Tool::Runqlat, |s| s.usecs_per_op)) - base;
+    println!(
+        "\nperf bench sched pipe -l {} pinned to CPU 0, {} interleaved rounds (medians):",
+        options.loops, options.rounds
+    );
+    println!(
+        "  {:<26} {:>10} {:>10} {:>16} {:>14}",
+        "configuration", "usecs/op", "added", "vs runqlat added", "tool CPU/op"
+    );
+    for tool in Tool::ALL {
+        let usecs = median(of(tool, |s| s.usecs_per_op));
+        let added = usecs - base;
+        let cpu_per_op_us = median(of(tool, |s| s.tool_cpu_s)) * 1e6 / f64::from(options.loops);
+        let ratio = if tool == Tool::Baseline {
+            "-".to_owned()
+        } else {
+            format!("{:.2}x", added / runqlat_added)
+        };
+        println!(
+            "  {:<26} {:>10.3} {:>+10.3} {:>16} {:>11.3} us",
+            tool.name(),
+            usecs,
+            added,
+            ratio,
+            cpu_per_op_us
+        );
+    }
+    let schedlat_added = median(of(Tool::Schedlat, |s| s.usecs_per_op)) - base;
+    println!(
+        "\nschedlat's added cost is {:.2}x runqlat's (target: at most 0.50x); \
+         tool CPU/op is the attached tool's own user+system time per bench op.",
+        schedlat_added / runqlat_added
+    );
+}
+
+fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
+    let mut child = match tool {
+        Tool::Baseline => None,
+        Tool::Runqlat => Some(start_attached(Command::new(RUNQLAT).args(["60", "1"]))?),
+        Tool::Schedlat => Some(start_attached(
+            Command::new(schedlat)
+                .args(["run", "--listen", "127.0.0.1:0"])
+                .env("RUST_LOG", "warn"),
+        )?),
+    };
+    let cpu_before = child.as_ref().map_or(Ok(0.0), |c| cpu_seconds(c.id()))?;
+    let started = Instant::now();
+    let result = perf_bench(loops);
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu_after = child.as_ref().map_or(Ok(0.0), |c| cpu_seconds(c.id()));
+    if let Some(child) = child.as_mut() {
+        stop(child);
+    }
+    Ok(Sample {
+        usecs_per_op: result?,
+        tool_cpu_s: cpu_after? - cpu_before,
+        wall_s,
+    })
+}
+
+/// Starts a tool and waits until its programs are attached (the tracing link count grows).
+fn start_attached(cmd: &mut Command) -> Result<Child> {
+    let before = tracing_links()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{cmd:?} exited early with {status}");
+        }
+        if tracing_links()? >= before + 2 {
+            // Let it finish attaching everything and settle.
+            sleep(Duration::from_millis(500));
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            stop(&mut child);
+            bail!("{cmd:?} attached nothing within 20 s");
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SIGINT, as a person stopping the tool would; both tools detach on it.
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn tracing_links() -> Result<usize> {
+    let out = Command::new("bpftool")
+        .args(["link", "show"])
+        .output()
+        .context("running bpftool (cargo xtask setup installs it)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(": tracing") || l.contains(": raw_tracepoint"))
+        .count())
+}
+
+/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+fn perf_bench(loops: u32) -> Result<f64> {
+    let out = Command::new("taskset")
+        .args(["-c", "0", "perf", "bench", "sched", "pipe", "-l"])
+        .arg(loops.to_string())
+        .output()
+        .context("running perf bench (Debian package linux-perf)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "perf bench failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_usecs_per_op(&text).with_context(|| format!("no usecs/op in perf output:\n{text}"))
+}
+
+fn parse_usecs_per_op(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.contains("usecs/op"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, parse_usecs_per_op};
+
+    #[test]
+    fn parses_perf_bench_output() {
+        let out = "# Running 'sched/pipe' benchmark:\n# Executed 100000 pipe operations \
+                   between two processes\n\n     Total time: 0.629 [sec]\n\n       6.290720 \
+                   usecs/op\n         158964 ops/sec\n";
+        assert_eq!(parse_usecs_per_op(out), Some(6.290_72));
+        assert_eq!(parse_usecs_per_op("nothing"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < 1e-12);
+        assert!((median(vec![4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-12);
+    }
+}
