@@ -218,7 +218,10 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 }
                 Err(e) => warn!("reading the kernel maps: {e:#}"),
             }
-            if let Ok(kernel) = probes.counters() {
+            if let Ok(mut kernel) = probes.counters() {
+                // The daemon's programs do not count samples separately (one less update per
+                // switch): every sample is in CPU_WAITS.
+                kernel[Counter::Samples as usize] = reader.total_samples();
                 warn_on_loss(&last_lost, &kernel, config.kernel_map_entries);
                 last_lost = kernel;
                 stats.kernel = kernel;
@@ -466,6 +469,13 @@ impl KernelReader {
             }
         }
         Ok((procs, cpus))
+    }
+}
+
+impl KernelReader {
+    /// Samples counted in CPU_WAITS since the start.
+    fn total_samples(&self) -> u64 {
+        self.cpus.iter().flatten().map(|&(count, _)| count).sum()
     }
 }
 

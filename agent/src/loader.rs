@@ -202,12 +202,13 @@ impl Probes {
             })?),
         };
         let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
-        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader) = (
+        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader, off_storage) = (
             off(|d| d.last_arrival_offset),
             off(|d| d.last_queued_offset),
             off(|d| d.flags_offset),
             off(|d| d.on_rq_offset),
             off(|d| d.group_leader_offset),
+            off(|d| d.bpf_storage_offset),
         );
 
         let mut loader = EbpfLoader::new();
@@ -230,6 +231,7 @@ impl Probes {
             .override_global("CFG_OFF_FLAGS", &off_flags, true)
             .override_global("CFG_OFF_ON_RQ", &off_on_rq, true)
             .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
+            .override_global("CFG_OFF_BPF_STORAGE", &off_storage, true)
             .map_max_entries("EVENTS", config.ringbuf_bytes);
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
