@@ -95,7 +95,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
 
     if slot.task == prev as u64 && slot.last_queued != 0 {
-        let _ = finish(prev, slot, current, cgroup);
+        finish(prev, slot, current, cgroup);
     }
     slot.task = 0;
 
@@ -114,8 +114,8 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     // Only tasks with BPF local storage can carry the mark; most have none, and testing the
     // pointer is much cheaper than the helper.
-    let has_storage = cfg(&CFG_OFF_BPF_STORAGE) == 0
-        || field::<u64>(next, cfg(&CFG_OFF_BPF_STORAGE)) != 0;
+    let has_storage =
+        cfg(&CFG_OFF_BPF_STORAGE) == 0 || field::<u64>(next, cfg(&CFG_OFF_BPF_STORAGE)) != 0;
     if has_storage
         && let Some(migrated) = TASK_MIGRATED.get(next, false)
         && *migrated != 0
@@ -137,16 +137,16 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 /// Accounts the wait of `prev` (now `current`), which got this CPU when `slot` was filled.
 #[inline(always)]
-fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) -> Result<(), ()> {
+fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
     let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
     if arrival < slot.last_queued {
         count(Counter::NegativeDelta);
-        return Ok(());
+        return;
     }
     let wait_ns = arrival - slot.last_queued;
     if wait_ns > cfg(&CFG_MAX_WAIT_NS) {
         count(Counter::AbsurdDelta);
-        return Ok(());
+        return;
     }
     // No `Counter::Samples` here: user space sums CPU_WAITS, which counts every sample.
     let class = if slot.flags & FLAG_MIGRATED != 0 {
@@ -197,7 +197,6 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) -> 
     if wait_ns >= min_event_ns {
         emit(slot, current, wait_ns);
     }
-    Ok(())
 }
 
 /// Records the process's name (its group leader's comm) the first time it waits.
@@ -212,7 +211,10 @@ fn name_process(task: *mut task_struct, tgid: u32) {
     let mut comm = [0u8; TASK_COMM_LEN];
     // SAFETY: bpf_probe_read_kernel_buf faults safely; the destination is a stack buffer.
     let read = unsafe {
-        bpf_probe_read_kernel_buf(leader.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize), &mut comm)
+        bpf_probe_read_kernel_buf(
+            leader.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),
+            &mut comm,
+        )
     };
     if read.is_ok() {
         // A full map only costs the name; user space falls back to /proc.
@@ -247,9 +249,7 @@ fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
     // The preemptor may have exited since; its name is only used if the memory still holds
     // the same task.
     let preemptor = slot.preemptor_task as *const task_struct;
-    if preemptor_tid != 0
-        && read_field::<u32>(preemptor, cfg(&CFG_OFF_PID)) == Ok(preemptor_tid)
-    {
+    if preemptor_tid != 0 && read_field::<u32>(preemptor, cfg(&CFG_OFF_PID)) == Ok(preemptor_tid) {
         // SAFETY: as in name_process.
         let _ = unsafe {
             bpf_probe_read_kernel_buf(

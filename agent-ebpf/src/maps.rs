@@ -128,12 +128,8 @@ pub static CPU_SLOT: PerCpuArray<CpuSlot, 1> = PerCpuArray::new();
 /// Per (cgroup, process, histogram slot, preemptor class): count and sum of waits, per CPU.
 /// Allocated on insert (`BPF_F_NO_PREALLOC`): a node rarely needs more than a few thousand.
 #[btf_map]
-pub static PROC_WAITS: PerCpuHashMap<
-    WaitKey,
-    WaitBucket,
-    32768,
-    { BPF_F_NO_PREALLOC as usize },
-> = PerCpuHashMap::new();
+pub static PROC_WAITS: PerCpuHashMap<WaitKey, WaitBucket, 32768, { BPF_F_NO_PREALLOC as usize }> =
+    PerCpuHashMap::new();
 
 /// Per histogram slot: count and sum of the waits that ended on each CPU.
 #[btf_map]

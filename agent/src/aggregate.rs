@@ -28,7 +28,7 @@ pub const OTHER: &str = "other";
 pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
 
 /// Upper bound in seconds of exported bucket `i`. The one documented conversion: bucket `i`
-/// counts waits shorter than 2^(EXPORT_MIN_EXP + i) ns.
+/// counts waits shorter than 2^(`EXPORT_MIN_EXP` + i) ns.
 #[must_use]
 pub fn export_bucket_le_seconds(i: usize) -> f64 {
     (1u64 << (EXPORT_MIN_EXP + i as u32)) as f64 * 1e-9
@@ -173,7 +173,7 @@ pub struct ProcDelta {
 #[derive(Clone, Debug, Default)]
 pub struct WindowInput {
     pub procs: Vec<ProcDelta>,
-    /// Per CPU (index = CPU number): (slot, count, total_ns) since the last window.
+    /// Per CPU (index = CPU number): (slot, count, `total_ns`) since the last window.
     pub cpus: Vec<Vec<(u32, u64, u64)>>,
     /// Exact waits of the events received this window: (tgid, cpu, wait ns).
     pub event_waits: Vec<(u32, u32, u64)>,
@@ -238,6 +238,13 @@ pub struct Exported {
     pub windows: u64,
 }
 
+/// One process's window: fine histogram and (count, ns) per preemptor class.
+#[derive(Default)]
+struct Proc {
+    hist: WindowHistogram,
+    classes: [(u64, u64); PREEMPTOR_CLASS_COUNT],
+}
+
 pub struct Aggregator {
     config: AggregatorConfig,
     pub exported: Exported,
@@ -276,12 +283,6 @@ impl Aggregator {
         let now = self.exported.windows;
         let cfg = self.config.clone();
 
-        // Per (cgroup, tgid): fine histogram, class split and total wait.
-        #[derive(Default)]
-        struct Proc {
-            hist: WindowHistogram,
-            classes: [(u64, u64); PREEMPTOR_CLASS_COUNT],
-        }
         let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
         for d in &input.procs {
             let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
@@ -325,10 +326,8 @@ impl Aggregator {
             };
             cgroup_label.insert(cg, label);
         }
-        let mut ranked: Vec<((u64, u32), u64)> = procs
-            .iter()
-            .map(|(&k, p)| (k, p.hist.total_ns()))
-            .collect();
+        let mut ranked: Vec<((u64, u32), u64)> =
+            procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let top: HashSet<(u64, u32)> = ranked.iter().take(cfg.top_k).map(|(k, _)| *k).collect();
         let folded = procs.len().saturating_sub(top.len());
@@ -556,7 +555,11 @@ mod tests {
         let cum = c.cumulative();
         assert_eq!(cum[0], 1, "500 ns < 1.024 us");
         assert_eq!(cum[1], 3, "1.5 us < 2.048 us");
-        assert_eq!(cum[EXPORT_BUCKETS - 1], 3, "the 18 min wait is only in +Inf");
+        assert_eq!(
+            cum[EXPORT_BUCKETS - 1],
+            3,
+            "the 18 min wait is only in +Inf"
+        );
         assert_eq!(c.count, 4);
         assert!((export_bucket_le_seconds(0) - 1.024e-6).abs() < 1e-15);
     }
@@ -623,7 +626,10 @@ mod tests {
         }
         assert_eq!(agg.exported.series.len(), 2, "still inside the TTL");
         agg.window(&quiet, &mut Table);
-        assert!(agg.exported.series.is_empty(), "expired after 3 idle windows");
+        assert!(
+            agg.exported.series.is_empty(),
+            "expired after 3 idle windows"
+        );
         assert!(agg.exported.cgroup_paths.is_empty());
     }
 
@@ -644,7 +650,8 @@ mod tests {
         assert_eq!(agg.exported.cpus[&0].count, 20);
         let q = agg.exported.window.series[&("cg5.service".to_owned(), "p100".to_owned())];
         assert!((q[4] - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q[4]);
-        let classes = agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
+        let classes =
+            agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
         assert_eq!(classes, (20, 20_000_000));
     }
 

@@ -266,7 +266,9 @@ impl DaemonLayout {
             flags_offset: field("task_struct", "flags")?,
             on_rq_offset: field("task_struct", "on_rq")?,
             group_leader_offset: field("task_struct", "group_leader")?,
-            bpf_storage_offset: btf.member_offset("task_struct", "bpf_storage")?.unwrap_or(0),
+            bpf_storage_offset: btf
+                .member_offset("task_struct", "bpf_storage")?
+                .unwrap_or(0),
         })
     }
 }

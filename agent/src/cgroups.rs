@@ -62,11 +62,18 @@ pub fn display_name(path: &str) -> String {
 
     // Kubernetes (systemd or cgroupfs driver): .../kubepods[-qos]-pod<uid>.slice/<runtime>-<id>.scope
     // or .../kubepods/<qos>/pod<uid>/<id>.
-    let pod = parts.iter().find_map(|p| {
+    let under_kubepods = parts.first().is_some_and(|p| p.starts_with("kubepods"));
+    let pod = parts.iter().filter(|_| under_kubepods).find_map(|p| {
         let p = p.strip_suffix(".slice").unwrap_or(p);
-        let idx = p.rfind("pod")?;
-        let uid = &p[idx + 3..];
-        (p.starts_with("kubepods") && uid.len() >= 8).then(|| uid.replace('_', "-"))
+        let uid = p
+            .rsplit_once("-pod")
+            .map(|(_, uid)| uid)
+            .or_else(|| p.strip_prefix("pod"))?;
+        let uid_like = uid.len() >= 8
+            && uid
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+        uid_like.then(|| uid.replace('_', "-"))
     });
     if let Some(pod) = pod {
         let container = container_id(leaf).map(|(_, id)| id);
@@ -78,7 +85,11 @@ pub fn display_name(path: &str) -> String {
     if let Some((runtime, id)) = container_id(leaf) {
         return format!("{runtime}:{}", short(&id));
     }
-    if leaf.ends_with(".service") || leaf.ends_with(".scope") || leaf.ends_with(".slice") {
+    // systemd unit names are case-sensitive: `.Service` is not a service.
+    let is_unit = [".service", ".scope", ".slice"]
+        .iter()
+        .any(|suffix| leaf.len() > suffix.len() && leaf.ends_with(suffix));
+    if is_unit {
         return leaf.to_owned();
     }
     format!("/{}", parts.join("/"))
@@ -185,7 +196,11 @@ impl CgroupResolver {
                 }
             }
         }
-        debug!("cgroup scan: {} cgroups under {}", found.len(), mount.display());
+        debug!(
+            "cgroup scan: {} cgroups under {}",
+            found.len(),
+            mount.display()
+        );
         self.paths = found;
     }
 
@@ -227,10 +242,7 @@ mod tests {
             cgroup2_mount(hybrid),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        assert_eq!(
-            cgroup2_mount("22 1 0:21 / /proc rw - proc proc rw\n"),
-            None
-        );
+        assert_eq!(cgroup2_mount("22 1 0:21 / /proc rw - proc proc rw\n"), None);
         assert_eq!(
             cgroup2_mount("26 25 0:23 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n"),
             Some(PathBuf::from("/mnt/with space"))
@@ -243,8 +255,14 @@ mod tests {
         for (path, name) in [
             ("/", "/"),
             ("/system.slice/nginx.service", "nginx.service"),
-            ("/user.slice/user-1000.slice/session-3.scope", "session-3.scope"),
-            (&format!("/system.slice/docker-{id}.scope"), "docker:3f2a9c0d1e2b"),
+            (
+                "/user.slice/user-1000.slice/session-3.scope",
+                "session-3.scope",
+            ),
+            (
+                &format!("/system.slice/docker-{id}.scope"),
+                "docker:3f2a9c0d1e2b",
+            ),
             (&format!("/docker/{id}"), "container:3f2a9c0d1e2b"),
             (
                 &format!(

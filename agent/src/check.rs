@@ -76,7 +76,11 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
         }) {
             Ok(probes) => {
                 drop(probes);
-                writeln!(out, "{label:<22}yes: loaded, attached and detached {}", names.join(", "))?;
+                writeln!(
+                    out,
+                    "{label:<22}yes: loaded, attached and detached {}",
+                    names.join(", ")
+                )?;
                 *ok = true;
             }
             Err(e) => writeln!(out, "{label:<22}NO: {e:#}")?,

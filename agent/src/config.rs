@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::units::parse_duration_ns;
 
 /// Default listen address: loopback only. 9747 is not taken by the well-known exporters
-/// (node_exporter 9100, process-exporter 9256, ebpf_exporter 9435, cAdvisor 8080).
+/// (`node_exporter` 9100, process-exporter 9256, `ebpf_exporter` 9435, cAdvisor 8080).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
 /// Default incident directory (used from the incident step on).
 pub const DEFAULT_INCIDENT_DIR: &str = "/var/lib/schedlat/incidents";
@@ -172,7 +172,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let window = self.window.0;
-        if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+        if window < Duration::from_secs(1) || window > Duration::from_hours(1) {
             bail!("window: must be between 1s and 1h, got {window:?}");
         }
         if self.top_k == 0 || self.top_k > 1000 {
@@ -208,8 +208,8 @@ impl Config {
         }
         if self.incidents.dir.as_os_str().is_empty() || self.incidents.dir.is_relative() {
             bail!(
-                "incidents.dir: must be an absolute path, got {:?}",
-                self.incidents.dir
+                "incidents.dir: must be an absolute path, got `{}`",
+                self.incidents.dir.display()
             );
         }
         Ok(())
@@ -276,7 +276,10 @@ mod tests {
             ("[incidents]\ndir = \"relative\"", "incidents.dir"),
         ] {
             let err = format!("{:#}", Config::from_toml(text).unwrap_err());
-            assert!(err.contains(key), "{text}: error {err:?} does not name {key}");
+            assert!(
+                err.contains(key),
+                "{text}: error {err:?} does not name {key}"
+            );
         }
     }
 

@@ -210,10 +210,13 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                         summary.node_p99_ns.map_or("-".into(), events::human_ns),
                         summary.processes,
                         summary.folded_processes,
-                        summary.worst.as_ref().map_or("-".into(), |(cg, p, ns)| format!(
-                            "{} ({p} in {cg})",
-                            events::human_ns(*ns)
-                        )),
+                        summary
+                            .worst
+                            .as_ref()
+                            .map_or("-".into(), |(cg, p, ns)| format!(
+                                "{} ({p} in {cg})",
+                                events::human_ns(*ns)
+                            )),
                     );
                 }
                 Err(e) => warn!("reading the kernel maps: {e:#}"),
@@ -385,10 +388,9 @@ impl KernelReader {
         let mut procs = Vec::new();
         let mut seen_tgids = HashSet::new();
         let mut entries = 0;
-        let map: PerCpuHashMap<_, WaitKey, WaitBucket> = PerCpuHashMap::try_from(
-            probes.map("PROC_WAITS").context("map PROC_WAITS")?,
-        )?;
-        for item in map.iter() {
+        let map: PerCpuHashMap<_, WaitKey, WaitBucket> =
+            PerCpuHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
+        for item in &map {
             let (key, per_cpu) = item.context("reading PROC_WAITS")?;
             entries += 1;
             let (count, total) = per_cpu
@@ -412,7 +414,6 @@ impl KernelReader {
                 total_ns: total.wrapping_sub(prev.1),
             });
         }
-        drop(map);
         self.entries = entries;
         // Names first (the kernel recorded them), then free what exited processes left.
         names.refresh(probes, &seen_tgids);
@@ -422,9 +423,8 @@ impl KernelReader {
             .filter(|&tgid| !procinfo::process_exists(tgid))
             .collect();
         if !gone.is_empty() {
-            let mut map: PerCpuHashMap<_, WaitKey, WaitBucket> = PerCpuHashMap::try_from(
-                probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?,
-            )?;
+            let mut map: PerCpuHashMap<_, WaitKey, WaitBucket> =
+                PerCpuHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
             let stale: Vec<WaitKey> = self
                 .procs
                 .keys()
@@ -473,7 +473,7 @@ impl KernelReader {
 }
 
 impl KernelReader {
-    /// Samples counted in CPU_WAITS since the start.
+    /// Samples counted in `CPU_WAITS` since the start.
     fn total_samples(&self) -> u64 {
         self.cpus.iter().flatten().map(|&(count, _)| count).sum()
     }

@@ -85,7 +85,7 @@ fn serve(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if let Err(e) = handle(stream, handler) {
+                if let Err(e) = handle(&stream, handler) {
                     debug!("HTTP request from {peer}: {e:#}");
                 }
             }
@@ -100,11 +100,11 @@ fn serve(listener: &TcpListener, handler: &Handler, stop: &AtomicBool) {
     }
 }
 
-fn handle(stream: TcpStream, handler: &Handler) -> Result<()> {
+fn handle(stream: &TcpStream, handler: &Handler) -> Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST_BYTES));
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Drain the headers (bounded by `take`); bodies are not expected.
@@ -132,7 +132,7 @@ fn handle(stream: TcpStream, handler: &Handler) -> Result<()> {
         503 => "Service Unavailable",
         _ => "",
     };
-    let mut out = &stream;
+    let mut out = stream;
     write!(
         out,
         "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -185,6 +185,9 @@ mod tests {
         let post = get(addr, "POST /metrics HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         server.stop();
-        assert!(TcpStream::connect(addr).is_err(), "still listening after stop");
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "still listening after stop"
+        );
     }
 }

@@ -168,6 +168,10 @@ pub struct Probes {
 }
 
 impl Probes {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence: check, configure, load, fill filters, attach"
+    )]
     pub fn load(config: &ProbeConfig) -> Result<Self> {
         privileges::require_bpf()?;
         let features = Features::probe();
@@ -236,7 +240,13 @@ impl Probes {
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
             Mode::Trace => &["PROC_WAITS", "PROC_NAMES", "CPU_WAITS"],
-            Mode::Daemon => &["TID_ENQUEUE", "TASK_STATS", "HIST", "FILTER_TGIDS", "FILTER_TIDS"],
+            Mode::Daemon => &[
+                "TID_ENQUEUE",
+                "TASK_STATS",
+                "HIST",
+                "FILTER_TGIDS",
+                "FILTER_TIDS",
+            ],
         };
         for name in unused {
             loader.map_max_entries(name, 1);
@@ -324,6 +334,7 @@ impl Probes {
             .context("setting the event threshold")
     }
     /// A map of the loaded object, by name.
+    #[must_use]
     pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
         self.ebpf.map(name)
     }

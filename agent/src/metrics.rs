@@ -103,11 +103,7 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
     m
 }
 
-fn quantile_gauges(
-    out: &mut Vec<Metric>,
-    pairs: &[(&str, &str)],
-    values: &[f64; QUANTILES.len()],
-) {
+fn quantile_gauges(out: &mut Vec<Metric>, pairs: &[(&str, &str)], values: &[f64; QUANTILES.len()]) {
     for (q, v) in QUANTILES.iter().zip(values) {
         let q = q.to_string();
         let mut all: Vec<(&str, &str)> = pairs.to_vec();
@@ -214,7 +210,10 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     let mut waits = Vec::new();
     let mut wait_seconds = Vec::new();
     for ((cg, class), (n, ns)) in &exported.classes {
-        waits.push(counter(&[("cgroup", cg), ("class", class.name())], *n as f64));
+        waits.push(counter(
+            &[("cgroup", cg), ("class", class.name())],
+            *n as f64,
+        ));
         wait_seconds.push(counter(
             &[("cgroup", cg), ("class", class.name())],
             *ns as f64 * 1e-9,
@@ -363,6 +362,7 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
 }
 
 /// The text exposition of `families` plus whatever `extra` holds (the process collector).
+#[must_use]
 pub fn encode(mut families: Vec<MetricFamily>, extra: Vec<MetricFamily>) -> Vec<u8> {
     families.extend(extra);
     // Prometheus accepts families with no samples, but promtool flags them; leave them out.
@@ -380,9 +380,7 @@ mod tests {
     use agent_common::{PreemptorClass, hist_slot};
 
     use super::*;
-    use crate::aggregate::{
-        Aggregator, AggregatorConfig, Names, ProcDelta, WindowInput,
-    };
+    use crate::aggregate::{Aggregator, AggregatorConfig, Names, ProcDelta, WindowInput};
 
     struct N;
     impl Names for N {
@@ -441,7 +439,7 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert!(
-            !text.contains("schedlat_bpf_program_run_seconds_total"),
+            !text.contains("# TYPE schedlat_bpf_program_run_seconds_total"),
             "run time must not be made up when the kernel does not account it"
         );
     }

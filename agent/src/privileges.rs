@@ -50,28 +50,8 @@ pub fn require_bpf() -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_capeff() {
-        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
-        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
-        assert_eq!(effective_caps("Name: x\n"), None);
-    }
-
-    #[test]
-    fn names_missing_capabilities() {
-        assert!(missing_for_tracing(1 << CAP_SYS_ADMIN).is_empty());
-        assert!(missing_for_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
-        assert_eq!(missing_for_tracing(1 << CAP_BPF), vec!["CAP_PERFMON"]);
-        assert_eq!(missing_for_tracing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
-    }
-}
-
 /// Drops every capability (effective, permitted, inheritable, bounding, ambient) except
-/// `keep`, and sets no_new_privs. Called once the programs are attached: reading maps and the
+/// `keep`, and sets `no_new_privs`. Called once the programs are attached: reading maps and the
 /// ring buffer through the fds already held needs no capability.
 pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
     #[repr(C)]
@@ -90,7 +70,13 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
     let mask: u64 = keep.iter().fold(0, |m, &cap| m | (1u64 << cap));
     // SAFETY: prctl with integer arguments only.
     unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
     }
     for cap in 0..64u32 {
         if mask & (1 << cap) == 0 {
@@ -117,22 +103,33 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
         },
     ];
     // SAFETY: capset(2) reads a valid v3 header and two data structs.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &raw mut header,
-            data.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
     if rc != 0 {
-        bail!(
-            "dropping capabilities: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("dropping capabilities: {}", std::io::Error::last_os_error());
     }
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         bail!("setting no_new_privs: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capeff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps("Name: x\n"), None);
+    }
+
+    #[test]
+    fn names_missing_capabilities() {
+        assert!(missing_for_tracing(1 << CAP_SYS_ADMIN).is_empty());
+        assert!(missing_for_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert_eq!(missing_for_tracing(1 << CAP_BPF), vec!["CAP_PERFMON"]);
+        assert_eq!(missing_for_tracing(0), vec!["CAP_BPF", "CAP_PERFMON"]);
+    }
 }

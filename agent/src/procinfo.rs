@@ -72,7 +72,12 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 #[must_use]
 pub fn stat_flags(stat: &str) -> Option<u64> {
     // The comm (field 2) may contain spaces and parentheses: fields start after the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(6)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(6)?
+        .parse()
+        .ok()
 }
 
 /// Whether `tgid` is a kernel thread (`false` when it cannot be told, e.g. it exited).
@@ -108,9 +113,7 @@ mod stat_tests {
     fn this_process_is_not_a_kernel_thread_and_kthreadd_is() {
         assert!(!is_kernel_thread(std::process::id()));
         assert!(process_exists(std::process::id()));
-        if Path::new("/proc/2/stat").exists()
-            && process_comm(2).as_deref() == Some("kthreadd")
-        {
+        if Path::new("/proc/2/stat").exists() && process_comm(2).as_deref() == Some("kthreadd") {
             assert!(is_kernel_thread(2));
         }
     }

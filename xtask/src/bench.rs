@@ -213,7 +213,7 @@ fn tracing_links() -> Result<usize> {
         .count())
 }
 
-/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+/// utime + stime of a process, in seconds (`USER_HZ` is 100 on Linux).
 fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_comm = stat.rsplit_once(')').context("malformed stat")?.1;

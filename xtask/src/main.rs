@@ -343,20 +343,6 @@ impl Tally {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Tally;
-
-    #[test]
-    fn tally_sums_result_lines() {
-        let mut t = Tally::default();
-        t.add("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s");
-        t.add("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
-        t.add("running 3 tests");
-        assert_eq!((t.passed, t.failed, t.ignored), (13, 2, 3));
-    }
-}
-
 fn bench_task(rounds: usize, loops: u32) -> Result<()> {
     if !is_root() {
         bail!("the benchmark loads eBPF programs: run it as root");
@@ -429,4 +415,18 @@ fn demo(duration: &str) -> Result<()> {
          try `target/release/schedlat trace --pid <PID> --format json` on any process."
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_result_lines() {
+        let mut t = Tally::default();
+        t.add("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        t.add("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (13, 2, 3));
+    }
 }
