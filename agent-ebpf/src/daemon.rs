@@ -199,12 +199,10 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
     }
 }
 
-/// Records the process's name (its group leader's comm) the first time it waits.
+/// Records the process's name (its group leader's comm) whenever it gets a new key, so the
+/// name recorded follows `exec` (a forked child first waits under its parent's name).
 #[inline(always)]
 fn name_process(task: *mut task_struct, tgid: u32) {
-    if PROC_NAMES.get_ptr(tgid).is_some() {
-        return;
-    }
     let Ok(leader) = read_field::<*const task_struct>(task, cfg(&CFG_OFF_GROUP_LEADER)) else {
         return;
     };
@@ -218,7 +216,7 @@ fn name_process(task: *mut task_struct, tgid: u32) {
     };
     if read.is_ok() {
         // A full map only costs the name; user space falls back to /proc.
-        let _ = PROC_NAMES.insert(tgid, comm, u64::from(BPF_NOEXIST));
+        let _ = PROC_NAMES.insert(tgid, comm, 0);
     }
 }
 

@@ -201,6 +201,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                         duration_ns,
                     };
                     let summary = aggregator.window(&input, &mut names);
+                    names.forget_gone();
                     debug!(
                         "window {:.1}s: {} waits, total {}, p99 {}, {} processes ({} folded \
                          into other), worst p99 {}",
@@ -415,14 +416,14 @@ impl KernelReader {
             });
         }
         self.entries = entries;
-        // Names first (the kernel recorded them), then free what exited processes left.
-        names.refresh(probes, &seen_tgids);
         let gone: HashSet<u32> = seen_tgids
             .iter()
             .copied()
             .filter(|&tgid| !procinfo::process_exists(tgid))
             .collect();
         if !gone.is_empty() {
+            // Their last names, as the kernel recorded them, before the entries go.
+            names.remember_kernel_names(probes, &gone);
             let mut map: PerCpuHashMap<_, WaitKey, WaitBucket> =
                 PerCpuHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
             let stale: Vec<WaitKey> = self
@@ -445,7 +446,8 @@ impl KernelReader {
                 stale.len(),
                 gone.len()
             );
-            names.forget(&gone);
+            // Their names are forgotten after this window is labelled (`ProcNames::forget`).
+            names.gone.extend(gone);
         }
 
         let cpu_map: PerCpuArray<_, WaitBucket> =
@@ -486,40 +488,45 @@ struct ProcNames {
     comms: HashMap<u32, String>,
     kthreads: HashMap<u32, bool>,
     cgroups: CgroupResolver,
+    /// Exited processes whose names are still needed for the window being labelled.
+    gone: HashSet<u32>,
 }
 
 impl ProcNames {
-    fn refresh(&mut self, probes: &Probes, live: &HashSet<u32>) {
+    fn remember_kernel_names(&mut self, probes: &Probes, tgids: &HashSet<u32>) {
         let Some(map) = probes.map("PROC_NAMES") else {
             return;
         };
         let Ok(map) = BpfHashMap::<_, u32, [u8; TASK_COMM_LEN]>::try_from(map) else {
             return;
         };
-        for &tgid in live {
-            if self.comms.contains_key(&tgid) {
-                continue;
-            }
+        for &tgid in tgids {
             if let Ok(comm) = map.get(&tgid, 0) {
                 self.comms.insert(tgid, comm_str(&comm));
             }
         }
     }
 
-    fn forget(&mut self, gone: &HashSet<u32>) {
+    /// Forgets the processes found exited in the last read, once their last window is out.
+    fn forget_gone(&mut self) {
+        let gone = std::mem::take(&mut self.gone);
         self.comms.retain(|tgid, _| !gone.contains(tgid));
         self.kthreads.retain(|tgid, _| !gone.contains(tgid));
     }
 }
 
 impl Names for ProcNames {
+    /// The current name while the process lives (it changes at exec), else the last one
+    /// known: read from /proc earlier, or recorded by the kernel at its last new histogram key.
     fn process(&mut self, tgid: u32) -> String {
-        if let Some(comm) = self.comms.get(&tgid) {
-            return comm.clone();
+        if let Some(comm) = procinfo::process_comm(tgid) {
+            self.comms.insert(tgid, comm.clone());
+            return comm;
         }
-        let comm = procinfo::process_comm(tgid).unwrap_or_else(|| format!("pid-{tgid}"));
-        self.comms.insert(tgid, comm.clone());
-        comm
+        self.comms
+            .get(&tgid)
+            .cloned()
+            .unwrap_or_else(|| format!("pid-{tgid}"))
     }
 
     fn cgroup_path(&mut self, cgroup_id: u64) -> String {

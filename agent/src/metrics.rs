@@ -7,7 +7,9 @@
 use agent_common::{COUNTER_COUNT, Counter};
 use prometheus::{
     Encoder as _, TextEncoder,
-    proto::{Bucket, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
+    proto::{
+        Bucket, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+    },
 };
 
 use crate::aggregate::{
@@ -103,13 +105,33 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
     m
 }
 
-fn quantile_gauges(out: &mut Vec<Metric>, pairs: &[(&str, &str)], values: &[f64; QUANTILES.len()]) {
-    for (q, v) in QUANTILES.iter().zip(values) {
-        let q = q.to_string();
-        let mut all: Vec<(&str, &str)> = pairs.to_vec();
-        all.push(("quantile", &q));
-        out.push(gauge(&all, *v));
-    }
+/// A summary: this window's quantiles (`quantile="1"` is the maximum) with the cumulative
+/// count and sum, the way Prometheus client summaries pair sliding-window quantiles with
+/// cumulative totals.
+fn summary(
+    pairs: &[(&str, &str)],
+    values: &[f64; QUANTILES.len()],
+    count: u64,
+    sum_ns: u64,
+) -> Metric {
+    let quantiles: Vec<Quantile> = QUANTILES
+        .iter()
+        .zip(values)
+        .map(|(q, v)| {
+            let mut quantile = Quantile::default();
+            quantile.set_quantile(*q);
+            quantile.set_value(*v);
+            quantile
+        })
+        .collect();
+    let mut sm = Summary::default();
+    sm.set_sample_count(count);
+    sm.set_sample_sum(sum_ns as f64 * 1e-9);
+    sm.set_quantile(quantiles);
+    let mut m = Metric::default();
+    m.set_summary(sm);
+    m.set_label(labels(pairs));
+    m
 }
 
 /// Every schedlat metric family.
@@ -119,7 +141,7 @@ fn quantile_gauges(out: &mut Vec<Metric>, pairs: &[(&str, &str)], values: &[f64;
     reason = "a flat list of families reads best as one list"
 )]
 pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM, SUMMARY};
     let mut out = Vec::new();
 
     let series: Vec<Metric> = exported
@@ -148,45 +170,76 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     ));
 
     let w = &exported.window;
-    let mut m = Vec::new();
-    for ((cg, p), q) in &w.series {
-        quantile_gauges(&mut m, &[("cgroup", cg), ("process", p)], q);
+    let mut cgroup_totals: std::collections::BTreeMap<&str, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for ((cg, _), series) in &exported.series {
+        let t = cgroup_totals.entry(cg).or_default();
+        t.0 += series.hist.count;
+        t.1 += series.hist.sum_ns;
     }
+    let m = w
+        .series
+        .iter()
+        .filter_map(|((cg, p), q)| {
+            let s = exported.series.get(&(cg.clone(), p.clone()))?;
+            Some(summary(
+                &[("cgroup", cg), ("process", p)],
+                q,
+                s.hist.count,
+                s.hist.sum_ns,
+            ))
+        })
+        .collect();
     out.push(family(
         "schedlat_process_window_latency_seconds",
-        "Run-queue latency quantiles of the last window per process series (quantile=\"1\" \
-         is the maximum).",
-        GAUGE,
+        "Run-queue latency quantiles over the last window per process series (quantile=\"1\" \
+         is the maximum); count and sum are cumulative.",
+        SUMMARY,
         m,
     ));
-    let mut m = Vec::new();
-    for (cg, q) in &w.cgroups {
-        quantile_gauges(&mut m, &[("cgroup", cg)], q);
-    }
+    let m = w
+        .cgroups
+        .iter()
+        .map(|(cg, q)| {
+            let (count, sum) = cgroup_totals.get(cg.as_str()).copied().unwrap_or_default();
+            summary(&[("cgroup", cg)], q, count, sum)
+        })
+        .collect();
     out.push(family(
         "schedlat_cgroup_window_latency_seconds",
-        "Run-queue latency quantiles of the last window per cgroup.",
-        GAUGE,
+        "Run-queue latency quantiles over the last window per cgroup; count and sum are \
+         cumulative.",
+        SUMMARY,
         m,
     ));
-    let mut m = Vec::new();
-    for (cpu, q) in &w.cpus {
-        quantile_gauges(&mut m, &[("cpu", &cpu.to_string())], q);
-    }
+    let m = w
+        .cpus
+        .iter()
+        .map(|(cpu, q)| {
+            let h = exported.cpus.get(cpu).cloned().unwrap_or_default();
+            summary(&[("cpu", &cpu.to_string())], q, h.count, h.sum_ns)
+        })
+        .collect();
     out.push(family(
         "schedlat_cpu_window_latency_seconds",
-        "Run-queue latency quantiles of the last window per CPU.",
-        GAUGE,
+        "Run-queue latency quantiles over the last window per CPU; count and sum are \
+         cumulative.",
+        SUMMARY,
         m,
     ));
     let mut m = Vec::new();
     if let Some(q) = &w.node {
-        quantile_gauges(&mut m, &[], q);
+        let (count, sum) = exported
+            .cpus
+            .values()
+            .fold((0, 0), |(c, s), h| (c + h.count, s + h.sum_ns));
+        m.push(summary(&[], q, count, sum));
     }
     out.push(family(
         "schedlat_node_window_latency_seconds",
-        "Run-queue latency quantiles of the last window over the whole node.",
-        GAUGE,
+        "Run-queue latency quantiles over the last window for the whole node; count and sum \
+         are cumulative.",
+        SUMMARY,
         m,
     ));
     out.push(family(

@@ -1,0 +1,558 @@
+//! Privileged integration tests of `schedlat run`, the node daemon: the real binary and kernel,
+//! a controlled workload in a cgroup of its own, promtool and a real Prometheus server.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::{Workload, programs_left_after, schedlat_bin, schedlat_bpf_objects};
+
+/// A free loopback port (bound then released; good enough for tests run one at a time).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// GET over plain HTTP/1.1; (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A running `schedlat run`, its stderr collected in the background.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    fn start(extra: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(schedlat_bin())
+            .args(["run", "--listen", &addr.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start schedlat run");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let agent = Self {
+            child,
+            addr,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((200, body)) = http_get(addr, "/healthz") {
+                assert_eq!(body, "ok\n");
+                return agent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "schedlat run not healthy within 20 s; stderr:\n{}",
+                agent.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = http_get(self.addr, "/metrics").expect("scrape /metrics");
+        assert_eq!(status, 200, "/metrics answered {status}: {body}");
+        body
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn stop(mut self, signal: i32) -> ExitStatus {
+        self.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "schedlat run did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of the text exposition: name, labels, value.
+type MetricSample = (String, BTreeMap<String, String>, f64);
+
+fn parse_metrics(text: &str) -> Vec<MetricSample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut map = BTreeMap::new();
+            // Label values here never contain `",`; good enough for the agent's own output.
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once("=\"")?;
+                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+            }
+            Some((name.to_owned(), map, value))
+        })
+        .collect()
+}
+
+/// Sum of the samples of `name` whose labels include all of `want`.
+fn sum(samples: &[MetricSample], name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// A cgroup v2 of the test's own, removed on drop.
+struct Cgroup {
+    dir: PathBuf,
+    /// The path relative to the cgroup2 root: schedlat's label for it.
+    label: String,
+}
+
+impl Cgroup {
+    fn create(name: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .expect("a cgroup2 file system is mounted (unified or hybrid)");
+        let leaf = format!("{name}-{}", std::process::id());
+        let dir = mount.join(&leaf);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", dir.display()));
+        Self {
+            dir,
+            label: format!("/{leaf}"),
+        }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Total run-queue wait of every thread of a process, from the kernel's schedstat.
+fn process_run_delay_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Entries of the daemon's kernel aggregation map (`bpftool map dump`, formatted by BTF).
+fn kernel_map_tgids() -> Vec<u64> {
+    let maps = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .expect("bpftool map show");
+    let maps: Value = serde_json::from_slice(&maps.stdout).expect("map json");
+    let id = maps
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|m| m["name"] == "PROC_WAITS" && m["max_entries"].as_u64() > Some(1))
+        .and_then(|m| m["id"].as_u64())
+        .expect("the daemon's PROC_WAITS map is loaded");
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .expect("bpftool map dump");
+    let dump: Value = serde_json::from_slice(&dump.stdout).expect("dump json");
+    dump.as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["formatted"]["key"]["tgid"].as_u64())
+        .collect()
+}
+
+const WORKLOAD_COMM: &str = "schedlat-worklo";
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn daemon_attributes_a_contended_process_and_agrees_with_run_delay() {
+    let agent = Agent::start(&["--window", "1s"]);
+    let cgroup = Cgroup::create("schedlat-test-contended");
+    // 300 x (2 ms busy + 1 ms asleep) next to a hog on CPU 0: about a second of contention.
+    let mut workload = Workload::start(300, 2000, 1000);
+    cgroup.add(workload.pid());
+    workload.go();
+
+    // Mid-run: the run queue of CPU 0 is visibly occupied and the kernel map holds the process.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mid = parse_metrics(&agent.metrics());
+    let queue = sum(&mid, "schedlat_cpu_runqueue_length", &[("cpu", "0")]);
+    assert!(
+        queue > 0.1,
+        "CPU 0 run-queue length should show the sleeper queued behind the hog; got {queue}"
+    );
+    let pid = u64::from(workload.pid());
+    assert!(
+        kernel_map_tgids().contains(&pid),
+        "the kernel map should hold the running workload's entries"
+    );
+
+    let result = workload.result();
+    let kernel_total_ns = process_run_delay_ns(workload.pid());
+    assert!(workload.finish().success(), "workload failed");
+    // Two windows: the exit's last switches are accounted and exported, then state is freed.
+    std::thread::sleep(Duration::from_millis(2500));
+    let text = agent.metrics();
+    let m = parse_metrics(&text);
+    let series = [
+        ("cgroup", cgroup.label.as_str()),
+        ("process", WORKLOAD_COMM),
+    ];
+    let count = sum(&m, "schedlat_runqueue_latency_seconds_count", &series);
+    let total_ns = sum(&m, "schedlat_runqueue_latency_seconds_sum", &series) * 1e9;
+    assert!(
+        count >= 300.0,
+        "expected at least one wait per sleeper iteration in {series:?}, got {count}; metrics:\n{text}"
+    );
+    let diff = (total_ns - kernel_total_ns as f64).abs() / kernel_total_ns as f64;
+    eprintln!(
+        "daemon total wait {:.3} ms vs kernel run_delay {:.3} ms ({:.3} % apart; sleeper alone \
+         {:.3} ms)",
+        total_ns / 1e6,
+        kernel_total_ns as f64 / 1e6,
+        diff * 100.0,
+        result.run_delay_ns as f64 / 1e6
+    );
+    assert!(
+        diff < 0.02,
+        "daemon's total wait for the workload ({total_ns} ns) is {:.2} % from the kernel's \
+         run_delay ({kernel_total_ns} ns); allowed 2 %",
+        diff * 100.0
+    );
+
+    // Attribution: the sleeper waited behind the hog, a task of its own cgroup.
+    let cg = [("cgroup", cgroup.label.as_str())];
+    let all = sum(&m, "schedlat_preemptions_total", &cg);
+    let same = sum(
+        &m,
+        "schedlat_preemptions_total",
+        &[("cgroup", cgroup.label.as_str()), ("class", "same_cgroup")],
+    );
+    assert!(
+        same >= 0.8 * all && all >= count,
+        "expected >= 80 % of the workload's waits behind its own cgroup: same_cgroup {same} of {all}"
+    );
+    let info = sum(
+        &m,
+        "schedlat_cgroup_info",
+        &[("cgroup", cgroup.label.as_str())],
+    );
+    assert!(
+        (info - 1.0).abs() < f64::EPSILON,
+        "cgroup_info for {}",
+        cgroup.label
+    );
+
+    // The exited process's kernel state is freed.
+    let left = kernel_map_tgids();
+    assert!(
+        !left.contains(&pid),
+        "kernel map still holds entries of exited pid {pid}"
+    );
+    let lost = sum(&m, "schedlat_events_lost_total", &[]);
+    assert!(lost == 0.0, "events lost on an idle test machine: {lost}");
+
+    let status = agent.stop(libc::SIGTERM);
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn promtool_and_a_real_prometheus_accept_the_metrics() {
+    let agent = Agent::start(&["--window", "1s"]);
+    let mut workload = Workload::start(100_000, 2000, 1000);
+    workload.go();
+    std::thread::sleep(Duration::from_millis(2500));
+    let text = agent.metrics();
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by cargo xtask setup)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics complained:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("schedlat-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: schedlat\n    static_configs:\n      - targets: ['{}']\n",
+            agent.addr
+        ),
+    )
+    .unwrap();
+    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let query = |q: &str| -> Vec<Value> {
+        let path = format!("/api/v1/query?query={}", url_encode(q));
+        http_get(prom_addr, &path)
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    let ok = loop {
+        // Needs at least two scrapes for rate().
+        let up = query("up{job=\"schedlat\"} == 1");
+        last = query(&format!(
+            "histogram_quantile(0.99, sum by (le) (rate(schedlat_runqueue_latency_seconds_bucket{{process=\"{WORKLOAD_COMM}\"}}[5s])))"
+        ));
+        if !up.is_empty() && !last.is_empty() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(workload);
+    assert!(
+        ok,
+        "Prometheus did not scrape the agent or found no workload latency within 60 s: {last:?}"
+    );
+    let p99: f64 = last[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric p99");
+    // The sleeper waits for the hog's slice: milliseconds, not microseconds.
+    assert!(
+        p99 > 0.0005,
+        "p99 of the contended workload through Prometheus is {p99} s; expected > 0.5 ms"
+    );
+    assert!(agent.stop(libc::SIGINT).success());
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write config");
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn config_errors_name_the_key_and_sighup_reloads_without_losing_counters() {
+    let dir = std::env::temp_dir().join(format!("schedlat-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("schedlat.toml");
+
+    for (text, key) in [
+        ("windw = \"5s\"\n", "windw"),
+        ("window = \"5 fortnights\"\n", "window"),
+        ("top_k = 0\n", "top_k"),
+        ("[incidents]\nthreshold = \"0\"\n", "incidents.threshold"),
+    ] {
+        write_config(&config, text);
+        let out = Command::new(schedlat_bin())
+            .args(["run", "--check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(key), "{text:?}: error does not name {key}: {stderr}");
+    }
+    let out = Command::new(schedlat_bin())
+        .args(["run", "--check-config", "--config", "/nonexistent/schedlat.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/schedlat.toml"));
+
+    write_config(&config, "window = \"1s\"\ntop_k = 20\n");
+    let out = Command::new(schedlat_bin())
+        .args(["run", "--check-config", "--top-k", "7", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("configuration OK") && stdout.contains("top_k 7"),
+        "the flag should override the file: {stdout}"
+    );
+
+    let (progs_before, _) = schedlat_bpf_objects();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    let (progs_running, _) = schedlat_bpf_objects();
+    let ours: std::collections::HashSet<u64> =
+        progs_running.difference(&progs_before).copied().collect();
+    assert_eq!(ours.len(), 2, "the daemon attaches two programs: {ours:?}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let events = |agent: &Agent| sum(&parse_metrics(&agent.metrics()), "schedlat_events_total", &[]);
+    let before = events(&agent);
+    assert!(before > 0.0, "no waits counted in two windows");
+
+    write_config(&config, "window = \"1s\"\ntop_k = 3\nevent_threshold = \"500us\"\n");
+    agent.signal(libc::SIGHUP);
+    let reloaded = |agent: &Agent, result: &str| {
+        sum(
+            &parse_metrics(&agent.metrics()),
+            "schedlat_config_reloads_total",
+            &[("result", result)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloaded(&agent, "success") < 1.0 {
+        assert!(Instant::now() < deadline, "SIGHUP not applied: {}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = events(&agent);
+    assert!(after >= before, "counters went back after reload: {before} -> {after}");
+
+    write_config(&config, "window = \"forever\"\n");
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloaded(&agent, "failure") < 1.0 {
+        assert!(Instant::now() < deadline, "bad reload not reported");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        agent.stderr().contains("window"),
+        "the failed reload should be logged naming the key:\n{}",
+        agent.stderr()
+    );
+
+    let status = agent.stop(libc::SIGTERM);
+    assert!(status.success(), "SIGTERM: {status}");
+    let left = programs_left_after(&ours, Duration::from_secs(5));
+    assert!(left.is_empty(), "programs left after SIGTERM: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn a_busy_listen_address_is_a_clear_error_and_leaves_nothing_attached() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (before, _) = schedlat_bpf_objects();
+    let out = Command::new(schedlat_bin())
+        .args(["run", "--listen", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("listening on") && stderr.contains(&addr),
+        "error should name the address: {stderr}"
+    );
+    let (after, _) = schedlat_bpf_objects();
+    let new: std::collections::HashSet<u64> = after.difference(&before).copied().collect();
+    let left = programs_left_after(&new, Duration::from_secs(5));
+    assert!(left.is_empty(), "programs left behind: {left:?}");
+}
