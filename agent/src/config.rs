@@ -87,7 +87,7 @@ impl Default for Config {
             top_k: 20,
             max_cgroups: 100,
             event_threshold: dur("1ms"),
-            series_ttl: dur("5m"),
+            series_ttl: dur("2m"),
             kernel_map_entries: 32768,
             labels: LabelConfig::default(),
             incidents: IncidentConfig::default(),

@@ -155,4 +155,3 @@ pub fn programs_left_after(programs: &HashSet<u64>, timeout: Duration) -> Vec<u6
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
