@@ -13,6 +13,9 @@
 //! `current`, so its ids and cgroup come from cheap helpers) reads `last_arrival` and accounts
 //! the wait. The preemptor is what ran before it on the CPU, saved at switch-in.
 //!
+//! Migrations: `sched_migrate_task` of a queued task records it in the destination CPU's
+//! list, and the switch-in there takes the mark.
+//!
 //! Known limit: when a waiting task is migrated, the kernel ends its `sched_info` wait on the
 //! old CPU and starts a new one on the new CPU, so the wait counted here is the part spent on
 //! the CPU it finally ran on; such waits are marked (class `migrated`).
@@ -34,7 +37,8 @@ use aya_ebpf::{
 use crate::{
     CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, cfg, count,
     maps::{
-        CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, PROC_NAMES, PROC_WAITS, TASK_MIGRATED,
+        CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
+        PROC_NAMES, PROC_WAITS,
     },
     read_field, submit_flags,
 };
@@ -55,9 +59,9 @@ static CFG_OFF_ON_RQ: u32 = 0;
 #[unsafe(no_mangle)]
 static CFG_OFF_GROUP_LEADER: u32 = 0;
 
-/// Offset of `task_struct.bpf_storage`; 0 when the kernel has none.
+/// Offset of `task_struct.sched_info.pcount`.
 #[unsafe(no_mangle)]
-static CFG_OFF_BPF_STORAGE: u32 = 0;
+static CFG_OFF_PCOUNT: u32 = 0;
 
 /// Reads a field of a task the tracepoint handed over. Those are trusted BTF pointers, so a
 /// plain load works: the verifier checks it against `task_struct`'s BTF (the offset is a
@@ -112,16 +116,8 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             flags |= FLAG_PREEMPTOR_KTHREAD;
         }
     }
-    // Only tasks with BPF local storage can carry the mark; most have none, and testing the
-    // pointer is much cheaper than the helper.
-    let has_storage =
-        cfg(&CFG_OFF_BPF_STORAGE) == 0 || field::<u64>(next, cfg(&CFG_OFF_BPF_STORAGE)) != 0;
-    if has_storage
-        && let Some(migrated) = TASK_MIGRATED.get(next, false)
-        && *migrated != 0
-    {
+    if took_migrated_mark(next) {
         flags |= FLAG_MIGRATED;
-        *migrated = 0;
     }
     *slot = CpuSlot {
         task: next as u64,
@@ -133,6 +129,29 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         pad: 0,
     };
     Ok(())
+}
+
+/// Whether `next` was moved to this CPU while it waited (and clears the mark). The list is
+/// this CPU's and hot in cache; a per-task mark (task storage) cost a cold cache line of every
+/// `task_struct` per switch.
+#[inline(always)]
+fn took_migrated_mark(next: *mut task_struct) -> bool {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(list) = MIGRATED_TO.get_ptr_mut(cpu) else {
+        return false;
+    };
+    // SAFETY: an element of a preallocated array; a racing write from a remote CPU's migrate
+    // program can at worst make this miss one mark.
+    let list = unsafe { &mut *list };
+    let pcount: u64 = field(next, cfg(&CFG_OFF_PCOUNT));
+    for entry in &mut list.entries {
+        if entry[0] == next as u64 && entry[1] == pcount {
+            entry[0] = 0;
+            return true;
+        }
+    }
+    false
 }
 
 /// Accounts the wait of `prev` (now `current`), which got this CPU when `slot` was filled.
@@ -263,11 +282,20 @@ fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
 
 #[btf_tracepoint(function = "sched_migrate_task")]
 pub fn sched_migrate_task_daemon(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p, int dest_cpu)
     let task: *mut task_struct = ctx.arg(0);
-    if field::<u32>(task, cfg(&CFG_OFF_ON_RQ)) == TASK_ON_RQ_MIGRATING
-        && let Some(migrated) = TASK_MIGRATED.get(task, true)
-    {
-        *migrated = 1;
+    let dest_cpu: u64 = ctx.arg(1);
+    if field::<u32>(task, cfg(&CFG_OFF_ON_RQ)) != TASK_ON_RQ_MIGRATING {
+        // Moved at wakeup, before being queued: its wait has not started.
+        return 0;
     }
+    let Some(list) = MIGRATED_TO.get_ptr_mut(dest_cpu as u32) else {
+        return 0;
+    };
+    // SAFETY: an element of a preallocated array; see took_migrated_mark for the race.
+    let list = unsafe { &mut *list };
+    let index = (list.head as usize) % MIGRATED_LIST_LEN;
+    list.entries[index] = [task as u64, field(task, cfg(&CFG_OFF_PCOUNT))];
+    list.head = list.head.wrapping_add(1);
     0
 }

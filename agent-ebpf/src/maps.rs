@@ -140,9 +140,23 @@ pub static CPU_WAITS: PerCpuArray<WaitBucket, { HIST_SLOTS as usize }> = PerCpuA
 pub static PROC_NAMES: HashMap<u32, [u8; TASK_COMM_LEN], 32768, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-/// Set on a task migrated while it waited on a run queue; cleared when it runs.
+/// Tasks recently moved to a CPU's run queue while they waited, per destination CPU (index:
+/// CPU number; the loader sizes it to the CPUs present).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MigratedList {
+    /// Next entry to overwrite.
+    pub head: u64,
+    /// (`task_struct` address, its `sched_info.pcount` when it moved): the task has not run
+    /// since exactly when its pcount is unchanged.
+    pub entries: [[u64; 2]; MIGRATED_LIST_LEN],
+}
+
+/// Entries per CPU: more tasks than this moved to one CPU and still waiting are rare.
+pub const MIGRATED_LIST_LEN: usize = 8;
+
 #[btf_map]
-pub static TASK_MIGRATED: TaskStorage<u64> = TaskStorage::new();
+pub static MIGRATED_TO: Array<MigratedList, 1024> = Array::new();
 
 /// Settings user space may change while running: `[0]` = minimum wait sent as an event (ns).
 #[btf_map]

@@ -248,8 +248,8 @@ pub struct DaemonLayout {
     pub flags_offset: u32,
     pub on_rq_offset: u32,
     pub group_leader_offset: u32,
-    /// `task_struct.bpf_storage`, 0 when absent.
-    pub bpf_storage_offset: u32,
+    /// `sched_info.pcount`, from the start of `task_struct`.
+    pub pcount_offset: u32,
 }
 
 impl DaemonLayout {
@@ -266,9 +266,7 @@ impl DaemonLayout {
             flags_offset: field("task_struct", "flags")?,
             on_rq_offset: field("task_struct", "on_rq")?,
             group_leader_offset: field("task_struct", "group_leader")?,
-            bpf_storage_offset: btf
-                .member_offset("task_struct", "bpf_storage")?
-                .unwrap_or(0),
+            pcount_offset: sched_info + field("sched_info", "pcount")?,
         })
     }
 }

@@ -206,13 +206,13 @@ impl Probes {
             })?),
         };
         let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
-        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader, off_storage) = (
+        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader, off_pcount) = (
             off(|d| d.last_arrival_offset),
             off(|d| d.last_queued_offset),
             off(|d| d.flags_offset),
             off(|d| d.on_rq_offset),
             off(|d| d.group_leader_offset),
-            off(|d| d.bpf_storage_offset),
+            off(|d| d.pcount_offset),
         );
 
         let mut loader = EbpfLoader::new();
@@ -235,11 +235,11 @@ impl Probes {
             .override_global("CFG_OFF_FLAGS", &off_flags, true)
             .override_global("CFG_OFF_ON_RQ", &off_on_rq, true)
             .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
-            .override_global("CFG_OFF_BPF_STORAGE", &off_storage, true)
+            .override_global("CFG_OFF_PCOUNT", &off_pcount, true)
             .map_max_entries("EVENTS", config.ringbuf_bytes);
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
-            Mode::Trace => &["PROC_WAITS", "PROC_NAMES", "CPU_WAITS"],
+            Mode::Trace => &["PROC_WAITS", "PROC_NAMES", "CPU_WAITS", "MIGRATED_TO"],
             Mode::Daemon => &[
                 "TID_ENQUEUE",
                 "TASK_STATS",
@@ -252,7 +252,9 @@ impl Probes {
             loader.map_max_entries(name, 1);
         }
         if config.mode == Mode::Daemon {
+            let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
             loader
+                .map_max_entries("MIGRATED_TO", cpus.max(1) as u32)
                 .map_max_entries("PROC_WAITS", config.proc_map_entries)
                 .map_max_entries("PROC_NAMES", config.proc_map_entries);
         }
