@@ -21,8 +21,8 @@
 //! the CPU it finally ran on; such waits are marked (class `migrated`).
 
 use agent_common::{
-    Counter, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN, PreemptorClass,
-    TASK_COMM_LEN, WaitBucket, WaitEvent, WaitKey, hist_slot,
+    Counter, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN, PreemptorClass, ProcInfo,
+    TASK_COMM_LEN, WaitBucket, WaitEvent, hist_slot, wait_key,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
@@ -38,7 +38,7 @@ use crate::{
     CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, cfg, count,
     maps::{
         CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
-        PROC_NAMES, PROC_WAITS,
+        PROC_INFO, PROC_WAITS,
     },
     read_field, submit_flags,
 };
@@ -181,13 +181,7 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
     };
     let tgid = (current >> 32) as u32;
     let hist = hist_slot(wait_ns);
-    let key = WaitKey {
-        cgroup_id: cgroup,
-        tgid,
-        slot: hist as u16,
-        class: class as u8,
-        pad: 0,
-    };
+    let key = wait_key(tgid, hist, class as u8);
     if let Some(bucket) = PROC_WAITS.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of a live value; programs do not migrate mid-run.
         let bucket = unsafe { &mut *bucket };
@@ -204,7 +198,7 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
         {
             count(Counter::HistMapFull);
         }
-        name_process(prev, tgid);
+        record_process(prev, tgid, cgroup);
     }
     if let Some(bucket) = CPU_WAITS.get_ptr_mut(hist) {
         // SAFETY: as above.
@@ -218,25 +212,30 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
     }
 }
 
-/// Records the process's name (its group leader's comm) whenever it gets a new key, so the
-/// name recorded follows `exec` (a forked child first waits under its parent's name).
+/// Records the process's cgroup and name (its group leader's comm) whenever it gets a new
+/// key, so what is recorded follows `exec` and cgroup moves (a forked child first waits under
+/// its parent's name).
 #[inline(always)]
-fn name_process(task: *mut task_struct, tgid: u32) {
+fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     let Ok(leader) = read_field::<*const task_struct>(task, cfg(&CFG_OFF_GROUP_LEADER)) else {
         return;
     };
-    let mut comm = [0u8; TASK_COMM_LEN];
+    let mut info = ProcInfo {
+        cgroup_id,
+        comm: [0u8; TASK_COMM_LEN],
+    };
     // SAFETY: bpf_probe_read_kernel_buf faults safely; the destination is a stack buffer.
     let read = unsafe {
         bpf_probe_read_kernel_buf(
             leader.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),
-            &mut comm,
+            &mut info.comm,
         )
     };
-    if read.is_ok() {
-        // A full map only costs the name; user space falls back to /proc.
-        let _ = PROC_NAMES.insert(tgid, comm, 0);
+    if read.is_err() {
+        count(Counter::ReadFailed);
     }
+    // A full map only costs the name and cgroup of an exited process; user space counts it.
+    let _ = PROC_INFO.insert(tgid, info, 0);
 }
 
 #[inline(always)]
@@ -267,7 +266,7 @@ fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
     // the same task.
     let preemptor = slot.preemptor_task as *const task_struct;
     if preemptor_tid != 0 && read_field::<u32>(preemptor, cfg(&CFG_OFF_PID)) == Ok(preemptor_tid) {
-        // SAFETY: as in name_process.
+        // SAFETY: as in record_process.
         let _ = unsafe {
             bpf_probe_read_kernel_buf(
                 preemptor.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),

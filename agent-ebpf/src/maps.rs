@@ -1,8 +1,7 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, EnqueueRecord, HIST_SLOTS, HistKey, TASK_COMM_LEN, TaskStats, WaitBucket,
-    WaitEvent, WaitKey,
+    COUNTER_COUNT, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, TaskStats, WaitBucket, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
@@ -125,19 +124,18 @@ pub struct CpuSlot {
 #[btf_map]
 pub static CPU_SLOT: PerCpuArray<CpuSlot, 1> = PerCpuArray::new();
 
-/// Per (cgroup, process, histogram slot, preemptor class): count and sum of waits, per CPU.
-/// Allocated on insert (`BPF_F_NO_PREALLOC`): a node rarely needs more than a few thousand.
+/// Per `wait_key` (process, histogram slot, preemptor class): count and sum of waits, per CPU.
+/// Preallocated: lookups are the daemon's hot path, and preallocated hash maps are the faster.
 #[btf_map]
-pub static PROC_WAITS: PerCpuHashMap<WaitKey, WaitBucket, 32768, { BPF_F_NO_PREALLOC as usize }> =
-    PerCpuHashMap::new();
+pub static PROC_WAITS: PerCpuHashMap<u64, WaitBucket, 16384> = PerCpuHashMap::new();
 
 /// Per histogram slot: count and sum of the waits that ended on each CPU.
 #[btf_map]
 pub static CPU_WAITS: PerCpuArray<WaitBucket, { HIST_SLOTS as usize }> = PerCpuArray::new();
 
-/// Name (the group leader's comm) of every process in `PROC_WAITS`, written at its first wait.
+/// cgroup and name of every process in `PROC_WAITS`, written when it gets a new key.
 #[btf_map]
-pub static PROC_NAMES: HashMap<u32, [u8; TASK_COMM_LEN], 32768, { BPF_F_NO_PREALLOC as usize }> =
+pub static PROC_INFO: HashMap<u32, ProcInfo, 16384, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
 /// Tasks recently moved to a CPU's run queue while they waited, per destination CPU (index:

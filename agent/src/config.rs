@@ -53,8 +53,9 @@ pub struct Config {
     pub event_threshold: Dur,
     /// Series not updated for this long are dropped (their processes are gone or quiet).
     pub series_ttl: Dur,
-    /// Capacity of the kernel's per-process aggregation map; waits that find it full are
-    /// counted as lost (`reason="hist_map_full"`).
+    /// Capacity of the kernel's per-process aggregation map (entries of process, histogram
+    /// slot and preemptor class; preallocated, about 64 + 16 x CPUs bytes each); waits that
+    /// find it full are counted as lost (`reason="hist_map_full"`).
     pub kernel_map_entries: u32,
     pub labels: LabelConfig,
     pub incidents: IncidentConfig,
@@ -88,7 +89,7 @@ impl Default for Config {
             max_cgroups: 100,
             event_threshold: dur("1ms"),
             series_ttl: dur("2m"),
-            kernel_map_entries: 32768,
+            kernel_map_entries: 16384,
             labels: LabelConfig::default(),
             incidents: IncidentConfig::default(),
         }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use agent_common::{
-    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, TASK_COMM_LEN, WaitBucket, WaitKey,
+    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, ProcInfo, WaitBucket, split_wait_key,
 };
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -371,7 +371,9 @@ fn program_stats(probes: &Probes) -> Option<Vec<ProgramStats>> {
 /// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
 #[derive(Default)]
 struct KernelReader {
-    procs: HashMap<WaitKey, (u64, u64)>,
+    procs: HashMap<u64, (u64, u64)>,
+    /// Each process's cgroup as the kernel last recorded it.
+    cgroup_of: HashMap<u32, u64>,
     cpus: Vec<Vec<(u64, u64)>>,
     entries: usize,
 }
@@ -389,7 +391,14 @@ impl KernelReader {
         let mut procs = Vec::new();
         let mut seen_tgids = HashSet::new();
         let mut entries = 0;
-        let map: PerCpuHashMap<_, WaitKey, WaitBucket> =
+        let info: BpfHashMap<_, u32, ProcInfo> =
+            BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
+        for item in &info {
+            let (tgid, info) = item.context("reading PROC_INFO")?;
+            self.cgroup_of.insert(tgid, info.cgroup_id);
+            names.kernel_comms.insert(tgid, comm_str(&info.comm));
+        }
+        let map: PerCpuHashMap<_, u64, WaitBucket> =
             PerCpuHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
         for item in &map {
             let (key, per_cpu) = item.context("reading PROC_WAITS")?;
@@ -398,19 +407,21 @@ impl KernelReader {
                 .iter()
                 .fold((0u64, 0u64), |(c, t), b| (c + b.count, t + b.total_ns));
             let prev = self.procs.insert(key, (count, total)).unwrap_or((0, 0));
-            seen_tgids.insert(key.tgid);
+            let (tgid, slot, class) = split_wait_key(key);
+            seen_tgids.insert(tgid);
             let dc = count.wrapping_sub(prev.0);
             if dc == 0 {
                 continue;
             }
-            let Some(class) = PreemptorClass::from_wire(key.class) else {
+            let Some(class) = PreemptorClass::from_wire(class) else {
                 continue;
             };
             procs.push(ProcDelta {
-                cgroup_id: key.cgroup_id,
-                tgid: key.tgid,
+                // 0 (shown as `cgroup:0`) only if the kernel could not record it (map full).
+                cgroup_id: self.cgroup_of.get(&tgid).copied().unwrap_or(0),
+                tgid,
                 class,
-                slot: u32::from(key.slot),
+                slot,
                 count: dc,
                 total_ns: total.wrapping_sub(prev.1),
             });
@@ -422,24 +433,23 @@ impl KernelReader {
             .filter(|&tgid| !procinfo::process_exists(tgid))
             .collect();
         if !gone.is_empty() {
-            // Their last names, as the kernel recorded them, before the entries go.
-            names.remember_kernel_names(probes, &gone);
-            let mut map: PerCpuHashMap<_, WaitKey, WaitBucket> =
+            let mut map: PerCpuHashMap<_, u64, WaitBucket> =
                 PerCpuHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
-            let stale: Vec<WaitKey> = self
+            let stale: Vec<u64> = self
                 .procs
                 .keys()
-                .filter(|k| gone.contains(&k.tgid))
+                .filter(|&&k| gone.contains(&split_wait_key(k).0))
                 .copied()
                 .collect();
             for key in &stale {
                 let _ = map.remove(key);
                 self.procs.remove(key);
             }
-            let mut proc_names: BpfHashMap<_, u32, [u8; TASK_COMM_LEN]> =
-                BpfHashMap::try_from(probes.map_mut("PROC_NAMES").context("map PROC_NAMES")?)?;
+            let mut info: BpfHashMap<_, u32, ProcInfo> =
+                BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
             for tgid in &gone {
-                let _ = proc_names.remove(tgid);
+                let _ = info.remove(tgid);
+                self.cgroup_of.remove(tgid);
             }
             debug!(
                 "freed {} kernel entries of {} exited processes",
@@ -487,30 +497,19 @@ impl KernelReader {
 struct ProcNames {
     comms: HashMap<u32, String>,
     kthreads: HashMap<u32, bool>,
+    /// Names the kernel recorded (they outlive the process).
+    kernel_comms: HashMap<u32, String>,
     cgroups: CgroupResolver,
     /// Exited processes whose names are still needed for the window being labelled.
     gone: HashSet<u32>,
 }
 
 impl ProcNames {
-    fn remember_kernel_names(&mut self, probes: &Probes, tgids: &HashSet<u32>) {
-        let Some(map) = probes.map("PROC_NAMES") else {
-            return;
-        };
-        let Ok(map) = BpfHashMap::<_, u32, [u8; TASK_COMM_LEN]>::try_from(map) else {
-            return;
-        };
-        for &tgid in tgids {
-            if let Ok(comm) = map.get(&tgid, 0) {
-                self.comms.insert(tgid, comm_str(&comm));
-            }
-        }
-    }
-
     /// Forgets the processes found exited in the last read, once their last window is out.
     fn forget_gone(&mut self) {
         let gone = std::mem::take(&mut self.gone);
         self.comms.retain(|tgid, _| !gone.contains(tgid));
+        self.kernel_comms.retain(|tgid, _| !gone.contains(tgid));
         self.kthreads.retain(|tgid, _| !gone.contains(tgid));
     }
 }
@@ -523,8 +522,9 @@ impl Names for ProcNames {
             self.comms.insert(tgid, comm.clone());
             return comm;
         }
-        self.comms
+        self.kernel_comms
             .get(&tgid)
+            .or_else(|| self.comms.get(&tgid))
             .cloned()
             .unwrap_or_else(|| format!("pid-{tgid}"))
     }

@@ -86,7 +86,7 @@ impl Default for ProbeConfig {
             task_stats: false,
             force_pid_hash: false,
             ringbuf_bytes: 2 << 20,
-            proc_map_entries: 32768,
+            proc_map_entries: 16384,
         }
     }
 }
@@ -239,7 +239,7 @@ impl Probes {
             .map_max_entries("EVENTS", config.ringbuf_bytes);
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
-            Mode::Trace => &["PROC_WAITS", "PROC_NAMES", "CPU_WAITS", "MIGRATED_TO"],
+            Mode::Trace => &["PROC_WAITS", "PROC_INFO", "CPU_WAITS", "MIGRATED_TO"],
             Mode::Daemon => &[
                 "TID_ENQUEUE",
                 "TASK_STATS",
@@ -256,7 +256,7 @@ impl Probes {
             loader
                 .map_max_entries("MIGRATED_TO", cpus.max(1) as u32)
                 .map_max_entries("PROC_WAITS", config.proc_map_entries)
-                .map_max_entries("PROC_NAMES", config.proc_map_entries);
+                .map_max_entries("PROC_INFO", config.proc_map_entries);
         }
         if uses_task_storage {
             loader.map_max_entries("TID_ENQUEUE", 1);

@@ -226,7 +226,7 @@ fn process_run_delay_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// Entries of the daemon's kernel aggregation map (`bpftool map dump`, formatted by BTF).
+/// Process ids in the daemon's kernel aggregation map (`bpftool map dump`, formatted by BTF).
 fn kernel_map_tgids() -> Vec<u64> {
     let maps = Command::new("bpftool")
         .args(["-j", "map", "show"])
@@ -248,7 +248,8 @@ fn kernel_map_tgids() -> Vec<u64> {
     dump.as_array()
         .expect("array")
         .iter()
-        .filter_map(|e| e["formatted"]["key"]["tgid"].as_u64())
+        // Keys are `agent_common::wait_key`: the tgid is in the upper 32 bits.
+        .filter_map(|e| e["formatted"]["key"].as_u64().map(|key| key >> 32))
         .collect()
 }
 

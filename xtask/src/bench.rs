@@ -56,7 +56,7 @@ pub fn run(schedlat: &Path, options: &BenchOptions) -> Result<()> {
         Path::new(RUNQLAT).exists(),
         "{RUNQLAT} missing (Debian package libbpf-tools; `cargo xtask setup` installs it)"
     );
-    let mut samples: Vec<(Tool, Sample)> = Vec::new();
+    let mut samples: Vec<(usize, Tool, Sample)> = Vec::new();
     for round in 0..options.rounds {
         for i in 0..Tool::ALL.len() {
             let tool = Tool::ALL[(i + round) % Tool::ALL.len()];
@@ -71,7 +71,7 @@ pub fn run(schedlat: &Path, options: &BenchOptions) -> Result<()> {
                 sample.tool_cpu_s,
                 sample.wall_s
             );
-            samples.push((tool, sample));
+            samples.push((round, tool, sample));
         }
     }
     report(&samples, options);
@@ -91,27 +91,52 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn report(samples: &[(Tool, Sample)], options: &BenchOptions) {
+fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
     let of = |tool: Tool, f: fn(&Sample) -> f64| -> Vec<f64> {
         samples
             .iter()
-            .filter(|(t, _)| *t == tool)
-            .map(|(_, s)| f(s))
+            .filter(|(_, t, _)| *t == tool)
+            .map(|(_, _, s)| f(s))
             .collect()
     };
-    let base = median(of(Tool::Baseline, |s| s.usecs_per_op));
-    let runqlat_added = median(of(Tool::Runqlat, |s| s.usecs_per_op)) - base;
+    // Paired by round: each tool's added cost against the baseline of the same round, so slow
+    // drift of the machine cancels out.
+    let added_in_round = |tool: Tool| -> Vec<f64> {
+        (0..options.rounds)
+            .filter_map(|round| {
+                let get = |t: Tool| {
+                    samples
+                        .iter()
+                        .find(|(r, tt, _)| *r == round && *tt == t)
+                        .map(|(_, _, s)| s.usecs_per_op)
+                };
+                Some(get(tool)? - get(Tool::Baseline)?)
+            })
+            .collect()
+    };
+    let runqlat_rounds = added_in_round(Tool::Runqlat);
+    let schedlat_rounds = added_in_round(Tool::Schedlat);
+    let ratios: Vec<f64> = schedlat_rounds
+        .iter()
+        .zip(&runqlat_rounds)
+        .map(|(s, r)| s / r)
+        .collect();
     println!(
         "\nperf bench sched pipe -l {} pinned to CPU 0, {} interleaved rounds (medians):",
         options.loops, options.rounds
     );
     println!(
-        "  {:<26} {:>10} {:>10} {:>16} {:>14}",
-        "configuration", "usecs/op", "added", "vs runqlat added", "tool CPU/op"
+        "  {:<26} {:>10} {:>12} {:>16} {:>14}",
+        "configuration", "usecs/op", "added/op", "vs runqlat", "tool CPU/op"
     );
+    let runqlat_added = median(runqlat_rounds.clone());
     for tool in Tool::ALL {
         let usecs = median(of(tool, |s| s.usecs_per_op));
-        let added = usecs - base;
+        let added = if tool == Tool::Baseline {
+            0.0
+        } else {
+            median(added_in_round(tool))
+        };
         let cpu_per_op_us = median(of(tool, |s| s.tool_cpu_s)) * 1e6 / f64::from(options.loops);
         let ratio = if tool == Tool::Baseline {
             "-".to_owned()
@@ -119,7 +144,7 @@ fn report(samples: &[(Tool, Sample)], options: &BenchOptions) {
             format!("{:.2}x", added / runqlat_added)
         };
         println!(
-            "  {:<26} {:>10.3} {:>+10.3} {:>16} {:>11.3} us",
+            "  {:<26} {:>10.3} {:>+12.3} {:>16} {:>11.3} us",
             tool.name(),
             usecs,
             added,
@@ -127,11 +152,14 @@ fn report(samples: &[(Tool, Sample)], options: &BenchOptions) {
             cpu_per_op_us
         );
     }
-    let schedlat_added = median(of(Tool::Schedlat, |s| s.usecs_per_op)) - base;
+    let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "\nschedlat's added cost is {:.2}x runqlat's (target: at most 0.50x); \
-         tool CPU/op is the attached tool's own user+system time per bench op.",
-        schedlat_added / runqlat_added
+        "\nschedlat's added cost / runqlat's: {:.2}x (median of per-round ratios {:.2}x; rounds: {}). \
+         Target: at most 0.50x.\nadded/op is the median over rounds of (tool - baseline of the \
+         same round); tool CPU/op is the attached tool's own user+system time per bench op.",
+        median(schedlat_rounds) / runqlat_added,
+        median(ratios),
+        per_round.join(" ")
     );
 }
 

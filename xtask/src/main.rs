@@ -57,7 +57,7 @@ enum Task {
     /// Setup, build, then measure schedlat's cost against runqlat (perf bench sched pipe).
     Bench {
         /// Interleaved rounds per configuration.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// perf bench sched pipe operations per run.
         #[arg(long, default_value_t = 200_000)]
