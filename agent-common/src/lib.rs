@@ -177,6 +177,29 @@ pub struct WaitBucket {
 }
 const _: () = assert!(size_of::<WaitBucket>() == 16);
 
+/// Frames kept per stack (kernel and user each) by the CPU sampler.
+pub const STACK_DEPTH: usize = 64;
+
+/// One CPU-clock sample of the flight recorder: who was on the CPU and its stacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CpuSample {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`).
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub cpu: u32,
+    /// Frames filled in `kernel_stack` / `user_stack`.
+    pub kernel_frames: u32,
+    pub user_frames: u32,
+    pub pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Return addresses, innermost first.
+    pub kernel_stack: [u64; STACK_DEPTH],
+    pub user_stack: [u64; STACK_DEPTH],
+}
+const _: () = assert!(size_of::<CpuSample>() == 32 + TASK_COMM_LEN + 16 * STACK_DEPTH);
+
 /// Indices of the per-CPU `COUNTERS` array. Wire values: never renumber, only append.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,10 +222,12 @@ pub enum Counter {
     HistMapFull = 7,
     /// Kernel reads of `task_struct` fields that failed.
     ReadFailed = 8,
+    /// CPU samples dropped because the sample ring buffer was full.
+    SamplesLost = 9,
 }
 
 /// Number of entries of the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -215,6 +240,7 @@ impl Counter {
         Counter::StatsMapFull,
         Counter::HistMapFull,
         Counter::ReadFailed,
+        Counter::SamplesLost,
     ];
 
     /// Stable snake-case name, used in output and metrics.
@@ -230,6 +256,7 @@ impl Counter {
             Counter::StatsMapFull => "stats_map_full",
             Counter::HistMapFull => "hist_map_full",
             Counter::ReadFailed => "read_failed",
+            Counter::SamplesLost => "cpu_samples_lost",
         }
     }
 }
@@ -321,6 +348,7 @@ mod user {
     unsafe impl aya::Pod for super::TaskStats {}
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::ProcInfo {}
+    unsafe impl aya::Pod for super::CpuSample {}
     unsafe impl aya::Pod for super::WaitBucket {}
 }
 

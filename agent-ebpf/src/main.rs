@@ -17,6 +17,7 @@
 
 mod daemon;
 mod maps;
+mod sampler;
 
 use agent_common::{
     Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, HistKey, TASK_COMM_LEN,

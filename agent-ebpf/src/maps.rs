@@ -1,7 +1,8 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, TaskStats, WaitBucket, WaitEvent,
+    COUNTER_COUNT, CpuSample, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, TaskStats, WaitBucket,
+    WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
@@ -159,3 +160,7 @@ pub static MIGRATED_TO: Array<MigratedList, 1024> = Array::new();
 /// Settings user space may change while running: `[0]` = minimum wait sent as an event (ns).
 #[btf_map]
 pub static DAEMON_CFG: Array<u64, 1> = Array::new();
+
+/// The flight recorder's CPU samples (sized by the loader).
+#[btf_map]
+pub static SAMPLES: RingBuf<CpuSample, { 1 << 20 }> = RingBuf::new();

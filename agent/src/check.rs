@@ -60,18 +60,23 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
     )?;
     let mut trace_ok = false;
     let mut daemon_ok = false;
+    let mut sampler_ok = false;
+    let sampler = [("cpu_sample", "cpu-clock perf events")];
     for (mode, programs, ok) in [
         (Mode::Trace, &TRACE_PROGRAMS[..], &mut trace_ok),
         (Mode::Daemon, &DAEMON_PROGRAMS[..], &mut daemon_ok),
+        (Mode::Sampler, &sampler[..], &mut sampler_ok),
     ] {
         let names: Vec<&str> = programs.iter().map(|p| p.0).collect();
         let label = match mode {
             Mode::Trace => "trace programs",
             Mode::Daemon => "daemon programs",
+            Mode::Sampler => "CPU sampler",
         };
         match Probes::load(&ProbeConfig {
             mode,
             min_event_ns: Some(u64::MAX),
+            sampler_hz: (mode == Mode::Sampler).then_some(1),
             ..ProbeConfig::default()
         }) {
             Ok(probes) => {
@@ -93,5 +98,11 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
         (false, false) => "schedlat cannot run here",
     };
     writeln!(out, "result                {verdict}")?;
+    if !sampler_ok {
+        writeln!(
+            out,
+            "note                  incident flame graphs and `schedlat flamegraph` need the CPU sampler"
+        )?;
+    }
     Ok(trace_ok || daemon_ok)
 }

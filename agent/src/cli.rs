@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, check, config, daemon, trace, units};
+use crate::{UsageError, check, config, daemon, flamegraph, trace, units};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,6 +101,32 @@ pub enum Command {
         /// Where incident bundles go [default: /var/lib/schedlat/incidents].
         #[arg(long, value_name = "DIR")]
         incident_dir: Option<std::path::PathBuf>,
+    },
+    /// Sample what the CPUs run (kernel and user stacks) and write a flame graph (SVG).
+    #[command(
+        long_about = "Sample every CPU with a cpu-clock perf event (kernel and user stacks) for \
+        --duration and write an inferno flame graph SVG; --folded also writes the folded stacks \
+        (flamegraph.pl / speedscope format). Each process is a tower rooted at its name and \
+        pid; kernel frames end in _[k]. User frames resolve with ELF symbols and DWARF where \
+        present; frames that do not resolve show as module+offset. User stacks are only as deep \
+        as frame pointers go."
+    )]
+    Flamegraph {
+        /// Only samples of this process; repeat for several [default: every process].
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// How long to sample.
+        #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+        duration: Duration,
+        /// SVG output file.
+        #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
+        output: std::path::PathBuf,
+        /// Also write the folded stacks here.
+        #[arg(long, value_name = "FILE")]
+        folded: Option<std::path::PathBuf>,
+        /// Samples per second per CPU.
+        #[arg(long, default_value_t = 99)]
+        hz: u64,
     },
     /// Check that this machine can run schedlat: kernel features, load and attach, detach.
     Check,
@@ -207,6 +233,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 reload: reload_flag()?,
             };
             daemon::run(&options, &signals)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flamegraph {
+            pids,
+            duration,
+            output,
+            folded,
+            hz,
+        } => {
+            let stop = stop_flag()?;
+            flamegraph::run(
+                &flamegraph::FlamegraphOptions {
+                    pids,
+                    duration,
+                    output,
+                    folded,
+                    hz,
+                },
+                &stop,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {

@@ -8,15 +8,21 @@ use serde::Serialize;
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<WaitEvent> {
+    decode_as::<WaitEvent>(bytes)
+}
+
+/// Decodes a ring buffer record of a plain-old-data contract type.
+pub fn decode_as<T: aya::Pod>(bytes: &[u8]) -> Result<T> {
     ensure!(
-        bytes.len() >= size_of::<WaitEvent>(),
+        bytes.len() >= size_of::<T>(),
         "ring buffer record of {} bytes, expected {}",
         bytes.len(),
-        size_of::<WaitEvent>()
+        size_of::<T>()
     );
-    // SAFETY: the length was checked; WaitEvent is plain old data valid for any bit pattern,
-    // and read_unaligned copes with the ring buffer's 8-byte (not necessarily 8-aligned) slot.
-    Ok(unsafe { bytes.as_ptr().cast::<WaitEvent>().read_unaligned() })
+    // SAFETY: the length was checked; `aya::Pod` types are plain old data valid for any bit
+    // pattern, and read_unaligned copes with the ring buffer's 8-byte (not necessarily
+    // 8-aligned) slot.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
 /// `task_struct::comm` up to its NUL, lossily as UTF-8.

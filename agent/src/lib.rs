@@ -10,12 +10,15 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod flamegraph;
 pub mod hist;
 pub mod http;
 pub mod loader;
 pub mod metrics;
 pub mod privileges;
 pub mod procinfo;
+pub mod recorder;
+pub mod symbolize;
 pub mod trace;
 pub mod units;
 

@@ -45,6 +45,8 @@ pub enum Mode {
     /// Switch-only programs reading the kernel's own `sched_info` stamps and aggregating in
     /// the kernel: the node daemon's always-on, low-cost set.
     Daemon,
+    /// No scheduler programs: only the CPU sampler (`schedlat flamegraph`).
+    Sampler,
 }
 
 /// Which tasks to measure.
@@ -75,6 +77,8 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     /// Daemon: capacity of the per-process aggregation map (entries).
     pub proc_map_entries: u32,
+    /// Sample every CPU's stacks this many times per second (`None`: no sampler).
+    pub sampler_hz: Option<u64>,
 }
 
 impl Default for ProbeConfig {
@@ -87,6 +91,7 @@ impl Default for ProbeConfig {
             force_pid_hash: false,
             ringbuf_bytes: 2 << 20,
             proc_map_entries: 16384,
+            sampler_hz: None,
         }
     }
 }
@@ -195,7 +200,7 @@ impl Probes {
         let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
 
         let daemon_layout = match config.mode {
-            Mode::Trace => None,
+            Mode::Trace | Mode::Sampler => None,
             Mode::Daemon => Some(layout.daemon.with_context(|| {
                 format!(
                     "kernel {} has no task_struct.sched_info in BTF (CONFIG_SCHED_INFO, selected \
@@ -247,7 +252,26 @@ impl Probes {
                 "FILTER_TGIDS",
                 "FILTER_TIDS",
             ],
+            Mode::Sampler => &[
+                "PROC_WAITS",
+                "PROC_INFO",
+                "CPU_WAITS",
+                "MIGRATED_TO",
+                "TID_ENQUEUE",
+                "TASK_STATS",
+                "HIST",
+                "FILTER_TGIDS",
+                "FILTER_TIDS",
+            ],
         };
+        // Ring buffers cannot shrink below a page.
+        let page = 4096;
+        if config.sampler_hz.is_none() {
+            loader.map_max_entries("SAMPLES", page);
+        }
+        if config.mode == Mode::Sampler {
+            loader.map_max_entries("EVENTS", page);
+        }
         for name in unused {
             loader.map_max_entries(name, 1);
         }
@@ -298,6 +322,7 @@ impl Probes {
         let programs: &[(&str, &str)] = match config.mode {
             Mode::Trace => &TRACE_PROGRAMS,
             Mode::Daemon => &DAEMON_PROGRAMS,
+            Mode::Sampler => &[],
         };
         for &(name, tracepoint) in programs {
             let program: &mut BtfTracePoint = probes
@@ -321,11 +346,57 @@ impl Probes {
             features.kernel_release,
             match (config.mode, uses_task_storage) {
                 (Mode::Daemon, _) => "kernel sched_info stamps",
+                (Mode::Sampler, _) => "sampler only",
                 (Mode::Trace, true) => "task storage",
                 (Mode::Trace, false) => "tid hash",
             }
         );
+        if let Some(hz) = config.sampler_hz {
+            probes.attach_sampler(hz)?;
+        }
         Ok(probes)
+    }
+
+    /// Attaches the CPU sampler to a `cpu-clock` perf event on every online CPU.
+    fn attach_sampler(&mut self, hz: u64) -> Result<()> {
+        use aya::programs::perf_event::{
+            PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+        };
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut("cpu_sample")
+            .context("program cpu_sample missing from the eBPF object")?
+            .try_into()?;
+        program
+            .load()
+            .context("loading the cpu_sample program (verifier)")?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        for cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
+                    SamplePolicy::Frequency(hz),
+                    false,
+                )
+                .with_context(|| {
+                    format!(
+                        "opening a cpu-clock perf event on CPU {cpu} (needs CAP_PERFMON; \
+                         kernel.perf_event_paranoid may forbid it)"
+                    )
+                })?;
+        }
+        info!("CPU sampler at {hz} Hz on {} CPUs", cpus.len());
+        Ok(())
+    }
+
+    /// The CPU sample ring buffer; can be taken once.
+    pub fn take_samples(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("SAMPLES")
+            .context("ring buffer SAMPLES already taken")?;
+        Ok(RingBuf::try_from(map)?)
     }
 
     /// Sets the daemon's event threshold while running.

@@ -1,0 +1,210 @@
+//! The flight recorder's user side: the last seconds of CPU samples, folded into flame graphs.
+//!
+//! Folded stacks are the flamegraph.pl/speedscope format, one line per distinct stack:
+//! `process;user frames (outermost first);kernel frames_[k] count`. The process name is the root
+//! frame so each process is one tower; kernel frames carry `_[k]` as flamegraph.pl annotates
+//! them.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use agent_common::CpuSample;
+
+use crate::{
+    events::comm_str,
+    symbolize::{KernelSymbols, UserSymbolizer},
+};
+
+/// One sample, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Innermost first, as the kernel returns them.
+    pub kernel: Vec<u64>,
+    pub user: Vec<u64>,
+}
+
+impl Sample {
+    #[must_use]
+    pub fn from_raw(raw: &CpuSample) -> Self {
+        let k = (raw.kernel_frames as usize).min(raw.kernel_stack.len());
+        let u = (raw.user_frames as usize).min(raw.user_stack.len());
+        Self {
+            ts_ns: raw.ts_ns,
+            cpu: raw.cpu,
+            tid: raw.tid,
+            tgid: raw.tgid,
+            comm: comm_str(&raw.comm),
+            kernel: raw.kernel_stack[..k].to_vec(),
+            user: raw.user_stack[..u].to_vec(),
+        }
+    }
+}
+
+/// A time-bounded ring of samples.
+pub struct FlightRecorder {
+    samples: VecDeque<Sample>,
+    keep_ns: u64,
+    max_samples: usize,
+    /// Samples dropped because `max_samples` was reached before they aged out.
+    pub overflowed: u64,
+}
+
+impl FlightRecorder {
+    #[must_use]
+    pub fn new(keep_ns: u64, max_samples: usize) -> Self {
+        Self {
+            samples: VecDeque::new(),
+            keep_ns,
+            max_samples,
+            overflowed: 0,
+        }
+    }
+
+    pub fn push(&mut self, sample: Sample) {
+        let now = sample.ts_ns;
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| now.saturating_sub(s.ts_ns) > self.keep_ns)
+        {
+            self.samples.pop_front();
+        }
+        if self.samples.len() >= self.max_samples {
+            self.samples.pop_front();
+            self.overflowed += 1;
+        }
+        self.samples.push_back(sample);
+    }
+
+    /// Samples with `from_ns <= ts_ns <= to_ns`.
+    pub fn between(&self, from_ns: u64, to_ns: u64) -> impl Iterator<Item = &Sample> {
+        self.samples
+            .iter()
+            .filter(move |s| s.ts_ns >= from_ns && s.ts_ns <= to_ns)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The most recent sample of each CPU at or before `ts_ns`.
+    #[must_use]
+    pub fn last_per_cpu(&self, ts_ns: u64) -> BTreeMap<u32, &Sample> {
+        let mut out = BTreeMap::new();
+        for s in self.samples.iter().filter(|s| s.ts_ns <= ts_ns) {
+            out.insert(s.cpu, s);
+        }
+        out
+    }
+}
+
+/// Folds samples into `stack count` lines, sorted. `process_name` names the root frame.
+pub fn fold<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    kernel: &KernelSymbols,
+    user: &mut UserSymbolizer,
+    process_name: &mut dyn FnMut(u32, &str) -> String,
+) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for s in samples {
+        let mut frames: Vec<String> = Vec::with_capacity(1 + s.user.len() + s.kernel.len());
+        frames.push(if s.tgid == 0 {
+            "[idle]".to_owned()
+        } else {
+            process_name(s.tgid, &s.comm)
+        });
+        // The kernel's idle and kernel threads have no user stack.
+        for name in user.frames(s.tgid, &s.user).into_iter().rev() {
+            frames.push(name);
+        }
+        for &addr in s.kernel.iter().rev() {
+            frames.push(format!("{}_[k]", kernel.frame(addr)));
+        }
+        let line = frames
+            .iter()
+            .map(|f| f.replace(';', ":").replace(' ', "_"))
+            .collect::<Vec<_>>()
+            .join(";");
+        *counts.entry(line).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect()
+}
+
+/// An inferno SVG of folded lines.
+pub fn flamegraph_svg(folded: &[String], title: &str, subtitle: &str) -> anyhow::Result<Vec<u8>> {
+    let mut options = inferno::flamegraph::Options::default();
+    title.clone_into(&mut options.title);
+    options.subtitle = Some(subtitle.to_owned());
+    "samples".clone_into(&mut options.count_name);
+    let mut svg = Vec::new();
+    if folded.is_empty() {
+        // inferno refuses empty input; an explicit empty graph says what happened.
+        let empty = ["[no CPU samples in this interval] 1".to_owned()];
+        inferno::flamegraph::from_lines(&mut options, empty.iter().map(String::as_str), &mut svg)?;
+    } else {
+        inferno::flamegraph::from_lines(&mut options, folded.iter().map(String::as_str), &mut svg)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ts_ns: u64, cpu: u32, tgid: u32) -> Sample {
+        Sample {
+            ts_ns,
+            cpu,
+            tid: tgid,
+            tgid,
+            comm: format!("c{tgid}"),
+            kernel: vec![],
+            user: vec![],
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_window_and_the_bound() {
+        let mut r = FlightRecorder::new(10, 3);
+        for ts in [0, 5, 11, 12] {
+            r.push(sample(ts, 0, 1));
+        }
+        assert_eq!(r.len(), 3, "ts 0 aged out");
+        r.push(sample(13, 1, 2));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.overflowed, 1);
+        assert_eq!(r.between(11, 12).count(), 2);
+        let last = r.last_per_cpu(100);
+        assert_eq!(last[&0].ts_ns, 12);
+        assert_eq!(last[&1].tgid, 2);
+    }
+
+    #[test]
+    fn folds_identical_stacks_with_the_process_as_root() {
+        let kernel = KernelSymbols::parse("ffffffff81000000 T schedule\n");
+        let mut user = UserSymbolizer::default();
+        let mut s1 = sample(1, 0, 0);
+        s1.kernel = vec![0xffff_ffff_8100_0010];
+        let s2 = s1.clone();
+        let s3 = sample(2, 0, 77);
+        let folded = fold([s1, s2, s3].iter(), &kernel, &mut user, &mut |tgid, _| {
+            format!("proc {tgid}")
+        });
+        assert_eq!(folded, vec!["[idle];schedule_[k] 2", "proc_77 1"]);
+        let svg = flamegraph_svg(&folded, "t", "s").unwrap();
+        assert!(String::from_utf8_lossy(&svg).contains("schedule_[k]"));
+    }
+}
