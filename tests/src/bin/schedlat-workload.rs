@@ -43,6 +43,18 @@ fn spin_for(duration: Duration) {
     std::hint::black_box(x);
 }
 
+/// The hog's work: pure arithmetic with no calls, so CPU samples of the hog land in this
+/// function and flame graphs show it by name (the workspace builds with frame pointers).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn schedlat_workload_hog_spin(rounds: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    x
+}
+
 fn main() {
     let cpu = arg(1, "CPU") as usize;
     let iterations = arg(2, "ITERATIONS");
@@ -58,7 +70,7 @@ fn main() {
             pin_to_cpu(cpu);
             hog_tid_tx.send(gettid()).expect("send hog tid");
             while !hog_stop.load(Ordering::Relaxed) {
-                spin_for(Duration::from_millis(10));
+                std::hint::black_box(schedlat_workload_hog_spin(2_000_000));
             }
         })
         .expect("spawn hog");
