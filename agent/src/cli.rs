@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, check, config, daemon, flamegraph, trace, units};
+use crate::{UsageError, check, config, daemon, flamegraph, incidents_cli, trace, units};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,8 +128,34 @@ pub enum Command {
         #[arg(long, default_value_t = 99)]
         hz: u64,
     },
+    /// List and show the incident bundles `schedlat run` captured.
+    Incidents {
+        #[command(subcommand)]
+        action: IncidentsAction,
+    },
     /// Check that this machine can run schedlat: kernel features, load and attach, detach.
     Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentsAction {
+    /// One line per incident, oldest first (JSON: one metadata object per line).
+    List {
+        /// Where the bundles are.
+        #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
+        incident_dir: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: trace::OutputFormat,
+    },
+    /// One incident: trigger, victim, preemptor, run queues, files.
+    Show {
+        /// The incident id (first column of `list`).
+        id: String,
+        #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
+        incident_dir: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: trace::OutputFormat,
+    },
 }
 
 /// Runs the CLI and maps errors to exit codes: 2 for bad input, 1 for everything else.
@@ -174,6 +200,10 @@ fn reload_flag() -> Result<Arc<AtomicBool>> {
     Ok(reload)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per subcommand, each only moving flags into options"
+)]
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace {
@@ -253,6 +283,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 &stop,
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incidents { action } => {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            match action {
+                IncidentsAction::List {
+                    incident_dir,
+                    format,
+                } => incidents_cli::list(&incident_dir, format, &mut out)?,
+                IncidentsAction::Show {
+                    id,
+                    incident_dir,
+                    format,
+                } => incidents_cli::show(&incident_dir, &id, format, &mut out)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {

@@ -71,13 +71,29 @@ pub struct LabelConfig {
     pub kernel_threads: bool,
 }
 
-/// Reserved for incident capture (the next step); validated now so files stay valid.
+/// Incident capture: evidence bundles when latency crosses a threshold.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IncidentConfig {
     pub enabled: bool,
+    /// A single wait above this (by a user task) triggers an incident.
     pub threshold: Dur,
+    /// A cgroup whose window p99 is above this triggers an incident ("0": off).
+    pub p99_threshold: Dur,
+    /// Where bundles go (created 0700).
     pub dir: PathBuf,
+    /// At most one incident per victim (process, or cgroup for p99 triggers) this often.
+    pub cooldown: Dur,
+    /// At most this many incidents per minute on the node.
+    pub max_per_minute: u32,
+    /// Keep at most this many bundles, and at most this many bytes of them; oldest go first.
+    pub max_incidents: usize,
+    pub max_bytes: u64,
+    /// CPU samples per second per CPU for the flight recorder.
+    pub sample_hz: u64,
+    /// How much CPU history before the trigger, and after it, goes into the flame graph.
+    pub before: Dur,
+    pub after: Dur,
 }
 
 impl Default for Config {
@@ -110,7 +126,15 @@ impl Default for IncidentConfig {
         Self {
             enabled: true,
             threshold: dur("10ms"),
+            p99_threshold: dur("50ms"),
             dir: PathBuf::from(DEFAULT_INCIDENT_DIR),
+            cooldown: dur("60s"),
+            max_per_minute: 6,
+            max_incidents: 100,
+            max_bytes: 256 << 20,
+            sample_hz: 49,
+            before: dur("10s"),
+            after: dur("1s"),
         }
     }
 }
@@ -204,8 +228,30 @@ impl Config {
                 self.event_threshold.0
             );
         }
-        if self.incidents.threshold.0.is_zero() {
+        let i = &self.incidents;
+        if i.threshold.0.is_zero() {
             bail!("incidents.threshold: must be above 0");
+        }
+        if !(1..=1000).contains(&i.sample_hz) {
+            bail!(
+                "incidents.sample_hz: must be between 1 and 1000, got {}",
+                i.sample_hz
+            );
+        }
+        if i.max_per_minute == 0 {
+            bail!(
+                "incidents.max_per_minute: must be at least 1 (set enabled = false to turn incidents off)"
+            );
+        }
+        if i.max_incidents == 0 || i.max_bytes < 1 << 20 {
+            bail!(
+                "incidents.max_incidents / incidents.max_bytes: keep at least one bundle and 1 MiB"
+            );
+        }
+        if i.before.0 > Duration::from_mins(1) || i.after.0 > Duration::from_secs(10) {
+            bail!(
+                "incidents.before / incidents.after: at most 60s before and 10s after the trigger"
+            );
         }
         if self.incidents.dir.as_os_str().is_empty() || self.incidents.dir.is_relative() {
             bail!(

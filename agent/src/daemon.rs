@@ -16,7 +16,8 @@ use std::{
 };
 
 use agent_common::{
-    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, ProcInfo, WaitBucket, split_wait_key,
+    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, ProcInfo, WaitBucket, WaitEvent,
+    split_wait_key,
 };
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -24,6 +25,7 @@ use log::{debug, info, warn};
 
 use crate::{
     aggregate::{Aggregator, AggregatorConfig, Exported, Names, ProcDelta, WindowInput},
+    capture::Capture,
     cgroups::CgroupResolver,
     config::{Config, Overrides},
     events::{self, comm_str},
@@ -97,13 +99,41 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
 )]
 pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     let mut config = Config::load(options.config_path.as_deref(), &options.overrides)?;
-    let mut probes = Probes::load(&ProbeConfig {
+    let probe_config = ProbeConfig {
         mode: Mode::Daemon,
-        min_event_ns: Some(config.event_threshold.0.as_nanos() as u64),
+        min_event_ns: Some(min_event_ns(&config)),
         proc_map_entries: config.kernel_map_entries,
+        sampler_hz: config
+            .incidents
+            .enabled
+            .then_some(config.incidents.sample_hz),
         ..ProbeConfig::default()
-    })?;
+    };
+    let mut probes = match Probes::load(&probe_config) {
+        Ok(probes) => probes,
+        Err(e) if probe_config.sampler_hz.is_some() => {
+            warn!("CPU sampler unavailable ({e:#}); incidents will have no flame graphs");
+            Probes::load(&ProbeConfig {
+                sampler_hz: None,
+                ..probe_config.clone()
+            })?
+        }
+        Err(e) => return Err(e),
+    };
     let mut ring = probes.take_events()?;
+    let mut sample_ring = probes.take_samples()?;
+    // Before dropping privileges: the incident directory and the kernel's symbols.
+    let mut capture = if config.incidents.enabled {
+        match Capture::new(&config.incidents) {
+            Ok(capture) => Some(capture),
+            Err(e) => {
+                warn!("incidents disabled: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let shared = Arc::new(Mutex::new(Shared::default()));
     let process_collector = prometheus::process_collector::ProcessCollector::for_self();
     let handler_shared = Arc::clone(&shared);
@@ -134,8 +164,18 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         },
     });
     let mut server = http::Server::start(config.listen, Arc::clone(&handler))?;
-    // Everything privileged is done: the fds held are all that reading needs.
-    if let Err(e) = privileges::drop_capabilities(&[]) {
+    // Everything privileged is done: the fds held are all that reading the maps needs.
+    // Symbolizing other users' processes for incidents reads /proc/<pid>/maps and map_files.
+    let keep: &[u32] = if capture.is_some() {
+        &[
+            privileges::CAP_DAC_READ_SEARCH,
+            privileges::CAP_SYS_PTRACE,
+            privileges::CAP_CHECKPOINT_RESTORE,
+        ]
+    } else {
+        &[]
+    };
+    if let Err(e) = privileges::drop_capabilities(keep) {
         warn!("could not drop capabilities: {e:#}");
     }
     info!(
@@ -159,6 +199,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         ..SelfStats::default()
     };
     let mut event_waits: Vec<(u32, u32, u64)> = Vec::new();
+    let mut events: Vec<WaitEvent> = Vec::new();
     let mut window_start = Instant::now();
     let mut last_lost = [0u64; COUNTER_COUNT as usize];
     let mut last_poll = Instant::now();
@@ -166,15 +207,44 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
 
     loop {
         let stopping = signals.stop.load(Ordering::Relaxed);
-        drain_events(
-            &mut ring,
-            &mut event_waits,
-            &mut stats,
-            max_events_per_window,
-        );
+        // Samples first: a trigger's run-queue snapshot wants the latest ones.
+        if let Some(capture) = capture.as_mut() {
+            capture.drain_samples(&mut sample_ring);
+        }
+        drain_events(&mut ring, &mut events, &mut stats);
+        for e in events.drain(..) {
+            // Only the per-window maxima matter here; the cap bounds memory in a storm.
+            if event_waits.len() < max_events_per_window {
+                event_waits.push((e.tgid, e.cpu, e.wait_ns));
+            }
+            if let Some(capture) = capture.as_mut()
+                && e.wait_ns >= capture.config().threshold.0.as_nanos() as u64
+                && !names.is_kernel_thread(e.tgid)
+                && e.tgid != std::process::id()
+            {
+                let cgroup = reader
+                    .cgroup_of
+                    .get(&e.tgid)
+                    .map(|&id| cgroup_label(&mut names, id, &config));
+                capture.on_wait(&e, cgroup.as_deref(), &aggregator.exported);
+            }
+        }
+        if let Some(capture) = capture.as_mut() {
+            capture.flush_due(stopping);
+            stats.incidents = capture.stats.clone();
+        }
 
         if signals.reload.swap(false, Ordering::Relaxed) {
-            match reload(options, &config, &mut probes, &mut server, &handler) {
+            match reload(options, &config, &mut probes, &mut server, &handler).and_then(|new| {
+                match capture.as_mut() {
+                    Some(capture) => capture.reconfigure(&new.incidents)?,
+                    None if new.incidents.enabled => {
+                        warn!("incidents were off at start; enabling them needs a restart");
+                    }
+                    None => {}
+                }
+                Ok(new)
+            }) {
                 Ok(new) => {
                     config = new;
                     aggregator.set_config(aggregator_config(&config));
@@ -202,6 +272,9 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                     };
                     let summary = aggregator.window(&input, &mut names);
                     names.forget_gone();
+                    if let Some(capture) = capture.as_mut() {
+                        capture.on_window(&aggregator.exported);
+                    }
                     debug!(
                         "window {:.1}s: {} waits, total {}, p99 {}, {} processes ({} folded \
                          into other), worst p99 {}",
@@ -272,8 +345,8 @@ fn reload(
             new.kernel_map_entries, current.kernel_map_entries
         );
     }
-    if new.event_threshold != current.event_threshold {
-        probes.set_min_event_ns(new.event_threshold.0.as_nanos() as u64)?;
+    if min_event_ns(&new) != min_event_ns(current) {
+        probes.set_min_event_ns(min_event_ns(&new))?;
     }
     if new.listen != current.listen {
         let replacement = http::Server::start(new.listen, Arc::clone(handler))?;
@@ -286,12 +359,8 @@ fn reload(
     Ok(new)
 }
 
-fn drain_events(
-    ring: &mut RingBuf<MapData>,
-    waits: &mut Vec<(u32, u32, u64)>,
-    stats: &mut SelfStats,
-    cap: usize,
-) {
+/// Reads the long-wait events out of the ring buffer.
+fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &mut SelfStats) {
     while let Some(item) = ring.next() {
         stats.events_received += 1;
         match events::decode(&item) {
@@ -305,13 +374,30 @@ fn drain_events(
                     e.preemptor_tid,
                     comm_str(&e.preemptor_comm)
                 );
-                // Only the per-window maxima matter here; the cap bounds memory in a storm.
-                if waits.len() < cap {
-                    waits.push((e.tgid, e.cpu, e.wait_ns));
-                }
+                out.push(e);
             }
             Err(e) => debug!("undecodable event: {e:#}"),
         }
+    }
+}
+
+/// The label the metrics use for a cgroup id.
+fn cgroup_label(names: &mut ProcNames, id: u64, config: &Config) -> String {
+    let path = names.cgroup_path(id);
+    if config.labels.cgroup_names {
+        crate::cgroups::display_name(&path)
+    } else {
+        path
+    }
+}
+
+/// Events must reach user space for every wait that could trigger an incident.
+fn min_event_ns(config: &Config) -> u64 {
+    let events = config.event_threshold.0.as_nanos() as u64;
+    if config.incidents.enabled {
+        events.min(config.incidents.threshold.0.as_nanos() as u64)
+    } else {
+        events
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod btf;
+pub mod capture;
 pub mod cgroups;
 pub mod check;
 pub mod cli;
@@ -13,11 +14,14 @@ pub mod events;
 pub mod flamegraph;
 pub mod hist;
 pub mod http;
+pub mod incident;
+pub mod incidents_cli;
 pub mod loader;
 pub mod metrics;
 pub mod privileges;
 pub mod procinfo;
 pub mod recorder;
+pub mod snapshot;
 pub mod symbolize;
 pub mod trace;
 pub mod units;

@@ -358,7 +358,7 @@ impl Probes {
     }
 
     /// Attaches the CPU sampler to a `cpu-clock` perf event on every online CPU.
-    fn attach_sampler(&mut self, hz: u64) -> Result<()> {
+    pub fn attach_sampler(&mut self, hz: u64) -> Result<()> {
         use aya::programs::perf_event::{
             PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
         };

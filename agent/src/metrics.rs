@@ -42,6 +42,8 @@ pub struct SelfStats {
     pub window_seconds: f64,
     /// Unix time at which the last window closed (0 before the first).
     pub last_window_unix: f64,
+    /// Incident capture counters (all zero when incidents are off).
+    pub incidents: crate::capture::IncidentStats,
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
@@ -327,6 +329,7 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         ("negative_delta", Counter::NegativeDelta),
         ("absurd_delta", Counter::AbsurdDelta),
         ("read_failed", Counter::ReadFailed),
+        ("cpu_samples_lost", Counter::SamplesLost),
     ];
     out.push(family(
         "schedlat_events_lost_total",
@@ -377,6 +380,44 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
          so schedlat_bpf_program_run_seconds_total is exported.",
         GAUGE,
         vec![gauge(&[], f64::from(u8::from(stats.programs.is_some())))],
+    ));
+    let i = &stats.incidents;
+    out.push(family(
+        "schedlat_incidents_total",
+        "Incident bundles written, by trigger: wait (one wait above incidents.threshold) or \
+         window_p99 (a cgroup's window p99 above incidents.p99_threshold).",
+        COUNTER,
+        ["wait", "window_p99"]
+            .iter()
+            .map(|r| {
+                counter(
+                    &[("reason", r)],
+                    i.captured.get(r).copied().unwrap_or(0) as f64,
+                )
+            })
+            .collect(),
+    ));
+    out.push(family(
+        "schedlat_incidents_suppressed_total",
+        "Triggers not captured: cooldown (the same victim too recently) or rate_limit \
+         (incidents.max_per_minute reached).",
+        COUNTER,
+        vec![
+            counter(&[("why", "cooldown")], i.cooldown as f64),
+            counter(&[("why", "rate_limit")], i.rate_limited as f64),
+        ],
+    ));
+    out.push(family(
+        "schedlat_incident_write_errors_total",
+        "Incident bundles that could not be written (see the log).",
+        COUNTER,
+        vec![counter(&[], i.write_errors as f64)],
+    ));
+    out.push(family(
+        "schedlat_cpu_samples_total",
+        "CPU samples taken by the flight recorder.",
+        COUNTER,
+        vec![counter(&[], i.cpu_samples as f64)],
     ));
     out.push(family(
         "schedlat_window_seconds",

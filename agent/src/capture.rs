@@ -1,0 +1,418 @@
+//! The daemon's incident capture: triggers in, bundles out.
+//!
+//! At a trigger the run-queue state and the victim's /proc files are read at once; the bundle
+//! is written `incidents.after` later, when the flight recorder also holds the CPU samples of
+//! the moments after the trigger.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use agent_common::{CpuSample, FLAG_PREEMPTOR_KTHREAD, WaitEvent};
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use log::{info, warn};
+use serde_json::json;
+
+use crate::{
+    aggregate::Exported,
+    config::IncidentConfig,
+    events::{comm_str, decode_as, human_ns},
+    flamegraph::process_label,
+    incident::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
+    recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
+    snapshot::{self, Snapshot},
+    symbolize::{KernelSymbols, UserSymbolizer},
+};
+
+/// Counters for the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentStats {
+    pub captured: BTreeMap<&'static str, u64>,
+    pub cooldown: u64,
+    pub rate_limited: u64,
+    pub write_errors: u64,
+    pub cpu_samples: u64,
+}
+
+struct Pending {
+    due: Instant,
+    trigger_ts_ns: u64,
+    unix_ns: u64,
+    reason: Reason,
+    threshold_ns: u64,
+    value_ns: u64,
+    victim: TaskRef,
+    cpu: Option<u32>,
+    preemptor: Option<TaskRef>,
+    snapshot: Snapshot,
+    victim_status: Option<String>,
+    victim_sched: Option<String>,
+    window: serde_json::Value,
+}
+
+pub struct Capture {
+    config: IncidentConfig,
+    store: Store,
+    limiter: Limiter,
+    recorder: FlightRecorder,
+    kernel: KernelSymbols,
+    user: UserSymbolizer,
+    pending: Vec<Pending>,
+    cpus: u32,
+    pub stats: IncidentStats,
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Capture {
+    /// Opens the incident directory and loads kernel symbols (call before dropping
+    /// privileges: /proc/kallsyms hides addresses from the unprivileged).
+    pub fn new(config: &IncidentConfig) -> Result<Self> {
+        let store = Store::open(&config.dir)?;
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+        let keep = config.before.0 + config.after.0 + Duration::from_secs(1);
+        // Enough for every CPU sampling at the configured rate over the kept interval.
+        let max_samples =
+            (config.sample_hz as usize) * (cpus as usize) * (keep.as_secs() as usize + 1);
+        Ok(Self {
+            config: config.clone(),
+            store,
+            limiter: Limiter::new(config.cooldown.0, config.max_per_minute),
+            recorder: FlightRecorder::new(keep.as_nanos() as u64, max_samples.max(1000)),
+            kernel: KernelSymbols::load(),
+            user: UserSymbolizer::default(),
+            pending: Vec::new(),
+            cpus,
+            stats: IncidentStats::default(),
+        })
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &IncidentConfig {
+        &self.config
+    }
+
+    /// Applies a reloaded configuration (a new directory is opened first).
+    pub fn reconfigure(&mut self, config: &IncidentConfig) -> Result<()> {
+        if config.dir != self.config.dir {
+            self.store = Store::open(&config.dir)?;
+        }
+        if config.cooldown != self.config.cooldown
+            || config.max_per_minute != self.config.max_per_minute
+        {
+            self.limiter = Limiter::new(config.cooldown.0, config.max_per_minute);
+        }
+        self.config = config.clone();
+        Ok(())
+    }
+
+    /// Moves the CPU samples from the ring buffer into the flight recorder.
+    pub fn drain_samples(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if let Ok(raw) = decode_as::<CpuSample>(&item) {
+                self.stats.cpu_samples += 1;
+                self.recorder.push(Sample::from_raw(&raw));
+            }
+        }
+    }
+
+    /// A long wait: captures it if it crosses the threshold and the limits allow.
+    pub fn on_wait(&mut self, e: &WaitEvent, cgroup: Option<&str>, exported: &Exported) {
+        let threshold_ns = self.config.threshold.0.as_nanos() as u64;
+        if e.wait_ns < threshold_ns {
+            return;
+        }
+        let victim_key = format!("pid:{}", e.tgid);
+        if !self.allowed(&victim_key) {
+            return;
+        }
+        let victim = TaskRef {
+            tid: e.tid,
+            tgid: e.tgid,
+            comm: comm_str(&e.comm),
+            cgroup: cgroup.map(str::to_owned),
+        };
+        let preemptor = TaskRef {
+            tid: e.preemptor_tid,
+            tgid: e.preemptor_tgid,
+            comm: if e.preemptor_tid == 0 {
+                "[idle]".to_owned()
+            } else if e.flags & FLAG_PREEMPTOR_KTHREAD != 0 {
+                format!("{} (kernel thread)", comm_str(&e.preemptor_comm))
+            } else {
+                comm_str(&e.preemptor_comm)
+            },
+            cgroup: None,
+        };
+        let window = window_json(exported, cgroup);
+        self.begin(
+            e.ts_ns,
+            Reason::Wait,
+            threshold_ns,
+            e.wait_ns,
+            victim,
+            Some(e.cpu),
+            Some(preemptor),
+            window,
+        );
+    }
+
+    /// After a window: cgroups whose p99 crossed `p99_threshold`.
+    pub fn on_window(&mut self, exported: &Exported) {
+        let threshold_ns = self.config.p99_threshold.0.as_nanos() as u64;
+        if threshold_ns == 0 {
+            return;
+        }
+        let crossed: Vec<(String, u64)> = exported
+            .window
+            .cgroups
+            .iter()
+            .map(|(cg, q)| (cg.clone(), (q[2] * 1e9) as u64))
+            .filter(|(_, p99)| *p99 >= threshold_ns)
+            .collect();
+        for (cgroup, p99) in crossed {
+            if !self.allowed(&format!("cgroup:{cgroup}")) {
+                continue;
+            }
+            // The victim is the cgroup's worst process series in the window.
+            let worst = exported
+                .window
+                .series
+                .iter()
+                .filter(|((cg, _), _)| *cg == cgroup)
+                .max_by(|a, b| a.1[2].total_cmp(&b.1[2]))
+                .map(|((_, p), _)| p.clone())
+                .unwrap_or_default();
+            let victim = TaskRef {
+                tid: 0,
+                tgid: 0,
+                comm: worst,
+                cgroup: Some(cgroup.clone()),
+            };
+            let window = window_json(exported, Some(&cgroup));
+            self.begin(
+                monotonic_ns(),
+                Reason::WindowP99,
+                threshold_ns,
+                p99,
+                victim,
+                None,
+                None,
+                window,
+            );
+        }
+    }
+
+    fn allowed(&mut self, victim_key: &str) -> bool {
+        match self.limiter.decide(victim_key, Instant::now()) {
+            Decision::Capture => true,
+            Decision::Cooldown => {
+                self.stats.cooldown += 1;
+                false
+            }
+            Decision::RateLimited => {
+                self.stats.rate_limited += 1;
+                false
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one trigger's facts")]
+    fn begin(
+        &mut self,
+        trigger_ts_ns: u64,
+        reason: Reason,
+        threshold_ns: u64,
+        value_ns: u64,
+        victim: TaskRef,
+        cpu: Option<u32>,
+        preemptor: Option<TaskRef>,
+        window: serde_json::Value,
+    ) {
+        let last = self.recorder.last_per_cpu(trigger_ts_ns);
+        let snapshot = snapshot::take(&last, trigger_ts_ns, self.cpus);
+        let task_file = |name: &str| {
+            (victim.tid != 0)
+                .then(|| {
+                    std::fs::read_to_string(format!(
+                        "/proc/{}/task/{}/{name}",
+                        victim.tgid, victim.tid
+                    ))
+                    .ok()
+                })
+                .flatten()
+        };
+        let victim_status = task_file("status");
+        let victim_sched = task_file("sched");
+        self.pending.push(Pending {
+            due: Instant::now() + self.config.after.0,
+            trigger_ts_ns,
+            unix_ns: unix_ns(),
+            reason,
+            threshold_ns,
+            value_ns,
+            victim,
+            cpu,
+            preemptor,
+            snapshot,
+            victim_status,
+            victim_sched,
+            window,
+        });
+    }
+
+    /// Writes the bundles whose after-interval is over (all of them when `force`).
+    pub fn flush_due(&mut self, force: bool) {
+        let now = Instant::now();
+        let (due, waiting): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| force || p.due <= now);
+        self.pending = waiting;
+        for p in due {
+            match self.write_bundle(&p) {
+                Ok(path) => {
+                    *self.stats.captured.entry(p.reason.name()).or_default() += 1;
+                    info!(
+                        "incident ({}): {} [{}] {} {} on CPU {} behind {} -> {}",
+                        p.reason.name(),
+                        p.victim.comm,
+                        p.victim.tgid,
+                        if p.reason == Reason::Wait {
+                            "waited"
+                        } else {
+                            "window p99"
+                        },
+                        human_ns(p.value_ns),
+                        p.cpu.map_or("-".to_owned(), |c| c.to_string()),
+                        p.preemptor.as_ref().map_or("-", |t| t.comm.as_str()),
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    self.stats.write_errors += 1;
+                    warn!("writing an incident bundle: {e:#}");
+                }
+            }
+        }
+        self.user.retain(crate::procinfo::process_exists);
+    }
+
+    fn write_bundle(&mut self, p: &Pending) -> Result<std::path::PathBuf> {
+        let before = self.config.before.0.as_nanos() as u64;
+        let after = self.config.after.0.as_nanos() as u64;
+        let from = p.trigger_ts_ns.saturating_sub(before);
+        let to = p.trigger_ts_ns + after;
+        let samples: Vec<&Sample> = self.recorder.between(from, to).collect();
+        let folded = fold(
+            samples.iter().copied(),
+            &self.kernel,
+            &mut self.user,
+            &mut process_label,
+        );
+        let title = match p.reason {
+            Reason::Wait => format!(
+                "schedlat incident: {} [{}] waited {} on CPU {} behind {}",
+                p.victim.comm,
+                p.victim.tgid,
+                human_ns(p.value_ns),
+                p.cpu.unwrap_or(0),
+                p.preemptor.as_ref().map_or("-", |t| t.comm.as_str()),
+            ),
+            Reason::WindowP99 => format!(
+                "schedlat incident: cgroup {} window p99 {} (worst: {})",
+                p.victim.cgroup.as_deref().unwrap_or("-"),
+                human_ns(p.value_ns),
+                p.victim.comm
+            ),
+        };
+        let subtitle = format!(
+            "{} | {} CPU samples from {:.1}s before to {:.1}s after the trigger | threshold {}",
+            rfc3339(p.unix_ns),
+            samples.len(),
+            self.config.before.0.as_secs_f64(),
+            self.config.after.0.as_secs_f64(),
+            human_ns(p.threshold_ns)
+        );
+        let svg = flamegraph_svg(&folded, &title, &subtitle)?;
+        let mut folded_text = folded.join("\n");
+        folded_text.push('\n');
+        let runqueue_json = serde_json::to_vec_pretty(&p.snapshot)?;
+        let runqueue_txt = snapshot::render(&p.snapshot);
+        let victim_key = match p.reason {
+            Reason::Wait => format!("{}-{}", p.victim.comm, p.victim.tgid),
+            Reason::WindowP99 => p.victim.cgroup.clone().unwrap_or_default(),
+        };
+        let id = incident_id(p.unix_ns, p.reason, &victim_key);
+        let mut files: Vec<(&str, Vec<u8>)> = vec![
+            ("flamegraph.svg", svg),
+            ("stacks.folded", folded_text.into_bytes()),
+            ("runqueue.json", runqueue_json),
+            ("runqueue.txt", runqueue_txt.into_bytes()),
+        ];
+        if let Some(s) = &p.victim_status {
+            files.push(("victim-status.txt", s.clone().into_bytes()));
+        }
+        if let Some(s) = &p.victim_sched {
+            files.push(("victim-sched.txt", s.clone().into_bytes()));
+        }
+        let mut names: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
+        names.push("metadata.json".to_owned());
+        let metadata = Metadata {
+            id: id.clone(),
+            schema_version: 1,
+            time: rfc3339(p.unix_ns),
+            unix_ns: p.unix_ns,
+            reason: p.reason,
+            threshold_ns: p.threshold_ns,
+            value_ns: p.value_ns,
+            victim: p.victim.clone(),
+            cpu: p.cpu,
+            preemptor: p.preemptor.clone(),
+            waker: None,
+            window: p.window.clone(),
+            samples: samples.len(),
+            flamegraph_before_ms: before / 1_000_000,
+            flamegraph_after_ms: after / 1_000_000,
+            files: names,
+        };
+        // Metadata last: a reader that finds it finds a complete bundle (the directory rename
+        // makes that true anyway).
+        files.push(("metadata.json", serde_json::to_vec_pretty(&metadata)?));
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let path = self.store.write(&id, &refs)?;
+        let removed = self
+            .store
+            .enforce_retention(self.config.max_incidents, self.config.max_bytes)?;
+        if removed > 0 {
+            info!("retention: removed {removed} old incident bundle(s)");
+        }
+        Ok(path)
+    }
+}
+
+/// The last window's figures for the victim's cgroup and the node, in ns.
+fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
+    let q = |v: &[f64; 5]| json!({"p50_ns": (v[0] * 1e9) as u64, "p99_ns": (v[2] * 1e9) as u64, "max_ns": (v[4] * 1e9) as u64});
+    json!({
+        "node": exported.window.node.as_ref().map(q),
+        "cgroup": cgroup.and_then(|cg| exported.window.cgroups.get(cg)).map(q),
+    })
+}

@@ -1,0 +1,488 @@
+//! Incidents: when a wait (or a cgroup's window p99) crosses its threshold, keep the evidence of
+//! that moment: a flame graph of what the CPUs did in the seconds before and just after, the
+//! run-queue state, and the victim's and culprit's details.
+//!
+//! Policy (pure, tested with synthetic triggers): a cooldown per victim and a global rate limit,
+//! so an incident storm cannot hurt the node; retention by count and bytes.
+//!
+//! Storage: one directory per incident under the incident directory (0700, root's), files 0600.
+//! A bundle is written into a hidden `.tmp-<id>` directory and renamed into place when
+//! complete, so a killed agent never leaves a half bundle that looks complete (leftover `.tmp-`
+//! directories are removed at start). Files are created with `O_NOFOLLOW | O_EXCL` inside
+//! directories the agent created, and the incident directory itself must not be a symlink.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs,
+    io::Write as _,
+    os::unix::fs::{
+        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    },
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Why an incident was captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// One wait above `incidents.threshold`.
+    Wait,
+    /// A cgroup's window p99 above `incidents.p99_threshold`.
+    WindowP99,
+}
+
+impl Reason {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Wait => "wait",
+            Reason::WindowP99 => "window_p99",
+        }
+    }
+}
+
+/// What the limiter decided for a trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Capture,
+    /// This victim had an incident less than `cooldown` ago.
+    Cooldown,
+    /// The node had `max_per_minute` incidents in the last minute.
+    RateLimited,
+}
+
+/// Cooldown per victim and a sliding one-minute rate limit.
+pub struct Limiter {
+    cooldown: Duration,
+    max_per_minute: usize,
+    last_by_victim: HashMap<String, Instant>,
+    recent: VecDeque<Instant>,
+}
+
+impl Limiter {
+    #[must_use]
+    pub fn new(cooldown: Duration, max_per_minute: u32) -> Self {
+        Self {
+            cooldown,
+            max_per_minute: max_per_minute as usize,
+            last_by_victim: HashMap::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn decide(&mut self, victim: &str, now: Instant) -> Decision {
+        let minute = Duration::from_mins(1);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            self.recent.pop_front();
+        }
+        if let Some(last) = self.last_by_victim.get(victim)
+            && now.duration_since(*last) < self.cooldown
+        {
+            return Decision::Cooldown;
+        }
+        if self.recent.len() >= self.max_per_minute {
+            return Decision::RateLimited;
+        }
+        self.recent.push_back(now);
+        self.last_by_victim.insert(victim.to_owned(), now);
+        // Bounded: forget victims whose cooldown is over.
+        let cooldown = self.cooldown;
+        self.last_by_victim
+            .retain(|_, t| now.duration_since(*t) < cooldown);
+        Decision::Capture
+    }
+}
+
+/// A task in the bundle's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// The process's cgroup label (unit/container name or path), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+/// `metadata.json` of a bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub id: String,
+    pub schema_version: u32,
+    /// Wall-clock time of the trigger, RFC 3339 UTC, and as Unix ns.
+    pub time: String,
+    pub unix_ns: u64,
+    pub reason: Reason,
+    pub threshold_ns: u64,
+    /// The wait (reason `wait`) or the window p99 (reason `window_p99`) that crossed it.
+    pub value_ns: u64,
+    pub victim: TaskRef,
+    pub cpu: Option<u32>,
+    pub preemptor: Option<TaskRef>,
+    /// The daemon's switch-only probes do not see wakeups; `None` then.
+    pub waker: Option<TaskRef>,
+    /// The victim's cgroup and the node over the last full window: p50, p99, max (ns).
+    pub window: serde_json::Value,
+    /// CPU samples in the flame graph and the interval they cover around the trigger.
+    pub samples: usize,
+    pub flamegraph_before_ms: u64,
+    pub flamegraph_after_ms: u64,
+    pub files: Vec<String>,
+}
+
+/// The incident directory.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating 0700) the incident directory; refuses a symlink or a directory owned by
+    /// someone else, and removes bundles a killed agent left half written.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_absolute() {
+            bail!(
+                "incident directory {} must be an absolute path",
+                dir.display()
+            );
+        }
+        match fs::symlink_metadata(dir) {
+            Ok(meta) => {
+                if meta.file_type().is_symlink() {
+                    bail!(
+                        "incident directory {} is a symlink; refusing to follow it",
+                        dir.display()
+                    );
+                }
+                if !meta.is_dir() {
+                    bail!("incident directory {} is not a directory", dir.display());
+                }
+                // SAFETY: geteuid has no preconditions.
+                let euid = unsafe { libc::geteuid() };
+                if meta.uid() != euid {
+                    bail!(
+                        "incident directory {} belongs to uid {}, not to this agent (uid {euid})",
+                        dir.display(),
+                        meta.uid()
+                    );
+                }
+                if meta.mode() & 0o077 != 0 {
+                    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                        .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("creating incident directory {}", dir.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("checking {}", dir.display()));
+            }
+        }
+        let store = Self {
+            dir: dir.to_path_buf(),
+        };
+        for entry in fs::read_dir(dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(store)
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a bundle atomically; returns its directory.
+    pub fn write(&self, id: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            bail!("bad incident id {id:?}");
+        }
+        let tmp = self.dir.join(format!(".tmp-{id}"));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let result = (|| -> Result<PathBuf> {
+            for (name, bytes) in files {
+                if name.contains('/') || name.starts_with('.') {
+                    bail!("bad file name {name:?}");
+                }
+                let path = tmp.join(name);
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                file.write_all(bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                file.sync_all()?;
+            }
+            let dest = self.dir.join(id);
+            fs::rename(&tmp, &dest)
+                .with_context(|| format!("moving the bundle into {}", dest.display()))?;
+            Ok(dest)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// Complete bundles, oldest first: (id, bytes).
+    pub fn bundles(&self) -> Result<Vec<(String, u64)>> {
+        list_bundles(&self.dir)
+    }
+
+    /// Deletes the oldest bundles beyond `max_count` or `max_bytes`; returns how many went.
+    pub fn enforce_retention(&self, max_count: usize, max_bytes: u64) -> Result<usize> {
+        let bundles = self.bundles()?;
+        let keep = retain_newest(&bundles, max_count, max_bytes);
+        let mut removed = 0;
+        for (id, _) in &bundles[..bundles.len() - keep] {
+            fs::remove_dir_all(self.dir.join(id))
+                .with_context(|| format!("removing old incident {id}"))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// How many of the newest bundles (the list is oldest first) fit in both limits.
+#[must_use]
+pub fn retain_newest(bundles: &[(String, u64)], max_count: usize, max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut keep = 0;
+    for (_, size) in bundles.iter().rev() {
+        if keep >= max_count || bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        keep += 1;
+    }
+    keep
+}
+
+/// Complete bundles in `dir`, oldest first (ids sort by time).
+pub fn list_bundles(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("reading incident directory {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let size: u64 = fs::read_dir(entry.path()).map_or(0, |files| {
+            files
+                .flatten()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        });
+        out.push((name, size));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a bundle's metadata.
+pub fn read_metadata(dir: &Path, id: &str) -> Result<Metadata> {
+    if id.contains('/') || id.starts_with('.') {
+        bail!("no such incident: {id}");
+    }
+    let path = dir.join(id).join("metadata.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("no such incident: {id}"))?;
+    serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))
+}
+
+/// An incident id: UTC time to the millisecond, reason and victim, sortable by time.
+#[must_use]
+pub fn incident_id(unix_ns: u64, reason: Reason, victim: &str) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let ms = (unix_ns / 1_000_000) % 1000;
+    let clean: String = victim
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(32)
+        .collect();
+    format!(
+        "{}.{ms:03}Z-{}-{clean}",
+        utc_compact(secs),
+        reason.name().replace('_', "-")
+    )
+}
+
+/// `YYYYMMDDTHHMMSS` in UTC.
+fn utc_compact(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}")
+}
+
+/// RFC 3339 UTC with milliseconds.
+#[must_use]
+pub fn rfc3339(unix_ns: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(unix_ns / 1_000_000_000);
+    let ms = (unix_ns / 1_000_000) % 1000;
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
+/// Unix seconds to (year, month, day, hour, minute, second), proleptic Gregorian, UTC.
+fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (
+        if m <= 2 { y + 1 } else { y },
+        m,
+        d,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_per_victim_and_global_rate_limit() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Duration::from_mins(1), 3);
+        assert_eq!(l.decide("a", t0), Decision::Capture);
+        assert_eq!(
+            l.decide("a", t0 + Duration::from_secs(59)),
+            Decision::Cooldown
+        );
+        assert_eq!(
+            l.decide("b", t0 + Duration::from_secs(1)),
+            Decision::Capture
+        );
+        assert_eq!(
+            l.decide("c", t0 + Duration::from_secs(2)),
+            Decision::Capture
+        );
+        assert_eq!(
+            l.decide("d", t0 + Duration::from_secs(3)),
+            Decision::RateLimited,
+            "the fourth incident within a minute"
+        );
+        // A minute after the first, both the cooldown of `a` and one rate slot are free.
+        assert_eq!(
+            l.decide("a", t0 + Duration::from_mins(1)),
+            Decision::Capture
+        );
+        assert_eq!(
+            l.decide("e", t0 + Duration::from_secs(61)),
+            Decision::Capture,
+            "b's slot expired at 61 s"
+        );
+    }
+
+    #[test]
+    fn a_storm_of_triggers_captures_at_most_the_rate() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Duration::from_secs(10), 6);
+        let captured = (0..10_000)
+            .filter(|i| {
+                l.decide(
+                    &format!("victim{}", i % 500),
+                    t0 + Duration::from_millis(*i),
+                ) == Decision::Capture
+            })
+            .count();
+        assert_eq!(captured, 6, "10 s of triggers from 500 victims");
+        assert!(l.last_by_victim.len() <= 6);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_within_count_and_bytes() {
+        let b = |n: &str, s: u64| (n.to_owned(), s);
+        let bundles = vec![b("1", 10), b("2", 10), b("3", 30), b("4", 10)];
+        assert_eq!(retain_newest(&bundles, 10, 1000), 4);
+        assert_eq!(retain_newest(&bundles, 2, 1000), 2);
+        assert_eq!(
+            retain_newest(&bundles, 10, 45),
+            2,
+            "4 and 3 fit in 45 bytes"
+        );
+        assert_eq!(retain_newest(&bundles, 10, 5), 0);
+    }
+
+    #[test]
+    fn store_writes_atomically_privately_and_refuses_symlinks() {
+        let base = std::env::temp_dir().join(format!("schedlat-inc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let dir = base.join("incidents");
+        // A leftover half bundle from a killed agent.
+        fs::create_dir_all(dir.join(".tmp-old")).unwrap();
+        let store = Store::open(&dir).unwrap();
+        assert!(!dir.join(".tmp-old").exists(), "half bundle cleaned up");
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        let path = store
+            .write(
+                "20261125T000000.000Z-wait-x",
+                &[("metadata.json", b"{}"), ("a.txt", b"hi")],
+            )
+            .unwrap();
+        assert_eq!(
+            fs::metadata(path.join("a.txt")).unwrap().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o700);
+        assert!(store.write("../escape", &[]).is_err());
+        assert!(store.write("x", &[("../../etc/passwd", b"")]).is_err());
+        store
+            .write("20261125T000001.000Z-wait-y", &[("f", &[0; 100])])
+            .unwrap();
+        assert_eq!(store.bundles().unwrap().len(), 2);
+        assert_eq!(store.enforce_retention(1, 1 << 20).unwrap(), 1);
+        assert_eq!(store.bundles().unwrap()[0].0, "20261125T000001.000Z-wait-y");
+
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = Store::open(&link)
+            .err()
+            .expect("a symlink is refused")
+            .to_string();
+        assert!(err.contains("symlink"), "{err}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn ids_and_times_are_utc_and_sortable() {
+        // 2026-11-25T22:24:33.123Z
+        let ns = 1_795_645_473_123_000_000;
+        assert_eq!(rfc3339(ns), "2026-11-25T22:24:33.123Z");
+        assert_eq!(
+            incident_id(ns, Reason::WindowP99, "feed svc/1"),
+            "20261125T222433.123Z-window-p99-feed-svc-1"
+        );
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
+}

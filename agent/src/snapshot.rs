@@ -1,0 +1,204 @@
+//! The run-queue state at an incident: per CPU, what was running (the flight recorder's last
+//! sample there) and which tasks are runnable with it (from /proc: state R and the CPU each last
+//! ran on, with the kernel's run-delay and run-count totals), plus the node-wide pressure
+//! files. The exact wait of the victim comes from the kernel event that triggered the incident.
+
+use std::{collections::BTreeMap, fmt::Write as _, fs};
+
+use serde::Serialize;
+
+use crate::{events::human_ns, recorder::Sample};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunnableTask {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Total run-queue wait of the thread so far (schedstat `run_delay`).
+    pub run_delay_ns: u64,
+    /// Times it got a CPU (schedstat `pcount`).
+    pub run_count: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SampledTask {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// How long before the trigger the sample was taken.
+    pub ms_before_trigger: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuState {
+    pub cpu: u32,
+    /// The most recent CPU sample on this CPU at or before the trigger.
+    pub last_sampled: Option<SampledTask>,
+    /// Tasks in state R whose last CPU is this one (the running one included).
+    pub runnable: Vec<RunnableTask>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    pub cpus: Vec<CpuState>,
+    pub loadavg: Option<String>,
+    pub pressure_cpu: Option<String>,
+    pub schedstat: Option<String>,
+}
+
+/// (state, processor) from a `/proc/.../stat` text.
+#[must_use]
+pub fn stat_state_cpu(stat: &str) -> Option<(char, u32)> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Field 3 is the state; field 39 the CPU it last ran on.
+    let state = fields.first()?.chars().next()?;
+    let cpu = fields.get(36)?.parse().ok()?;
+    Some((state, cpu))
+}
+
+/// Runnable tasks of the whole machine, by CPU.
+#[must_use]
+pub fn runnable_tasks() -> BTreeMap<u32, Vec<RunnableTask>> {
+    let mut out: BTreeMap<u32, Vec<RunnableTask>> = BTreeMap::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(tgid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Some((state, cpu)) = fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| stat_state_cpu(&s))
+            else {
+                continue;
+            };
+            if state != 'R' {
+                continue;
+            }
+            let comm = fs::read_to_string(t.path().join("comm"))
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_default();
+            let sched: Vec<u64> = fs::read_to_string(t.path().join("schedstat"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            out.entry(cpu).or_default().push(RunnableTask {
+                tid,
+                tgid,
+                comm,
+                run_delay_ns: sched.get(1).copied().unwrap_or(0),
+                run_count: sched.get(2).copied().unwrap_or(0),
+            });
+        }
+    }
+    out
+}
+
+/// Takes the snapshot: /proc now, samples from the recorder up to `trigger_ts_ns`.
+#[must_use]
+pub fn take(last_samples: &BTreeMap<u32, &Sample>, trigger_ts_ns: u64, cpus: u32) -> Snapshot {
+    let mut runnable = runnable_tasks();
+    let read = |path: &str| fs::read_to_string(path).ok();
+    Snapshot {
+        cpus: (0..cpus)
+            .map(|cpu| CpuState {
+                cpu,
+                last_sampled: last_samples.get(&cpu).map(|s| SampledTask {
+                    tid: s.tid,
+                    tgid: s.tgid,
+                    comm: if s.tgid == 0 {
+                        "[idle]".to_owned()
+                    } else {
+                        s.comm.clone()
+                    },
+                    ms_before_trigger: trigger_ts_ns.saturating_sub(s.ts_ns) as f64 / 1e6,
+                }),
+                runnable: runnable.remove(&cpu).unwrap_or_default(),
+            })
+            .collect(),
+        loadavg: read("/proc/loadavg"),
+        pressure_cpu: read("/proc/pressure/cpu"),
+        schedstat: read("/proc/schedstat"),
+    }
+}
+
+/// A person's view of the snapshot.
+#[must_use]
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for cpu in &snapshot.cpus {
+        let _ = write!(out, "CPU {}:", cpu.cpu);
+        match &cpu.last_sampled {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    " running {}/{} ({:.1} ms before the trigger), {} runnable",
+                    s.tid,
+                    s.comm,
+                    s.ms_before_trigger,
+                    cpu.runnable.len()
+                );
+            }
+            None => {
+                let _ = writeln!(out, " no sample, {} runnable", cpu.runnable.len());
+            }
+        }
+        for t in &cpu.runnable {
+            let _ = writeln!(
+                out,
+                "    R {:>7} {:<16} pid {:<7} run-queue wait so far {} over {} runs",
+                t.tid,
+                t.comm,
+                t.tgid,
+                human_ns(t.run_delay_ns),
+                t.run_count
+            );
+        }
+    }
+    for (name, value) in [
+        ("loadavg", &snapshot.loadavg),
+        ("pressure/cpu", &snapshot.pressure_cpu),
+    ] {
+        if let Some(v) = value {
+            let _ = write!(out, "\n{name}:\n{v}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_state_and_cpu() {
+        let stat = "42 (my (odd) name) R 1 42 42 0 -1 4194304 100 0 0 0 5 3 0 0 20 0 1 0 \
+                    123 4096 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat_state_cpu(stat), Some(('R', 1)));
+        assert_eq!(stat_state_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn this_machine_has_a_runnable_task_and_it_renders() {
+        // This test thread is running, hence runnable, on some CPU.
+        let all = runnable_tasks();
+        let me = crate::procinfo::process_exists(std::process::id());
+        assert!(me);
+        assert!(
+            all.values().flatten().any(|t| t.tgid == std::process::id()),
+            "the test process should be runnable: {all:?}"
+        );
+        let snap = take(&BTreeMap::new(), 0, 1);
+        let text = render(&snap);
+        assert!(text.starts_with("CPU 0:"), "{text}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Privileged integration tests of incident capture and flame graphs: a hog (with a named,
+//! frame-pointer-unwindable function) and a latency-sensitive thread pinned to one CPU.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::{Agent, Workload, parse_metrics, schedlat_bin, sum};
+
+/// The hog's function in `schedlat-workload`.
+const HOG_FUNCTION: &str = "schedlat_workload_hog_spin";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("schedlat-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Bundles of `dir` whose victim is process `tgid`: (id, metadata, when first seen).
+fn bundles_of(dir: &Path, tgid: u32) -> Vec<(String, Value)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Value)> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("metadata.json")).ok()?;
+            let meta: Value = serde_json::from_str(&text).ok()?;
+            (meta["victim"]["tgid"].as_u64() == Some(u64::from(tgid)))
+                .then(|| (e.file_name().to_string_lossy().into_owned(), meta))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn unix_ns_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one incident's whole life: trigger, bundle, cooldown, CLI"
+)]
+fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
+    let dir = temp_dir("incidents");
+    let agent = Agent::start(&[
+        "--window",
+        "1s",
+        "--threshold",
+        "2ms",
+        "--incident-dir",
+        dir.to_str().unwrap(),
+    ]);
+    // Let the flight recorder fill for a moment, so the flame graph has history.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut workload = Workload::start(100_000, 2000, 1000);
+    let pid = workload.pid();
+    workload.go();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (id, meta, seen_ns) = loop {
+        if let Some((id, meta)) = bundles_of(&dir, pid).into_iter().next() {
+            break (id, meta, unix_ns_now());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incident for pid {pid} within 15 s; agent log:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let trigger_ns = meta["unix_ns"].as_u64().expect("unix_ns");
+    let delay_s = seen_ns.saturating_sub(trigger_ns) as f64 / 1e9;
+    eprintln!("bundle {id} complete {delay_s:.2} s after the breach was seen");
+    assert!(
+        delay_s <= 2.0,
+        "the bundle appeared {delay_s:.2} s after the breach; expected within 2 s"
+    );
+
+    assert_eq!(meta["reason"], "wait");
+    assert!(meta["value_ns"].as_u64().unwrap() >= 2_000_000, "{meta}");
+    assert_eq!(
+        meta["preemptor"]["tid"].as_u64(),
+        Some(u64::from(workload.hog_tid)),
+        "the sleeper waited behind the hog: {meta}"
+    );
+    assert_eq!(meta["cpu"].as_u64(), Some(0));
+
+    let bundle = dir.join(&id);
+    let folded = std::fs::read_to_string(bundle.join("stacks.folded")).unwrap();
+    assert!(
+        folded.contains(HOG_FUNCTION),
+        "the flame graph's stacks should name the hog's function {HOG_FUNCTION}:\n{folded}"
+    );
+    let svg = std::fs::read_to_string(bundle.join("flamegraph.svg")).unwrap();
+    assert!(
+        svg.contains(HOG_FUNCTION) && svg.contains("sleeper"),
+        "SVG lacks the story"
+    );
+    let runqueue: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("runqueue.json")).unwrap())
+            .unwrap();
+    let cpu0 = &runqueue["cpus"][0];
+    let hog = u64::from(workload.hog_tid);
+    let hog_listed = cpu0["runnable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["tid"].as_u64() == Some(hog))
+        || cpu0["last_sampled"]["tid"].as_u64() == Some(hog);
+    assert!(
+        hog_listed,
+        "CPU 0's run-queue snapshot should show the hog: {cpu0}"
+    );
+
+    // Private files, no half bundles.
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&bundle).unwrap().mode() & 0o777, 0o700);
+    for f in std::fs::read_dir(&bundle).unwrap().flatten() {
+        assert_eq!(
+            f.metadata().unwrap().mode() & 0o777,
+            0o600,
+            "{} is readable by others",
+            f.path().display()
+        );
+    }
+
+    // Many more waits above 2 ms follow; the per-victim cooldown (60 s) keeps it at one.
+    std::thread::sleep(Duration::from_secs(3));
+    let ours = bundles_of(&dir, pid);
+    assert_eq!(
+        ours.len(),
+        1,
+        "cooldown should allow one incident per victim: {ours:?}"
+    );
+    let m = parse_metrics(&agent.metrics());
+    assert!(sum(&m, "schedlat_incidents_total", &[("reason", "wait")]) >= 1.0);
+    assert!(
+        sum(
+            &m,
+            "schedlat_incidents_suppressed_total",
+            &[("why", "cooldown")]
+        ) >= 1.0,
+        "the suppressed triggers should be counted"
+    );
+    assert!(sum(&m, "schedlat_cpu_samples_total", &[]) > 0.0);
+
+    // The CLI reads it back.
+    let out = Command::new(schedlat_bin())
+        .args(["incidents", "list", "--incident-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && list.contains(&id), "{list}");
+    let out = Command::new(schedlat_bin())
+        .args([
+            "incidents",
+            "show",
+            &id,
+            "--format",
+            "json",
+            "--incident-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("show --format json");
+    assert_eq!(shown["id"], id.as_str());
+    let out = Command::new(schedlat_bin())
+        .args(["incidents", "show", "no-such-incident", "--incident-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    drop(workload);
+    assert!(agent.stop(libc::SIGTERM).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn schedlat_flamegraph_names_the_hogs_function() {
+    let mut workload = Workload::start(100_000, 2000, 1000);
+    workload.go();
+    let dir = temp_dir("flamegraph");
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("hog.svg");
+    let folded = dir.join("hog.folded");
+    let out = Command::new(schedlat_bin())
+        .args(["flamegraph", "--pid", &workload.pid().to_string()])
+        .args(["--duration", "2s", "-o"])
+        .arg(&svg)
+        .arg("--folded")
+        .arg(&folded)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        folded.lines().all(
+            |l| l.starts_with(&format!("schedlat-worklo [{}]", workload.pid()))
+                || l.starts_with("schedlat-worklo_[")
+        ),
+        "only the traced process, as the root frame:\n{folded}"
+    );
+    assert!(folded.contains(HOG_FUNCTION), "{folded}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains(HOG_FUNCTION));
+
+    let out = Command::new(schedlat_bin())
+        .args(["flamegraph", "--pid", "999999999", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
