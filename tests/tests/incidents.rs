@@ -66,7 +66,9 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     ]);
     // Let the flight recorder fill for a moment, so the flame graph has history.
     std::thread::sleep(Duration::from_secs(2));
-    let mut workload = Workload::start(100_000, 2000, 1000);
+    // The sleeper's bursts (0.5 ms) are far below the threshold, so only the sleeper, waiting
+    // a time slice of the hog's (3-4 ms here), crosses it: the hog is never the victim.
+    let mut workload = Workload::start(100_000, 500, 1000);
     let pid = workload.pid();
     workload.go();
 
