@@ -217,8 +217,15 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
         .copied()
         .unwrap_or(0) as f64
         / sleeper_events.len() as f64;
+    // The preemptor is the task that ran right before the sleeper got the CPU: now and then a
+    // kernel thread (rcu, kworker) slips in between the hog and the sleeper and is named
+    // instead, so a few of ~20 waits may name another task.
+    let top = preemptors
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(tid, _)| *tid);
     assert!(
-        hog_share >= 0.9,
+        hog_share >= 0.8 && top == Some(u64::from(result.hog_tid)),
         "the hog (tid {}) should be the preemptor of the sleeper's waits, got {preemptors:?}",
         result.hog_tid
     );
