@@ -180,7 +180,23 @@ const _: () = assert!(size_of::<WaitBucket>() == 16);
 /// Frames kept per stack (kernel and user each) by the CPU sampler.
 pub const STACK_DEPTH: usize = 64;
 
-/// One CPU-clock sample of the flight recorder: who was on the CPU and its stacks.
+/// Queued tasks listed per CPU sample (more are counted in `CpuSample::nr_queued`).
+pub const QUEUE_SLOTS: usize = 8;
+
+/// A task waiting on the sampled CPU's run queue (CFS/EEVDF) at the sample.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueuedTask {
+    pub tid: u32,
+    pub tgid: u32,
+    /// How long it has waited so far, by the rq clock (as of its last update).
+    pub wait_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+const _: () = assert!(size_of::<QueuedTask>() == 32);
+
+/// One CPU-clock sample of the flight recorder: who was on the CPU, its stacks, and the tasks
+/// queued behind it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSample {
@@ -197,8 +213,14 @@ pub struct CpuSample {
     /// Return addresses, innermost first.
     pub kernel_stack: [u64; STACK_DEPTH],
     pub user_stack: [u64; STACK_DEPTH],
+    /// `rq->nr_running` (all classes) at the sample.
+    pub nr_running: u32,
+    /// Fair-class tasks found queued (the first `QUEUE_SLOTS` are in `queue`).
+    pub nr_queued: u32,
+    pub queue: [QueuedTask; QUEUE_SLOTS],
 }
-const _: () = assert!(size_of::<CpuSample>() == 32 + TASK_COMM_LEN + 16 * STACK_DEPTH);
+const _: () =
+    assert!(size_of::<CpuSample>() == 32 + TASK_COMM_LEN + 16 * STACK_DEPTH + 8 + 32 * QUEUE_SLOTS);
 
 /// Indices of the per-CPU `COUNTERS` array. Wire values: never renumber, only append.
 #[repr(u32)]

@@ -100,6 +100,10 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
     if slot.task == prev as u64 && slot.last_queued != 0 {
         finish(prev, slot, current, cgroup);
+        if slot.ktime_at_switch_in != 0 {
+            let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
+            slot.rq_clock_offset = arrival.wrapping_sub(slot.ktime_at_switch_in);
+        }
     }
     slot.task = 0;
 
@@ -119,14 +123,20 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if took_migrated_mark(next) {
         flags |= FLAG_MIGRATED;
     }
-    *slot = CpuSlot {
-        task: next as u64,
-        last_queued,
-        preemptor_pid_tgid: current,
-        preemptor_task: prev as u64,
-        preemptor_cgroup: cgroup,
-        flags,
-        pad: 0,
+    slot.task = next as u64;
+    slot.last_queued = last_queued;
+    slot.preemptor_pid_tgid = current;
+    slot.preemptor_task = prev as u64;
+    slot.preemptor_cgroup = cgroup;
+    slot.flags = flags;
+    // Now and then, note the time: `next`'s last_arrival (rq clock) will be stamped with the
+    // clock value of this very switch, so the pair gives the rq clock's offset from ktime.
+    slot.switches = slot.switches.wrapping_add(1);
+    slot.ktime_at_switch_in = if slot.switches % 64 == 1 {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
     };
     Ok(())
 }

@@ -118,7 +118,13 @@ pub struct CpuSlot {
     pub preemptor_cgroup: u64,
     /// `FLAG_*` bits of the wait.
     pub flags: u32,
-    pub pad: u32,
+    /// Switch-ins seen on this CPU (every 64th also pairs the clocks).
+    pub switches: u32,
+    /// `bpf_ktime_get_ns` at this switch-in when the clocks are being paired, else 0.
+    pub ktime_at_switch_in: u64,
+    /// rq clock minus `bpf_ktime_get_ns` on this CPU, as last paired (0: not yet): lets the
+    /// sampler tell how long queued tasks have waited without the rq clock's tick lag.
+    pub rq_clock_offset: u64,
 }
 
 /// One slot per CPU.
@@ -164,3 +170,17 @@ pub static DAEMON_CFG: Array<u64, 1> = Array::new();
 /// The flight recorder's CPU samples (sized by the loader).
 #[btf_map]
 pub static SAMPLES: RingBuf<CpuSample, { 1 << 20 }> = RingBuf::new();
+
+/// Loop state of the sampler's run-queue walk (see sampler.rs for why it is in a map).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WalkScratch {
+    pub node: u64,
+    pub child: u64,
+    pub nr_groups: u64,
+    pub found: u64,
+    pub groups: [u64; 8],
+}
+
+#[btf_map]
+pub static WALK_SCRATCH: PerCpuArray<WalkScratch, 1> = PerCpuArray::new();

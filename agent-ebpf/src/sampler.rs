@@ -3,19 +3,219 @@
 //! the last seconds of samples, so an incident's flame graph shows what the CPUs did before
 //! the trigger, not after.
 
-use agent_common::{Counter, STACK_DEPTH, TASK_COMM_LEN};
+use agent_common::{Counter, CpuSample, STACK_DEPTH, TASK_COMM_LEN};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_get_stack,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf, generated::bpf_get_stack,
     },
     macros::perf_event,
     programs::PerfEventContext,
 };
 
-use crate::{count, maps::SAMPLES};
+use crate::{
+    CFG_OFF_COMM, CFG_OFF_PID, CFG_OFF_TGID, cfg, count,
+    maps::{CPU_SLOT, SAMPLES, WALK_SCRATCH},
+};
+
+// Run-queue layout for the queue walk, from vmlinux BTF.
+/// 1 when every offset below was found (else no walk).
+#[unsafe(no_mangle)]
+static CFG_RQ_WALK: u32 = 0;
+/// `task_struct.se`.
+#[unsafe(no_mangle)]
+static CFG_OFF_TASK_SE: u32 = 0;
+/// `sched_entity.cfs_rq`, `.run_node`, `.my_q`.
+#[unsafe(no_mangle)]
+static CFG_OFF_SE_CFS_RQ: u32 = 0;
+#[unsafe(no_mangle)]
+static CFG_OFF_SE_RUN_NODE: u32 = 0;
+#[unsafe(no_mangle)]
+static CFG_OFF_SE_MY_Q: u32 = 0;
+/// `sched_entity.parent`.
+#[unsafe(no_mangle)]
+static CFG_OFF_SE_PARENT: u32 = 0;
+/// `cfs_rq.rq` and `cfs_rq.tasks_timeline`.
+#[unsafe(no_mangle)]
+static CFG_OFF_CFS_RQ_RQ: u32 = 0;
+#[unsafe(no_mangle)]
+static CFG_OFF_CFS_TIMELINE: u32 = 0;
+/// `rq.cfs`, `rq.clock`, `rq.nr_running`.
+#[unsafe(no_mangle)]
+static CFG_OFF_RQ_CFS: u32 = 0;
+#[unsafe(no_mangle)]
+static CFG_OFF_RQ_CLOCK: u32 = 0;
+#[unsafe(no_mangle)]
+static CFG_OFF_RQ_NR_RUNNING: u32 = 0;
+/// `task_struct.sched_info.last_queued`.
+#[unsafe(no_mangle)]
+static CFG_OFF_QUEUED: u32 = 0;
+
+/// Reads a `T` at `base + offset` of kernel memory; the default on a fault.
+#[inline(always)]
+fn kread<T: Copy + Default>(base: u64, offset: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
+}
+
+/// The walk's loop state lives in map memory, which the verifier does not track value by
+/// value: kept in registers, every combination of counters would be a distinct state and the
+/// bounded loops would exceed the verifier's budget.
+#[inline(always)]
+fn load(slot: &u64) -> u64 {
+    // SAFETY: a valid reference; volatile so the value is re-read from map memory.
+    unsafe { core::ptr::read_volatile(slot) }
+}
+
+#[inline(always)]
+fn store(slot: &mut u64, value: u64) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(slot, value) }
+}
+
+/// Lists the tasks queued on this CPU's fair run queue (the sampled task is running, hence not
+/// in the tree): an in-order walk of the red-black timeline, descending into group entities.
+#[inline(always)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one bounded loop the verifier must see whole; helpers would be inlined anyway"
+)]
+fn walk_queue(sample: *mut CpuSample) {
+    let Some(scratch) = WALK_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; perf event programs do not nest on a CPU.
+    let scratch = unsafe { &mut *scratch };
+    // The sampled task's cfs_rq belongs to this CPU's rq, whatever group it is in.
+    // SAFETY: helper without preconditions.
+    let current = unsafe { bpf_get_current_task() };
+    let cfs: u64 = kread(current, cfg(&CFG_OFF_TASK_SE) + cfg(&CFG_OFF_SE_CFS_RQ));
+    if cfs == 0 {
+        return;
+    }
+    let rq: u64 = kread(cfs, cfg(&CFG_OFF_CFS_RQ_RQ));
+    if rq == 0 {
+        return;
+    }
+    // The rq clock now: from ktime and the offset the daemon's switch program paired (exact
+    // to a microsecond), else rq->clock itself, which lags by up to a tick.
+    let offset = CPU_SLOT.get(0).map_or(0, |s| s.rq_clock_offset);
+    let clock: u64 = if offset == 0 {
+        kread(rq, cfg(&CFG_OFF_RQ_CLOCK))
+    } else {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
+    };
+    let timeline = cfg(&CFG_OFF_CFS_TIMELINE);
+    // The running task is not in its cfs_rq's tree, and neither is any of its group entities
+    // in theirs: the tasks queued next to it (same group, or next to one of its groups) are
+    // only reachable from its own cfs_rq and its ancestors'. Those are walked first; the
+    // root (rq->cfs) is the last ancestor. Group entities met on the way are walked too.
+    let mut depth = 0u64;
+    let mut level_cfs = cfs;
+    let mut se = current + u64::from(cfg(&CFG_OFF_TASK_SE));
+    for _ in 0..4 {
+        if let Some(slot) = scratch.groups.get_mut(depth as usize) {
+            store(slot, level_cfs);
+            depth += 1;
+        }
+        se = kread(se, cfg(&CFG_OFF_SE_PARENT));
+        if se == 0 {
+            break;
+        }
+        level_cfs = kread(se, cfg(&CFG_OFF_SE_CFS_RQ));
+        if level_cfs == 0 {
+            break;
+        }
+    }
+    // rb_root_cached { rb_root, rb_leftmost }; rb_node { parent_color, rb_right, rb_left }.
+    store(&mut scratch.node, 0);
+    store(&mut scratch.nr_groups, depth);
+    store(&mut scratch.found, 0);
+    // SAFETY: `sample` points to reserved ring buffer memory.
+    unsafe { (*sample).nr_running = kread(rq, cfg(&CFG_OFF_RQ_NR_RUNNING)) };
+    for _ in 0..WALK_STEPS {
+        let node = load(&scratch.node);
+        if node == 0 {
+            let nr_groups = load(&scratch.nr_groups);
+            if nr_groups == 0 {
+                break;
+            }
+            store(&mut scratch.nr_groups, nr_groups - 1);
+            let Some(group_cfs) = scratch.groups.get((nr_groups - 1) as usize) else {
+                break;
+            };
+            let group_cfs = load(group_cfs);
+            store(&mut scratch.node, kread(group_cfs, timeline + 8));
+            continue;
+        }
+        let se = node - u64::from(cfg(&CFG_OFF_SE_RUN_NODE));
+        let my_q: u64 = kread(se, cfg(&CFG_OFF_SE_MY_Q));
+        if my_q != 0 {
+            let nr_groups = load(&scratch.nr_groups);
+            if let Some(slot) = scratch.groups.get_mut(nr_groups as usize) {
+                store(slot, my_q);
+                store(&mut scratch.nr_groups, nr_groups + 1);
+            }
+        } else {
+            let task = se - u64::from(cfg(&CFG_OFF_TASK_SE));
+            let found = load(&scratch.found);
+            // SAFETY: as above; the index is checked.
+            if let Some(q) = unsafe { (*sample).queue.get_mut(found as usize) } {
+                q.tid = kread(task, cfg(&CFG_OFF_PID));
+                q.tgid = kread(task, cfg(&CFG_OFF_TGID));
+                let queued: u64 = kread(task, cfg(&CFG_OFF_QUEUED));
+                q.wait_ns = if queued != 0 && clock > queued {
+                    clock - queued
+                } else {
+                    0
+                };
+                // SAFETY: faults safely; the destination is the entry's comm.
+                let _ = unsafe {
+                    bpf_probe_read_kernel_buf(
+                        (task + u64::from(cfg(&CFG_OFF_COMM))) as *const u8,
+                        &mut q.comm,
+                    )
+                };
+            }
+            store(&mut scratch.found, found + 1);
+        }
+        // rb_next: leftmost of the right subtree, else the first ancestor we are left of.
+        let right: u64 = kread(node, 8);
+        if right != 0 {
+            store(&mut scratch.node, right);
+            for _ in 0..TREE_DEPTH {
+                let left: u64 = kread(load(&scratch.node), 16);
+                if left == 0 {
+                    break;
+                }
+                store(&mut scratch.node, left);
+            }
+        } else {
+            store(&mut scratch.child, node);
+            store(&mut scratch.node, kread::<u64>(node, 0) & !3);
+            for _ in 0..TREE_DEPTH {
+                let parent = load(&scratch.node);
+                if parent == 0 || kread::<u64>(parent, 8) != load(&scratch.child) {
+                    break;
+                }
+                store(&mut scratch.child, parent);
+                store(&mut scratch.node, kread::<u64>(parent, 0) & !3);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { (*sample).nr_queued = load(&scratch.found) as u32 };
+}
+
+/// Entities visited per sample at most (queued tasks beyond are not counted).
+const WALK_STEPS: usize = 32;
+/// Red-black tree height bound for the successor search (a tree of 32 nodes is at most 10
+/// high).
+const TREE_DEPTH: usize = 12;
 
 const STACK_BYTES: u32 = (STACK_DEPTH * 8) as u32;
 
@@ -54,6 +254,14 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
             )
         };
         (*sample).user_frames = if user > 0 { (user / 8) as u32 } else { 0 };
+        (*sample).nr_running = 0;
+        (*sample).nr_queued = 0;
+        for q in &mut (*sample).queue {
+            *q = agent_common::QueuedTask::default();
+        }
+    }
+    if cfg(&CFG_RQ_WALK) != 0 {
+        walk_queue(sample);
     }
     // The reader polls; samples never wake it.
     entry.submit(u64::from(BPF_RB_NO_WAKEUP));

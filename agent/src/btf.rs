@@ -236,6 +236,45 @@ pub struct KernelLayout {
     /// What the daemon's switch-only programs read; `None` when the kernel lacks a field
     /// (no `CONFIG_SCHED_INFO`).
     pub daemon: Option<DaemonLayout>,
+    /// What the sampler's run-queue walk reads; `None` when a field is missing (e.g. no
+    /// `CONFIG_FAIR_GROUP_SCHED`).
+    pub rq: Option<RqLayout>,
+}
+
+/// Scheduler structure offsets for the CPU sampler's run-queue walk (agent-ebpf/src/sampler.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RqLayout {
+    pub task_se: u32,
+    pub se_cfs_rq: u32,
+    pub se_run_node: u32,
+    pub se_my_q: u32,
+    pub se_parent: u32,
+    pub cfs_rq_rq: u32,
+    pub cfs_timeline: u32,
+    pub rq_cfs: u32,
+    pub rq_clock: u32,
+    pub rq_nr_running: u32,
+}
+
+impl RqLayout {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let field = |st: &str, name: &str| -> Result<u32> {
+            btf.member_offset(st, name)?
+                .with_context(|| format!("{st} has no field {name} in BTF"))
+        };
+        Ok(Self {
+            task_se: field("task_struct", "se")?,
+            se_cfs_rq: field("sched_entity", "cfs_rq")?,
+            se_run_node: field("sched_entity", "run_node")?,
+            se_my_q: field("sched_entity", "my_q")?,
+            se_parent: field("sched_entity", "parent")?,
+            cfs_rq_rq: field("cfs_rq", "rq")?,
+            cfs_timeline: field("cfs_rq", "tasks_timeline")?,
+            rq_cfs: field("rq", "cfs")?,
+            rq_clock: field("rq", "clock")?,
+            rq_nr_running: field("rq", "nr_running")?,
+        })
+    }
 }
 
 /// `task_struct` offsets for the daemon's programs (agent-ebpf/src/daemon.rs).
@@ -290,6 +329,9 @@ impl KernelLayout {
             switch_has_prev_state: switch_args >= 4,
             daemon: DaemonLayout::from_btf(btf)
                 .inspect_err(|e| log::debug!("daemon layout: {e:#}"))
+                .ok(),
+            rq: RqLayout::from_btf(btf)
+                .inspect_err(|e| log::debug!("run-queue layout: {e:#}"))
                 .ok(),
         })
     }
@@ -394,6 +436,7 @@ mod tests {
                 switch_has_prev_state: true,
                 // The synthetic task_struct has no sched_info: the daemon layout is absent.
                 daemon: None,
+                rq: None,
             }
         );
     }
@@ -404,6 +447,22 @@ mod tests {
         let layout = KernelLayout::from_btf(&btf).expect("layout");
         assert!(!layout.switch_has_prev_state);
         assert_eq!(layout.state_offset, 0);
+    }
+
+    #[test]
+    fn this_kernels_btf_has_every_layout_schedlat_reads() {
+        // Runs where the kernel exposes BTF (it is world-readable); skipped elsewhere.
+        let Ok(btf) = Btf::from_sys_fs() else {
+            return;
+        };
+        let layout = KernelLayout::from_btf(&btf).expect("task_struct layout");
+        let daemon = layout.daemon.expect("sched_info layout");
+        assert!(daemon.last_queued_offset == daemon.last_arrival_offset + 8);
+        let rq = layout.rq.expect("run-queue layout");
+        assert!(
+            rq.rq_clock > rq.rq_cfs && rq.se_run_node < rq.se_cfs_rq,
+            "{rq:?}"
+        );
     }
 
     #[test]

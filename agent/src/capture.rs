@@ -248,7 +248,15 @@ impl Capture {
         window: serde_json::Value,
     ) {
         let last = self.recorder.last_per_cpu(trigger_ts_ns);
-        let snapshot = snapshot::take(&last, trigger_ts_ns, self.cpus);
+        // A sample during the wait that caught the victim queued: the wait ended at most
+        // `value_ns` plus the run after it before the trigger; allow a second for that run.
+        let victim_queued = cpu.and_then(|cpu| {
+            let from = trigger_ts_ns.saturating_sub(value_ns + 1_000_000_000);
+            self.recorder
+                .seen_queued(cpu, victim.tid, from, trigger_ts_ns)
+                .map(|s| snapshot::victim_queued(s, victim.tid, trigger_ts_ns))
+        });
+        let snapshot = snapshot::take(&last, trigger_ts_ns, self.cpus, victim_queued);
         let task_file = |name: &str| {
             (victim.tid != 0)
                 .then(|| {

@@ -78,6 +78,10 @@ pub struct IncidentConfig {
     pub enabled: bool,
     /// A single wait above this (by a user task) triggers an incident.
     pub threshold: Dur,
+    /// Only waits of these processes (names) or cgroups (labels as in the metrics) trigger;
+    /// both empty: any user task.
+    pub watch_processes: Vec<String>,
+    pub watch_cgroups: Vec<String>,
     /// A cgroup whose window p99 is above this triggers an incident ("0": off).
     pub p99_threshold: Dur,
     /// Where bundles go (created 0700).
@@ -126,6 +130,8 @@ impl Default for IncidentConfig {
         Self {
             enabled: true,
             threshold: dur("10ms"),
+            watch_processes: Vec::new(),
+            watch_cgroups: Vec::new(),
             p99_threshold: dur("50ms"),
             dir: PathBuf::from(DEFAULT_INCIDENT_DIR),
             cooldown: dur("60s"),
@@ -148,6 +154,18 @@ pub struct Overrides {
     pub event_threshold: Option<Duration>,
     pub threshold: Option<Duration>,
     pub incident_dir: Option<PathBuf>,
+}
+
+impl IncidentConfig {
+    /// Whether waits of this process (and cgroup label) may trigger an incident.
+    #[must_use]
+    pub fn watches(&self, process: &str, cgroup: Option<&str>) -> bool {
+        if self.watch_processes.is_empty() && self.watch_cgroups.is_empty() {
+            return true;
+        }
+        self.watch_processes.iter().any(|p| p == process)
+            || cgroup.is_some_and(|cg| self.watch_cgroups.iter().any(|w| w == cg))
+    }
 }
 
 impl Config {
@@ -328,6 +346,22 @@ mod tests {
                 "{text}: error {err:?} does not name {key}"
             );
         }
+    }
+
+    #[test]
+    fn watch_lists_select_victims() {
+        let mut i = IncidentConfig::default();
+        assert!(
+            i.watches("anything", None),
+            "empty lists watch every user task"
+        );
+        i.watch_processes = vec!["feed".into()];
+        i.watch_cgroups = vec!["api.service".into()];
+        assert!(i.watches("feed", None));
+        assert!(i.watches("worker", Some("api.service")));
+        assert!(!i.watches("worker", Some("batch.service")));
+        let c = Config::from_toml("[incidents]\nwatch_processes = [\"feed\"]\n").unwrap();
+        assert_eq!(c.incidents.watch_processes, vec!["feed".to_owned()]);
     }
 
     #[test]

@@ -226,7 +226,10 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                     .cgroup_of
                     .get(&e.tgid)
                     .map(|&id| cgroup_label(&mut names, id, &config));
-                capture.on_wait(&e, cgroup.as_deref(), &aggregator.exported);
+                let process = names.process(e.tgid);
+                if capture.config().watches(&process, cgroup.as_deref()) {
+                    capture.on_wait(&e, cgroup.as_deref(), &aggregator.exported);
+                }
             }
         }
         if let Some(capture) = capture.as_mut() {

@@ -220,6 +220,25 @@ impl Probes {
             off(|d| d.pcount_offset),
         );
 
+        let rq = layout.rq;
+        let rq_off = |f: fn(&crate::btf::RqLayout) -> u32| rq.as_ref().map_or(0, f);
+        let rq_walk = u32::from(rq.is_some() && layout.daemon.is_some());
+        let rq_offsets = [
+            ("CFG_OFF_TASK_SE", rq_off(|r| r.task_se)),
+            ("CFG_OFF_SE_CFS_RQ", rq_off(|r| r.se_cfs_rq)),
+            ("CFG_OFF_SE_RUN_NODE", rq_off(|r| r.se_run_node)),
+            ("CFG_OFF_SE_MY_Q", rq_off(|r| r.se_my_q)),
+            ("CFG_OFF_SE_PARENT", rq_off(|r| r.se_parent)),
+            ("CFG_OFF_CFS_RQ_RQ", rq_off(|r| r.cfs_rq_rq)),
+            ("CFG_OFF_CFS_TIMELINE", rq_off(|r| r.cfs_timeline)),
+            ("CFG_OFF_RQ_CFS", rq_off(|r| r.rq_cfs)),
+            ("CFG_OFF_RQ_CLOCK", rq_off(|r| r.rq_clock)),
+            ("CFG_OFF_RQ_NR_RUNNING", rq_off(|r| r.rq_nr_running)),
+            (
+                "CFG_OFF_QUEUED",
+                layout.daemon.map_or(0, |d| d.last_queued_offset),
+            ),
+        ];
         let mut loader = EbpfLoader::new();
         loader
             // aya creates task storage maps but has no user-side wrapper for them; the kernel
@@ -241,7 +260,11 @@ impl Probes {
             .override_global("CFG_OFF_ON_RQ", &off_on_rq, true)
             .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
             .override_global("CFG_OFF_PCOUNT", &off_pcount, true)
+            .override_global("CFG_RQ_WALK", &rq_walk, true)
             .map_max_entries("EVENTS", config.ringbuf_bytes);
+        for (name, value) in &rq_offsets {
+            loader.override_global(name, value, true);
+        }
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
             Mode::Trace => &["PROC_WAITS", "PROC_INFO", "CPU_WAITS", "MIGRATED_TO"],

@@ -25,6 +25,21 @@ pub struct Sample {
     /// Innermost first, as the kernel returns them.
     pub kernel: Vec<u64>,
     pub user: Vec<u64>,
+    /// `rq->nr_running` at the sample (0 when the run queue could not be read).
+    pub nr_running: u32,
+    /// Fair-class tasks queued behind it (the first few), and how many there were.
+    pub queue: Vec<Queued>,
+    pub nr_queued: u32,
+}
+
+/// A task waiting on the sampled CPU's run queue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Queued {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Waited so far, by the rq clock as of its last update (it may lag by up to a tick).
+    pub wait_ns: u64,
 }
 
 impl Sample {
@@ -40,6 +55,19 @@ impl Sample {
             comm: comm_str(&raw.comm),
             kernel: raw.kernel_stack[..k].to_vec(),
             user: raw.user_stack[..u].to_vec(),
+            nr_running: raw.nr_running,
+            queue: raw
+                .queue
+                .iter()
+                .take((raw.nr_queued as usize).min(raw.queue.len()))
+                .map(|q| Queued {
+                    tid: q.tid,
+                    tgid: q.tgid,
+                    comm: comm_str(&q.comm),
+                    wait_ns: q.wait_ns,
+                })
+                .collect(),
+            nr_queued: raw.nr_queued,
         }
     }
 }
@@ -95,6 +123,14 @@ impl FlightRecorder {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
+    }
+
+    /// The latest sample on `cpu` in `[from_ns, to_ns]` that shows `tid` queued.
+    #[must_use]
+    pub fn seen_queued(&self, cpu: u32, tid: u32, from_ns: u64, to_ns: u64) -> Option<&Sample> {
+        self.between(from_ns, to_ns)
+            .filter(|s| s.cpu == cpu && s.queue.iter().any(|q| q.tid == tid))
+            .last()
     }
 
     /// The most recent sample of each CPU at or before `ts_ns`.
@@ -173,6 +209,9 @@ mod tests {
             comm: format!("c{tgid}"),
             kernel: vec![],
             user: vec![],
+            nr_running: 0,
+            queue: vec![],
+            nr_queued: 0,
         }
     }
 

@@ -34,12 +34,32 @@ pub struct CpuState {
     pub cpu: u32,
     /// The most recent CPU sample on this CPU at or before the trigger.
     pub last_sampled: Option<SampledTask>,
-    /// Tasks in state R whose last CPU is this one (the running one included).
+    /// `rq->nr_running` at that sample.
+    pub nr_running: u32,
+    /// The fair-class tasks queued behind it at that sample, with how long each had waited.
+    pub queued: Vec<crate::recorder::Queued>,
+    /// Tasks in state R whose last CPU is this one, from /proc at the trigger (the running one
+    /// included).
     pub runnable: Vec<RunnableTask>,
+}
+
+/// The victim seen waiting by the flight recorder during its wait.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VictimQueued {
+    pub cpu: u32,
+    pub ms_before_trigger: f64,
+    /// What was running on the CPU then.
+    pub running: SampledTask,
+    /// How long the victim had waited by then.
+    pub waited_so_far_ns: u64,
+    /// Everything queued on the CPU then, the victim included.
+    pub queue: Vec<crate::recorder::Queued>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Snapshot {
+    /// The victim in a run queue during its wait, when a CPU sample caught it there.
+    pub victim_queued: Option<VictimQueued>,
     pub cpus: Vec<CpuState>,
     pub loadavg: Option<String>,
     pub pressure_cpu: Option<String>,
@@ -103,25 +123,56 @@ pub fn runnable_tasks() -> BTreeMap<u32, Vec<RunnableTask>> {
     out
 }
 
+fn sampled(s: &Sample, trigger_ts_ns: u64) -> SampledTask {
+    SampledTask {
+        tid: s.tid,
+        tgid: s.tgid,
+        comm: if s.tgid == 0 {
+            "[idle]".to_owned()
+        } else {
+            s.comm.clone()
+        },
+        ms_before_trigger: trigger_ts_ns.saturating_sub(s.ts_ns) as f64 / 1e6,
+    }
+}
+
+/// The victim as a CPU sample saw it queued (see `FlightRecorder::seen_queued`).
+#[must_use]
+pub fn victim_queued(sample: &Sample, victim_tid: u32, trigger_ts_ns: u64) -> VictimQueued {
+    VictimQueued {
+        cpu: sample.cpu,
+        ms_before_trigger: trigger_ts_ns.saturating_sub(sample.ts_ns) as f64 / 1e6,
+        running: sampled(sample, trigger_ts_ns),
+        waited_so_far_ns: sample
+            .queue
+            .iter()
+            .find(|q| q.tid == victim_tid)
+            .map_or(0, |q| q.wait_ns),
+        queue: sample.queue.clone(),
+    }
+}
+
 /// Takes the snapshot: /proc now, samples from the recorder up to `trigger_ts_ns`.
 #[must_use]
-pub fn take(last_samples: &BTreeMap<u32, &Sample>, trigger_ts_ns: u64, cpus: u32) -> Snapshot {
+pub fn take(
+    last_samples: &BTreeMap<u32, &Sample>,
+    trigger_ts_ns: u64,
+    cpus: u32,
+    victim: Option<VictimQueued>,
+) -> Snapshot {
     let mut runnable = runnable_tasks();
     let read = |path: &str| fs::read_to_string(path).ok();
     Snapshot {
+        victim_queued: victim,
         cpus: (0..cpus)
             .map(|cpu| CpuState {
                 cpu,
-                last_sampled: last_samples.get(&cpu).map(|s| SampledTask {
-                    tid: s.tid,
-                    tgid: s.tgid,
-                    comm: if s.tgid == 0 {
-                        "[idle]".to_owned()
-                    } else {
-                        s.comm.clone()
-                    },
-                    ms_before_trigger: trigger_ts_ns.saturating_sub(s.ts_ns) as f64 / 1e6,
-                }),
+                last_sampled: last_samples.get(&cpu).map(|s| sampled(s, trigger_ts_ns)),
+                nr_running: last_samples.get(&cpu).map_or(0, |s| s.nr_running),
+                queued: last_samples
+                    .get(&cpu)
+                    .map(|s| s.queue.clone())
+                    .unwrap_or_default(),
                 runnable: runnable.remove(&cpu).unwrap_or_default(),
             })
             .collect(),
@@ -135,18 +186,52 @@ pub fn take(last_samples: &BTreeMap<u32, &Sample>, trigger_ts_ns: u64, cpus: u32
 #[must_use]
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
+    if let Some(v) = &snapshot.victim_queued {
+        let _ = writeln!(
+            out,
+            "victim seen queued on CPU {} {:.1} ms before the trigger, {} waited so far, behind \
+             {}/{} running:",
+            v.cpu,
+            v.ms_before_trigger,
+            human_ns(v.waited_so_far_ns),
+            v.running.tid,
+            v.running.comm
+        );
+        for q in &v.queue {
+            let _ = writeln!(
+                out,
+                "    queued {:>7} {:<16} pid {:<7} waiting {}",
+                q.tid,
+                q.comm,
+                q.tgid,
+                human_ns(q.wait_ns)
+            );
+        }
+        out.push('\n');
+    }
     for cpu in &snapshot.cpus {
         let _ = write!(out, "CPU {}:", cpu.cpu);
         match &cpu.last_sampled {
             Some(s) => {
                 let _ = writeln!(
                     out,
-                    " running {}/{} ({:.1} ms before the trigger), {} runnable",
+                    " running {}/{} ({:.1} ms before the trigger, nr_running {}), {} runnable now",
                     s.tid,
                     s.comm,
                     s.ms_before_trigger,
+                    cpu.nr_running,
                     cpu.runnable.len()
                 );
+                for q in &cpu.queued {
+                    let _ = writeln!(
+                        out,
+                        "    queued {:>7} {:<16} pid {:<7} waiting {}",
+                        q.tid,
+                        q.comm,
+                        q.tgid,
+                        human_ns(q.wait_ns)
+                    );
+                }
             }
             None => {
                 let _ = writeln!(out, " no sample, {} runnable", cpu.runnable.len());
@@ -197,7 +282,7 @@ mod tests {
             all.values().flatten().any(|t| t.tgid == std::process::id()),
             "the test process should be runnable: {all:?}"
         );
-        let snap = take(&BTreeMap::new(), 0, 1);
+        let snap = take(&BTreeMap::new(), 0, 1, None);
         let text = render(&snap);
         assert!(text.starts_with("CPU 0:"), "{text}");
     }

@@ -56,7 +56,13 @@ fn unix_ns_now() -> u64 {
 )]
 fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     let dir = temp_dir("incidents");
+    // Sample ~1000 times a second, so the flight recorder catches the sleeper in the run
+    // queue during its 3-4 ms waits.
+    let config = std::env::temp_dir().join(format!("schedlat-inc-{}.toml", std::process::id()));
+    std::fs::write(&config, "[incidents]\nsample_hz = 997\n").unwrap();
     let agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
         "--window",
         "1s",
         "--threshold",
@@ -127,6 +133,31 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         hog_listed,
         "CPU 0's run-queue snapshot should show the hog: {cpu0}"
     );
+    // During its wait, a CPU sample saw the victim queued behind the hog.
+    let seen = &runqueue["victim_queued"];
+    let victim_tid = meta["victim"]["tid"].as_u64().unwrap();
+    assert_eq!(
+        seen["cpu"].as_u64(),
+        Some(0),
+        "victim not seen queued: {runqueue}"
+    );
+    assert_eq!(
+        seen["running"]["tid"].as_u64(),
+        Some(hog),
+        "the hog should be running while the victim waits: {seen}"
+    );
+    let victim_entry = seen["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["tid"].as_u64() == Some(victim_tid))
+        .unwrap_or_else(|| panic!("victim {victim_tid} not in the queue: {seen}"));
+    let so_far = victim_entry["wait_ns"].as_u64().unwrap();
+    let total = meta["value_ns"].as_u64().unwrap();
+    assert!(
+        so_far > 0 && so_far <= total + 100_000,
+        "waited so far {so_far} ns should be within the wait of {total} ns"
+    );
 
     // Private files, no half bundles.
     assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
@@ -191,6 +222,7 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     drop(workload);
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&config);
 }
 
 #[test]
