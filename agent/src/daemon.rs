@@ -213,6 +213,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         }
         drain_events(&mut ring, &mut events, &mut stats);
         for e in events.drain(..) {
+            account_preemptor(&e, &mut stats, &mut names, &reader, &config);
             // Only the per-window maxima matter here; the cap bounds memory in a storm.
             if event_waits.len() < max_events_per_window {
                 event_waits.push((e.tgid, e.cpu, e.wait_ns));
@@ -382,6 +383,46 @@ fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &m
             Err(e) => debug!("undecodable event: {e:#}"),
         }
     }
+}
+
+/// Counts a long wait under its preemptor (bounded: see `schedlat_preemptor_waits_total`).
+fn account_preemptor(
+    e: &WaitEvent,
+    stats: &mut SelfStats,
+    names: &mut ProcNames,
+    reader: &KernelReader,
+    config: &Config,
+) {
+    const MAX_SETS: usize = 1000;
+    let victim_cgroup = reader
+        .cgroup_of
+        .get(&e.tgid)
+        .map_or_else(|| "-".to_owned(), |&id| cgroup_label(names, id, config));
+    let (preemptor_cgroup, preemptor) = if e.preemptor_tid == 0 {
+        ("-".to_owned(), "[idle]".to_owned())
+    } else {
+        let cgroup = match reader.cgroup_of.get(&e.preemptor_tgid) {
+            Some(&id) => cgroup_label(names, id, config),
+            None => procinfo::cgroup_v2_path(e.preemptor_tgid).map_or_else(
+                || "-".to_owned(),
+                |path| {
+                    if config.labels.cgroup_names {
+                        crate::cgroups::display_name(&path)
+                    } else {
+                        path
+                    }
+                },
+            ),
+        };
+        (cgroup, names.process(e.preemptor_tgid))
+    };
+    let mut key = (victim_cgroup, preemptor_cgroup, preemptor);
+    if !stats.preemptors.contains_key(&key) && stats.preemptors.len() >= MAX_SETS {
+        key = (key.0, "other".to_owned(), "other".to_owned());
+    }
+    let entry = stats.preemptors.entry(key).or_default();
+    entry.0 += 1;
+    entry.1 += e.wait_ns;
 }
 
 /// The label the metrics use for a cgroup id.

@@ -42,6 +42,9 @@ pub struct SelfStats {
     pub window_seconds: f64,
     /// Unix time at which the last window closed (0 before the first).
     pub last_window_unix: f64,
+    /// Long waits (>= event threshold) by (victim cgroup, preemptor cgroup, preemptor process):
+    /// (waits, wait ns).
+    pub preemptors: std::collections::BTreeMap<(String, String, String), (u64, u64)>,
     /// Incident capture counters (all zero when incidents are off).
     pub incidents: crate::capture::IncidentStats,
     /// Config reloads that succeeded / failed.
@@ -380,6 +383,31 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
          so schedlat_bpf_program_run_seconds_total is exported.",
         GAUGE,
         vec![gauge(&[], f64::from(u8::from(stats.programs.is_some())))],
+    ));
+    let mut waits = Vec::new();
+    let mut seconds = Vec::new();
+    for ((cg, pcg, p), (n, ns)) in &stats.preemptors {
+        let labels = [
+            ("cgroup", cg.as_str()),
+            ("preemptor_cgroup", pcg.as_str()),
+            ("preemptor", p.as_str()),
+        ];
+        waits.push(counter(&labels, *n as f64));
+        seconds.push(counter(&labels, *ns as f64 * 1e-9));
+    }
+    out.push(family(
+        "schedlat_preemptor_waits_total",
+        "Waits of at least event_threshold by who ran instead: the preemptor's process and \
+         cgroup (\"[idle]\" when the CPU was idle). Bounded: label sets beyond 1000 count as \
+         preemptor=\"other\".",
+        COUNTER,
+        waits,
+    ));
+    out.push(family(
+        "schedlat_preemptor_wait_seconds_total",
+        "Total wait of the waits in schedlat_preemptor_waits_total.",
+        COUNTER,
+        seconds,
     ));
     let i = &stats.incidents;
     out.push(family(

@@ -59,6 +59,15 @@ pub fn process_comm(tgid: u32) -> Option<String> {
         .map(|comm| comm.trim_end_matches('\n').to_owned())
 }
 
+/// A process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`).
+#[must_use]
+pub fn cgroup_v2_path(tgid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+}
+
 /// Whether a process still exists.
 #[must_use]
 pub fn process_exists(tgid: u32) -> bool {

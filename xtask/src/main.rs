@@ -48,11 +48,15 @@ enum Task {
         #[arg(long)]
         unit_only: bool,
     },
-    /// Setup, build, then show schedlat tracing a latency-sensitive thread next to a CPU hog.
+    /// Setup, build, then the feed service under load with a noisy neighbour, and schedlat's
+    /// account of it (report in target/demo/report.html).
     Demo {
-        /// How long to trace.
-        #[arg(long, default_value = "8s")]
-        duration: String,
+        /// Length of each phase (baseline, noisy neighbour, recovery).
+        #[arg(long, default_value = "20s")]
+        phase: String,
+        /// Feed requests per second (open loop).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
     },
     /// Setup, build, then measure schedlat's cost against runqlat (perf bench sched pipe).
     Bench {
@@ -69,7 +73,7 @@ fn main() -> std::process::ExitCode {
     let result = match Args::parse().command {
         Task::Setup => setup(),
         Task::Test { unit_only } => test(unit_only),
-        Task::Demo { duration } => demo(&duration),
+        Task::Demo { phase, rate } => demo(&phase, rate),
         Task::Bench { rounds, loops } => bench_task(rounds, loops),
     };
     match result {
@@ -211,6 +215,7 @@ const HOST_PACKAGES: &[&str] = &[
     "agent-common",
     "xtask",
     "schedlat-integration-tests",
+    "demo-feed",
 ];
 
 fn with_packages(cmd: &mut Command) -> &mut Command {
@@ -259,6 +264,8 @@ fn test(unit_only: bool) -> Result<()> {
             "agent-common",
             "-p",
             "xtask",
+            "-p",
+            "demo-feed",
             "--lib",
             "--bins",
             "--tests",
@@ -269,13 +276,15 @@ fn test(unit_only: bool) -> Result<()> {
             bail!("the integration tests load eBPF programs: run as root (or pass --unit-only)");
         }
         step("integration tests (root, real kernel)", || {
-            run(cargo().args(["build", "--release", "-p", "schedlat"]))?;
+            run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))?;
             let bin = workspace_root().join("target/release/schedlat");
+            let demo_feed = workspace_root().join("target/release/demo-feed");
             tally.run(
                 cargo()
                     .args(["test", "--release", "-p", "schedlat-integration-tests"])
                     .args(["--tests", "--", "--ignored", "--test-threads=1"])
-                    .env("SCHEDLAT_BIN", bin),
+                    .env("SCHEDLAT_BIN", bin)
+                    .env("DEMO_FEED_BIN", demo_feed),
             )
         })?;
     }
@@ -355,66 +364,24 @@ fn bench_task(rounds: usize, loops: u32) -> Result<()> {
     bench::run(&schedlat, &bench::BenchOptions { rounds, loops })
 }
 
-/// A sleeper thread that needs the CPU briefly and often, pinned with a CPU hog on CPU 0:
-/// `schedlat trace` shows each long wait, that the hog ran instead, and the histogram.
-fn demo(duration: &str) -> Result<()> {
-    use std::io::{BufRead as _, BufReader, Write as _};
-
+/// The feed service under open-loop load, a noisy neighbour on its CPU in the middle phase,
+/// and `schedlat run` telling who made the feed wait (demo-feed's `scenario`).
+fn demo(phase: &str, rate: u32) -> Result<()> {
     if !is_root() {
         bail!("the demo loads eBPF programs: run it as root");
     }
     setup()?;
     step("build (release)", || {
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "schedlat",
-            "-p",
-            "schedlat-integration-tests",
-        ]))
+        run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))
     })?;
     let bin = workspace_root().join("target/release");
-    // 2 ms of work then 1 ms of sleep, for far longer than the trace lasts.
-    let mut workload = Command::new(bin.join("schedlat-workload"))
-        .args(["0", "100000", "2000", "1000"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the demo workload")?;
-    let mut ready = String::new();
-    BufReader::new(workload.stdout.take().context("workload stdout")?).read_line(&mut ready)?;
-    let pid = workload.id().to_string();
-    eprintln!(
-        "\nxtask: demo workload pid {pid}: a CPU hog thread and a sleeper thread (2 ms busy, 1 ms \
-         asleep) share CPU 0.\nxtask: tracing it for {duration}; waits of 2 ms or more are printed, \
-         all of them are summarised.\n"
-    );
-    if let Some(stdin) = workload.stdin.as_mut() {
-        stdin.write_all(b"go\n")?;
-    }
-    let traced = Command::new(bin.join("schedlat"))
-        .args([
-            "trace",
-            "--pid",
-            &pid,
-            "--threshold",
-            "2ms",
-            "--duration",
-            duration,
-        ])
-        .status();
-    let _ = workload.kill();
-    let _ = workload.wait();
-    let status = traced.context("running schedlat trace")?;
-    if !status.success() {
-        bail!("schedlat trace exited with {status}");
-    }
-    eprintln!(
-        "\nxtask: the sleeper (threads table) waited behind `hog`, the preemptor in the event lines; \
-         try `target/release/schedlat trace --pid <PID> --format json` on any process."
-    );
-    Ok(())
+    run(Command::new(bin.join("demo-feed"))
+        .arg("scenario")
+        .arg("--schedlat")
+        .arg(bin.join("schedlat"))
+        .args(["--phase", phase, "--rate", &rate.to_string()])
+        .arg("--out")
+        .arg(workspace_root().join("target/demo")))
 }
 
 #[cfg(test)]
