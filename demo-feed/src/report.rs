@@ -105,15 +105,23 @@ fn chart(summary: &Summary) -> String {
             py(v) + 4.0
         );
     }
+    let step = if t_max > 40.0 { 10 } else { 5 };
+    for t in (0..=t_max as u32).step_by(step) {
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t}</text>"#,
+            px(f64::from(t)),
+            height - bottom + 14.0
+        );
+    }
     let _ = write!(
         svg,
-        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">seconds</text><text x="{:.1}" y="{:.1}" font-size="12" fill="#c0392b">feed request p99</text><text x="{:.1}" y="{:.1}" font-size="12" fill="#2c5aa0">feed run-queue p99 (schedlat)</text></svg>"##,
+        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">seconds</text><text x="{left}" y="{:.1}" font-size="12" fill="#c0392b">&#9644; feed request p99 (load generator)</text><text x="{:.1}" y="{:.1}" font-size="12" fill="#2c5aa0" text-anchor="end">&#9644; feed run-queue p99 (schedlat)</text></svg>"##,
         width / 2.0,
         height - 8.0,
-        width - 320.0,
-        top + 14.0,
-        width - 200.0,
-        top + 14.0
+        height - 8.0,
+        width - 20.0,
+        height - 8.0
     );
     svg
 }

@@ -83,6 +83,8 @@ fn the_noisy_neighbour_shows_up_in_schedlat_and_goes_away() {
         assert!(report.contains(needle), "report lacks {needle}");
     }
 
+    render_in_chromium(&out.join("report.html"));
+
     // Everything the scenario started is gone.
     let (after, _) = schedlat_bpf_objects();
     let new: std::collections::HashSet<u64> = after.difference(&before).copied().collect();
@@ -98,4 +100,73 @@ fn the_noisy_neighbour_shows_up_in_schedlat_and_goes_away() {
         String::from_utf8_lossy(&ps.stdout)
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Opens the report in headless Chromium (Debian's package): the rendered DOM has the chart's
+/// lines with points and the phase table, and a screenshot is not blank.
+fn render_in_chromium(report: &std::path::Path) {
+    let profile = std::env::temp_dir().join(format!("schedlat-chromium-{}", std::process::id()));
+    let shot = profile.with_extension("png");
+    let url = format!("file://{}", report.display());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1000,800",
+    ];
+    let dom = Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium (Debian package, installed by cargo xtask setup)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<svg id=\"timeline\""),
+        "no chart in the rendered DOM"
+    );
+    let points = dom
+        .split("id=\"feed-p99\"")
+        .nth(1)
+        .and_then(|rest| rest.split("points=\"").nth(1))
+        .map_or(0, |p| {
+            p.split('"').next().unwrap_or("").split_whitespace().count()
+        });
+    assert!(
+        points >= 10,
+        "the feed p99 line should have a point per second, has {points}"
+    );
+    assert!(dom.contains("<table id=\"phases\""), "no phase table");
+
+    let status = Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .status()
+        .expect("chromium screenshot");
+    assert!(status.success(), "chromium --screenshot failed");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&shot).expect("screenshot written"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    let pixels = &buf[..info.buffer_size()];
+    let distinct: std::collections::HashSet<&[u8]> =
+        pixels.chunks(info.color_type.samples()).collect();
+    assert!(
+        distinct.len() > 20,
+        "the screenshot looks blank ({} distinct colours)",
+        distinct.len()
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+    let _ = std::fs::remove_file(&shot);
 }

@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
     "libbpf-tools",
     // The exporter's integration test scrapes the agent with a real Prometheus.
     "prometheus",
+    // The demo report is rendered in headless Chromium by a test.
+    "chromium",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
