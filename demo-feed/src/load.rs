@@ -2,7 +2,8 @@
 //! each latency is measured from when its request was *due*, so a stalled server shows up in
 //! full instead of being hidden by a client that waits (coordinated omission).
 //!
-//! Output: one JSON line per second of schedule, `{"second", "sent", "errors", "latencies_us"}`.
+//! Output: one JSON line per second of schedule, `{"second", "sent", "errors", "p50_ms",
+//! "p99_ms", "max_ms", "latencies_us"}` (a request belongs to the second it was due in).
 
 use std::{
     net::SocketAddr,
@@ -96,12 +97,21 @@ fn print_second(stats: &Mutex<Vec<Second>>, second: usize) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let entry = &s[second];
+    let mut sorted = entry.latencies_us.clone();
+    sorted.sort_unstable();
+    let quantile_ms = |q: f64| -> Option<f64> {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+        sorted.get(rank - 1).map(|&us| us as f64 / 1000.0)
+    };
     println!(
         "{}",
         serde_json::json!({
             "second": second,
             "sent": entry.sent,
             "errors": entry.errors,
+            "p50_ms": quantile_ms(0.5),
+            "p99_ms": quantile_ms(0.99),
+            "max_ms": quantile_ms(1.0),
             "latencies_us": entry.latencies_us,
         })
     );

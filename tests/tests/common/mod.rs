@@ -166,7 +166,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// GET over plain HTTP/1.1; (status, body).
+/// GET over plain HTTP/1.0 (so no server answers with chunked encoding); (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream
@@ -174,7 +174,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
