@@ -253,12 +253,19 @@ fn promtool_and_a_real_prometheus_accept_the_metrics() {
     let deadline = Instant::now() + Duration::from_mins(1);
     let mut last;
     let ok = loop {
-        // Needs at least two scrapes for rate().
+        // Needs at least two scrapes with waits between them for rate(); until then the
+        // quantile is NaN.
         let up = query("up{job=\"schedlat\"} == 1");
         last = query(&format!(
-            "histogram_quantile(0.99, sum by (le) (rate(schedlat_runqueue_latency_seconds_bucket{{process=\"{WORKLOAD_COMM}\"}}[5s])))"
+            "histogram_quantile(0.99, sum by (le) (rate(schedlat_runqueue_latency_seconds_bucket{{process=\"{WORKLOAD_COMM}\"}}[10s])))"
         ));
-        if !up.is_empty() && !last.is_empty() {
+        let finite = last.first().is_some_and(|r| {
+            r["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(f64::is_finite)
+        });
+        if !up.is_empty() && finite {
             break true;
         }
         if Instant::now() > deadline {
