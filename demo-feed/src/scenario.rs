@@ -403,7 +403,7 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
         if !noisy_started && t >= phase_s {
             let mut noisy = spawn_pinned(
                 Command::new(&self_exe)
-                    .args(["noisy", "--threads", "4"])
+                    .args(["noisy", "--threads", "6"])
                     .args(["--duration", &format!("{}s", options.phase.as_secs())])
                     .stdin(Stdio::null()),
                 vec![feed_cpu],
