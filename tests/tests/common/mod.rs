@@ -206,8 +206,19 @@ pub struct Agent {
 impl Agent {
     pub fn start(extra: &[&str]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Incidents of test workloads go to a scratch directory, not the machine's.
+        let scratch = std::env::temp_dir().join(format!(
+            "schedlat-test-incidents-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        let mut own_dir: Vec<String> = Vec::new();
+        if !extra.contains(&"--incident-dir") {
+            own_dir = vec!["--incident-dir".into(), scratch.display().to_string()];
+        }
         let mut child = Command::new(schedlat_bin())
             .args(["run", "--listen", &addr.to_string()])
+            .args(&own_dir)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
