@@ -48,7 +48,7 @@ use crate::{
 static CFG_OFF_LAST_ARRIVAL: u32 = 0;
 /// Offset of `task_struct.sched_info.last_queued`.
 #[unsafe(no_mangle)]
-static CFG_OFF_LAST_QUEUED: u32 = 0;
+pub(crate) static CFG_OFF_LAST_QUEUED: u32 = 0;
 /// Offset of `task_struct.flags`.
 #[unsafe(no_mangle)]
 static CFG_OFF_FLAGS: u32 = 0;
@@ -99,9 +99,9 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
 
     if slot.task == prev as u64 && slot.last_queued != 0 {
-        finish(prev, slot, current, cgroup);
+        let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
+        finish(prev, slot, arrival, current, cgroup);
         if slot.ktime_at_switch_in != 0 {
-            let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
             slot.rq_clock_offset = arrival.wrapping_sub(slot.ktime_at_switch_in);
         }
     }
@@ -164,10 +164,10 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
     false
 }
 
-/// Accounts the wait of `prev` (now `current`), which got this CPU when `slot` was filled.
+/// Accounts the wait of `prev` (now `current`), which got this CPU at `arrival` (its
+/// `sched_info.last_arrival`) when `slot` was filled.
 #[inline(always)]
-fn finish(prev: *mut task_struct, slot: &CpuSlot, current: u64, cgroup: u64) {
-    let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
+fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cgroup: u64) {
     if arrival < slot.last_queued {
         count(Counter::NegativeDelta);
         return;

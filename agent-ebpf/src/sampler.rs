@@ -18,6 +18,7 @@ use aya_ebpf::{
 
 use crate::{
     CFG_OFF_COMM, CFG_OFF_PID, CFG_OFF_TGID, cfg, count,
+    daemon::CFG_OFF_LAST_QUEUED,
     maps::{CPU_SLOT, SAMPLES, WALK_SCRATCH},
 };
 
@@ -50,9 +51,6 @@ static CFG_OFF_RQ_CFS: u32 = 0;
 static CFG_OFF_RQ_CLOCK: u32 = 0;
 #[unsafe(no_mangle)]
 static CFG_OFF_RQ_NR_RUNNING: u32 = 0;
-/// `task_struct.sched_info.last_queued`.
-#[unsafe(no_mangle)]
-static CFG_OFF_QUEUED: u32 = 0;
 
 /// Reads a `T` at `base + offset` of kernel memory; the default on a fault.
 #[inline(always)]
@@ -167,7 +165,7 @@ fn walk_queue(sample: *mut CpuSample) {
             if let Some(q) = unsafe { (*sample).queue.get_mut(found as usize) } {
                 q.tid = kread(task, cfg(&CFG_OFF_PID));
                 q.tgid = kread(task, cfg(&CFG_OFF_TGID));
-                let queued: u64 = kread(task, cfg(&CFG_OFF_QUEUED));
+                let queued: u64 = kread(task, cfg(&CFG_OFF_LAST_QUEUED));
                 q.wait_ns = if queued != 0 && clock > queued {
                     clock - queued
                 } else {

@@ -314,11 +314,7 @@ impl Aggregator {
         for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
             let label = if rank < cfg.max_cgroups {
                 let path = names.cgroup_path(cg);
-                let label = if cfg.cgroup_names {
-                    crate::cgroups::display_name(&path)
-                } else {
-                    path.clone()
-                };
+                let label = crate::cgroups::label(&path, cfg.cgroup_names);
                 self.exported.cgroup_paths.insert(label.clone(), path);
                 label
             } else {

@@ -34,6 +34,8 @@ pub struct IncidentStats {
     pub rate_limited: u64,
     pub write_errors: u64,
     pub cpu_samples: u64,
+    /// Samples the flight recorder dropped because it was full before they aged out.
+    pub recorder_overflow: u64,
 }
 
 struct Pending {
@@ -103,6 +105,15 @@ impl Capture {
             cpus,
             stats: IncidentStats::default(),
         })
+    }
+
+    /// The counters, for the metrics.
+    #[must_use]
+    pub fn stats(&self) -> IncidentStats {
+        IncidentStats {
+            recorder_overflow: self.recorder.overflowed,
+            ..self.stats.clone()
+        }
     }
 
     #[must_use]
@@ -294,6 +305,9 @@ impl Capture {
             .into_iter()
             .partition(|p| force || p.due <= now);
         self.pending = waiting;
+        if due.is_empty() {
+            return;
+        }
         for p in due {
             match self.write_bundle(&p) {
                 Ok(path) => {

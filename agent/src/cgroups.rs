@@ -95,6 +95,17 @@ pub fn display_name(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// The label metrics use for a cgroup path: its display name, or the path itself when names
+/// are not derived (`labels.cgroup_names = false`).
+#[must_use]
+pub fn label(path: &str, derive_names: bool) -> String {
+    if derive_names {
+        display_name(path)
+    } else {
+        path.to_owned()
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -202,11 +213,6 @@ impl CgroupResolver {
             mount.display()
         );
         self.paths = found;
-    }
-
-    /// Forgets ids not in `live` (cgroups that no longer have waits to resolve).
-    pub fn retain(&mut self, live: &std::collections::HashSet<u64>) {
-        self.paths.retain(|id, _| live.contains(id));
     }
 }
 

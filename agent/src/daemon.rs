@@ -235,7 +235,6 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         }
         if let Some(capture) = capture.as_mut() {
             capture.flush_due(stopping);
-            stats.incidents = capture.stats.clone();
         }
 
         if signals.reload.swap(false, Ordering::Relaxed) {
@@ -308,6 +307,9 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 stats.kernel = kernel;
             }
             stats.kernel_map_entries = reader.entries;
+            if let Some(capture) = capture.as_ref() {
+                stats.incidents = capture.stats();
+            }
             stats.programs = program_stats(&probes);
             stats.last_window_unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -403,15 +405,10 @@ fn account_preemptor(
     } else {
         let cgroup = match reader.cgroup_of.get(&e.preemptor_tgid) {
             Some(&id) => cgroup_label(names, id, config),
-            None => procinfo::cgroup_v2_path(e.preemptor_tgid).map_or_else(
+            // A preemptor that has not waited itself yet: its cgroup from /proc.
+            None => names.proc_cgroup_path(e.preemptor_tgid).map_or_else(
                 || "-".to_owned(),
-                |path| {
-                    if config.labels.cgroup_names {
-                        crate::cgroups::display_name(&path)
-                    } else {
-                        path
-                    }
-                },
+                |path| crate::cgroups::label(&path, config.labels.cgroup_names),
             ),
         };
         (cgroup, names.process(e.preemptor_tgid))
@@ -427,12 +424,7 @@ fn account_preemptor(
 
 /// The label the metrics use for a cgroup id.
 fn cgroup_label(names: &mut ProcNames, id: u64, config: &Config) -> String {
-    let path = names.cgroup_path(id);
-    if config.labels.cgroup_names {
-        crate::cgroups::display_name(&path)
-    } else {
-        path
-    }
+    crate::cgroups::label(&names.cgroup_path(id), config.labels.cgroup_names)
 }
 
 /// Events must reach user space for every wait that could trigger an incident.
@@ -625,7 +617,12 @@ impl KernelReader {
 /// exits), else /proc; cgroup paths from the cgroup2 file system.
 #[derive(Default)]
 struct ProcNames {
-    comms: HashMap<u32, String>,
+    /// Windows labelled so far: /proc reads are cached for the current one.
+    window: u64,
+    /// Names read from /proc, with the window they were read in.
+    comms: HashMap<u32, (u64, String)>,
+    /// cgroup v2 paths read from /proc (for preemptors), with the window they were read in.
+    proc_cgroups: HashMap<u32, (u64, Option<String>)>,
     kthreads: HashMap<u32, bool>,
     /// Names the kernel recorded (they outlive the process).
     kernel_comms: HashMap<u32, String>,
@@ -637,24 +634,43 @@ struct ProcNames {
 impl ProcNames {
     /// Forgets the processes found exited in the last read, once their last window is out.
     fn forget_gone(&mut self) {
+        self.window += 1;
         let gone = std::mem::take(&mut self.gone);
         self.comms.retain(|tgid, _| !gone.contains(tgid));
+        // Re-read next time they are needed; bounded by the processes seen in one window.
+        self.proc_cgroups.clear();
         self.kernel_comms.retain(|tgid, _| !gone.contains(tgid));
         self.kthreads.retain(|tgid, _| !gone.contains(tgid));
+    }
+
+    /// A process's cgroup v2 path from /proc, read at most once per window.
+    fn proc_cgroup_path(&mut self, tgid: u32) -> Option<String> {
+        let window = self.window;
+        self.proc_cgroups
+            .entry(tgid)
+            .or_insert_with(|| (window, procinfo::cgroup_v2_path(tgid)))
+            .1
+            .clone()
     }
 }
 
 impl Names for ProcNames {
-    /// The current name while the process lives (it changes at exec), else the last one
-    /// known: read from /proc earlier, or recorded by the kernel at its last new histogram key.
+    /// The current name while the process lives (it changes at exec; /proc is read at most
+    /// once per window), else the last one known: read from /proc earlier, or recorded by the
+    /// kernel at its last new histogram key.
     fn process(&mut self, tgid: u32) -> String {
+        if let Some((window, comm)) = self.comms.get(&tgid)
+            && *window == self.window
+        {
+            return comm.clone();
+        }
         if let Some(comm) = procinfo::process_comm(tgid) {
-            self.comms.insert(tgid, comm.clone());
+            self.comms.insert(tgid, (self.window, comm.clone()));
             return comm;
         }
         self.kernel_comms
             .get(&tgid)
-            .or_else(|| self.comms.get(&tgid))
+            .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
             .cloned()
             .unwrap_or_else(|| format!("pid-{tgid}"))
     }

@@ -199,18 +199,16 @@ impl Probes {
         // Wake the reader when a quarter of the ring is pending; it polls on a timer otherwise.
         let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
 
-        let daemon_layout = match config.mode {
-            Mode::Trace | Mode::Sampler => None,
-            Mode::Daemon => Some(layout.daemon.with_context(|| {
-                format!(
-                    "kernel {} has no task_struct.sched_info in BTF (CONFIG_SCHED_INFO, selected \
-                     by TASK_DELAY_ACCT or SCHEDSTATS): the daemon's switch-only probes need it; \
-                     `schedlat trace` still works",
-                    features.kernel_release
-                )
-            })?),
-        };
-        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
+        if config.mode == Mode::Daemon && layout.daemon.is_none() {
+            bail!(
+                "kernel {} has no task_struct.sched_info in BTF (CONFIG_SCHED_INFO, selected by \
+                 TASK_DELAY_ACCT or SCHEDSTATS): the daemon's switch-only probes need it; \
+                 `schedlat trace` still works",
+                features.kernel_release
+            );
+        }
+        // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
+        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| layout.daemon.as_ref().map_or(0, f);
         let (off_arrival, off_queued, off_flags, off_on_rq, off_leader, off_pcount) = (
             off(|d| d.last_arrival_offset),
             off(|d| d.last_queued_offset),
@@ -234,10 +232,6 @@ impl Probes {
             ("CFG_OFF_RQ_CFS", rq_off(|r| r.rq_cfs)),
             ("CFG_OFF_RQ_CLOCK", rq_off(|r| r.rq_clock)),
             ("CFG_OFF_RQ_NR_RUNNING", rq_off(|r| r.rq_nr_running)),
-            (
-                "CFG_OFF_QUEUED",
-                layout.daemon.map_or(0, |d| d.last_queued_offset),
-            ),
         ];
         let mut loader = EbpfLoader::new();
         loader

@@ -442,6 +442,13 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         vec![counter(&[], i.write_errors as f64)],
     ));
     out.push(family(
+        "schedlat_flight_recorder_overflow_total",
+        "CPU samples the flight recorder dropped because it was full before they aged out. \
+         Should stay 0: it holds sample_hz x CPUs x the kept interval.",
+        COUNTER,
+        vec![counter(&[], i.recorder_overflow as f64)],
+    ));
+    out.push(family(
         "schedlat_cpu_samples_total",
         "CPU samples taken by the flight recorder.",
         COUNTER,

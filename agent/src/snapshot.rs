@@ -182,6 +182,19 @@ pub fn take(
     }
 }
 
+fn render_queue(out: &mut String, queue: &[crate::recorder::Queued]) {
+    for q in queue {
+        let _ = writeln!(
+            out,
+            "    queued {:>7} {:<16} pid {:<7} waiting {}",
+            q.tid,
+            q.comm,
+            q.tgid,
+            human_ns(q.wait_ns)
+        );
+    }
+}
+
 /// A person's view of the snapshot.
 #[must_use]
 pub fn render(snapshot: &Snapshot) -> String {
@@ -197,16 +210,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             v.running.tid,
             v.running.comm
         );
-        for q in &v.queue {
-            let _ = writeln!(
-                out,
-                "    queued {:>7} {:<16} pid {:<7} waiting {}",
-                q.tid,
-                q.comm,
-                q.tgid,
-                human_ns(q.wait_ns)
-            );
-        }
+        render_queue(&mut out, &v.queue);
         out.push('\n');
     }
     for cpu in &snapshot.cpus {
@@ -222,16 +226,7 @@ pub fn render(snapshot: &Snapshot) -> String {
                     cpu.nr_running,
                     cpu.runnable.len()
                 );
-                for q in &cpu.queued {
-                    let _ = writeln!(
-                        out,
-                        "    queued {:>7} {:<16} pid {:<7} waiting {}",
-                        q.tid,
-                        q.comm,
-                        q.tgid,
-                        human_ns(q.wait_ns)
-                    );
-                }
+                render_queue(&mut out, &cpu.queued);
             }
             None => {
                 let _ = writeln!(out, " no sample, {} runnable", cpu.runnable.len());

@@ -3,7 +3,7 @@
 
 use std::{
     io::Write as _,
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -13,8 +13,8 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    Agent, Workload, free_port, http_get, parse_metrics, programs_left_after, schedlat_bin,
-    schedlat_bpf_objects, sum, url_encode,
+    Agent, Prometheus, Workload, parse_metrics, programs_left_after, schedlat_bin,
+    schedlat_bpf_objects, sum,
 };
 
 /// A cgroup v2 of the test's own, removed on drop.
@@ -219,37 +219,16 @@ fn promtool_and_a_real_prometheus_accept_the_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let dir = std::env::temp_dir().join(format!("schedlat-prom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = Prometheus::start(
+        "prom",
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
              - job_name: schedlat\n    static_configs:\n      - targets: ['{}']\n",
             agent.addr
         ),
-    )
-    .unwrap();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let query = |q: &str| -> Vec<Value> {
-        let path = format!("/api/v1/query?query={}", url_encode(q));
-        http_get(prom_addr, &path)
-            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-            .and_then(|v| v["data"]["result"].as_array().cloned())
-            .unwrap_or_default()
-    };
+        &[],
+    );
+    let query = |q: &str| prometheus.query(q).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_mins(1);
     let mut last;
     let ok = loop {
@@ -273,9 +252,7 @@ fn promtool_and_a_real_prometheus_accept_the_metrics() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(prometheus);
     drop(workload);
     assert!(
         ok,

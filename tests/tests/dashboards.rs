@@ -3,16 +3,15 @@
 //! scrape config and rules, and every query of every dashboard panel must return data.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
 mod common;
-use common::{Agent, Workload, free_port, http_get, schedlat_bin, url_encode};
+use common::{Agent, Prometheus, Workload, schedlat_bin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -160,9 +159,6 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     workload.go();
 
     // The shipped scrape config and rules, with the agent's address and test-speed intervals.
-    let dir = std::env::temp_dir().join(format!("schedlat-dash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let scrape = std::fs::read_to_string(repo().join("dashboards/prometheus/scrape.yml")).unwrap();
     let scrape = scrape
         .replace("localhost:9747", &agent.addr.to_string())
@@ -171,41 +167,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         scrape.contains(&agent.addr.to_string()),
         "scrape target not substituted"
     );
-    std::fs::write(dir.join("prometheus.yml"), scrape).unwrap();
     let rules = std::fs::read_to_string(repo().join("dashboards/prometheus/rules.yml")).unwrap();
-    std::fs::write(
-        dir.join("rules.yml"),
-        rules.replace("interval: 30s", "interval: 2s"),
-    )
-    .unwrap();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-
-    let run = |expr: &str| -> Result<usize, String> {
-        let (status, body) = http_get(
-            prom_addr,
-            &format!("/api/v1/query?query={}", url_encode(expr)),
-        )
-        .ok_or("no answer")?;
-        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if status != 200 || v["status"] != "success" {
-            return Err(format!("{status}: {}", v["error"]));
-        }
-        Ok(v["data"]["result"].as_array().map_or(0, Vec::len))
-    };
+    let rules = rules.replace("interval: 30s", "interval: 2s");
+    let prometheus = Prometheus::start("dash", &scrape, &[("rules.yml", &rules)]);
+    let run = |expr: &str| prometheus.query(expr).map(|result| result.len());
     let deadline = Instant::now() + Duration::from_secs(90);
     let failures = loop {
         let failures: Vec<String> = queries
@@ -221,9 +186,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(prometheus);
     drop(workload);
     assert!(agent.stop(libc::SIGTERM).success());
     assert!(

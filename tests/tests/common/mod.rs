@@ -328,3 +328,62 @@ pub fn sum(samples: &[MetricSample], name: &str, want: &[(&str, &str)]) -> f64 {
         .map(|(_, _, v)| v)
         .sum()
 }
+
+/// A real Prometheus server (Debian package) on a free loopback port, with its own scratch
+/// directory; killed and cleaned up on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// Starts it with `config` as prometheus.yml and `files` (name, text) beside it.
+    pub fn start(name: &str, config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("schedlat-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("prometheus scratch dir");
+        std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus.yml");
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("prometheus file");
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian package, installed by cargo xtask setup)");
+        Self { child, addr, dir }
+    }
+
+    /// The result vector of an instant query, or the error Prometheus gave.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let (status, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", url_encode(expr)),
+        )
+        .ok_or("no answer")?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if status != 200 || v["status"] != "success" {
+            return Err(format!("{status}: {}", v["error"]));
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
