@@ -311,6 +311,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 stats.incidents = capture.stats();
             }
             stats.programs = program_stats(&probes);
+            stats.http = http::counters();
             stats.last_window_unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
