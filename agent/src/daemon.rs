@@ -141,9 +141,11 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         "/metrics" => {
             use prometheus::core::Collector as _;
             let families = {
-                let s = handler_shared
+                let mut s = handler_shared
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Live, not as of the last window: they move between windows.
+                s.stats.http = http::counters();
                 metrics::families(&s.exported, &s.stats)
             };
             Response {
@@ -311,7 +313,6 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 stats.incidents = capture.stats();
             }
             stats.programs = program_stats(&probes);
-            stats.http = http::counters();
             stats.last_window_unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());

@@ -62,6 +62,8 @@ pub const MAX_HEADER_BYTES: usize = 8192;
 pub const CONNECTION_LIFETIME: Duration = Duration::from_mins(1);
 /// How long [`Server::stop`] lets requests in progress finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
 /// Threads rendering responses at once; further requests queue for one.
 const HANDLER_THREADS: usize = 4;
 
@@ -99,9 +101,6 @@ pub struct Server {
 
 impl Server {
     pub fn start(addr: SocketAddr, handler: Handler) -> Result<Self> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -111,8 +110,9 @@ impl Server {
             .context("starting the HTTP runtime")?;
         let listener = {
             let _context = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).context("registering the HTTP listener")?
+            listen(addr).map_err(|e| bind_error(addr, e))?
         };
+        let addr = listener.local_addr()?;
         let (stop, stop_requested) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("http".into())
@@ -156,6 +156,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// What `std::net::TcpListener::bind` does, with a longer accept queue: std's 128 overflows when
+/// a few hundred clients connect at once, and each connection dropped from it waits a second for
+/// its SYN to be sent again.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The bind error with the likely cause, for the kinds that have one.
