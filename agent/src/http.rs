@@ -11,16 +11,19 @@
 //!   response is dropped then);
 //! - the handler is synchronous and renders the metrics: it runs on tokio's blocking pool, never
 //!   on the thread that accepts and reads;
-//! - [`Server::stop`] stops accepting at once, gives requests in progress [`SHUTDOWN_GRACE`] to
-//!   finish, then drops every connection: it never waits on a client.
+//! - [`Server::stop`] stops accepting at once, closes the connections with no request in
+//!   progress, gives requests in progress up to [`SHUTDOWN_GRACE`] to finish, then drops what is
+//!   left: it never waits on a client.
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     thread::JoinHandle,
     time::Duration,
 };
@@ -29,7 +32,7 @@ use anyhow::{Context as _, Result};
 use http_body_util::Full;
 use hyper::{
     Method, Request, StatusCode,
-    body::{Bytes, Incoming},
+    body::{Body, Bytes, Frame, Incoming, SizeHint},
     header::{self, HeaderValue},
     server::conn::http1,
     service::service_fn,
@@ -62,6 +65,9 @@ pub const MAX_HEADER_BYTES: usize = 8192;
 pub const CONNECTION_LIFETIME: Duration = Duration::from_mins(1);
 /// How long [`Server::stop`] lets requests in progress finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long [`Server::stop`] gives a connection with no request in progress to flush what it
+/// has written: a client half-way through its headers is not waited for.
+const FLUSH_GRACE: Duration = Duration::from_millis(100);
 /// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 1024;
 /// Threads rendering responses at once; further requests queue for one.
@@ -118,8 +124,9 @@ impl Server {
             .name("http".into())
             .spawn(move || {
                 runtime.block_on(serve(listener, handler, stop_requested));
-                // A handler still rendering is not cancellable; do not wait long for it.
-                runtime.shutdown_timeout(Duration::from_millis(500));
+                // Every connection is gone; a handler still rendering (it cannot be cancelled)
+                // has no one to answer. Its thread is left to finish on its own.
+                runtime.shutdown_background();
             })
             .context("starting the HTTP thread")?;
         Ok(Self {
@@ -134,8 +141,8 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting at once; lets requests in progress finish for up to [`SHUTDOWN_GRACE`],
-    /// then closes every connection.
+    /// Stops accepting at once; closes the connections with no request in progress, lets
+    /// requests in progress finish for up to [`SHUTDOWN_GRACE`], then closes every connection.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -257,7 +264,12 @@ async fn serve_connection(
     mut finish_requested: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| respond(request, Arc::clone(&handler)));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let service_in_flight = Arc::clone(&in_flight);
+    let service = service_fn(move |request| {
+        let guard = InFlight::enter(&service_in_flight);
+        respond(request, Arc::clone(&handler), guard)
+    });
     let connection = http.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
@@ -271,10 +283,61 @@ async fn serve_connection(
             debug!("HTTP: {peer} reached the connection lifetime");
         }
     }
-    // Closes an idle connection now, or after the response in progress.
+    // Closes an idle connection now, or after the response in progress. A client still sending
+    // its headers (slowly, maybe on purpose) or not reading its response gets no grace beyond
+    // what flushing a response takes.
     connection.as_mut().graceful_shutdown();
-    if let Ok(result) = tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
+    let grace = if in_flight.load(Ordering::Relaxed) > 0 {
+        SHUTDOWN_GRACE
+    } else {
+        FLUSH_GRACE
+    };
+    if let Ok(result) = tokio::time::timeout(grace, connection).await {
         note_end(peer, result);
+    }
+}
+
+/// Counts a request of a connection as in progress from its complete headers until hyper drops
+/// its response body (written, or the connection gone).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A complete response body that keeps its request counted as in progress.
+struct ResponseBody {
+    body: Full<Bytes>,
+    _in_flight: InFlight,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    // Exact: hyper sets Content-Length from it.
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -290,7 +353,8 @@ fn note_end(peer: SocketAddr, result: Result<(), hyper::Error>) {
 async fn respond(
     request: Request<Incoming>,
     handler: Handler,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    in_flight: InFlight,
+) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let method = request.method();
     let response = if method == Method::GET || method == Method::HEAD {
         let path = request.uri().path().to_owned();
@@ -313,7 +377,10 @@ async fn respond(
         }
     };
     // hyper sets Content-Length from the body and sends no body to HEAD.
-    let mut out = hyper::Response::new(Full::new(Bytes::from(response.body)));
+    let mut out = hyper::Response::new(ResponseBody {
+        body: Full::new(Bytes::from(response.body)),
+        _in_flight: in_flight,
+    });
     *out.status_mut() =
         StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(content_type) = HeaderValue::from_str(response.content_type) {
@@ -338,6 +405,22 @@ mod tests {
 
     fn test_handler() -> Handler {
         Arc::new(|path: &str| match path {
+            "/slow" => {
+                std::thread::sleep(Duration::from_millis(800));
+                Response {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: b"slow\n".to_vec(),
+                }
+            }
+            "/stuck" => {
+                std::thread::sleep(Duration::from_secs(4));
+                Response {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: b"late\n".to_vec(),
+                }
+            }
             "/metrics" => {
                 // Rendering takes a while; must not hold up other connections.
                 std::thread::sleep(Duration::from_millis(20));
@@ -571,16 +654,62 @@ mod tests {
         let started = Instant::now();
         server.stop();
         let took = started.elapsed();
-        eprintln!("stop() with 22 open connections took {took:?}");
+        eprintln!("stop() with 22 open connections, none being answered, took {took:?}");
         assert!(
-            took < SHUTDOWN_GRACE + Duration::from_secs(1),
-            "stop() took {took:?} with idle connections open"
+            took < Duration::from_millis(500),
+            "stop() took {took:?} with idle and half-sent connections open and no request in \
+             progress"
         );
         assert!(
             TcpStream::connect(addr).is_err(),
             "still listening after stop"
         );
         drop((idle, partial, kept));
+    }
+
+    #[test]
+    fn stop_lets_a_request_in_progress_finish() {
+        let server = start();
+        let addr = server.local_addr();
+        let slow = std::thread::spawn(move || get(addr, "/slow"));
+        let mut half_sent = TcpStream::connect(addr).unwrap();
+        half_sent.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        server.stop();
+        let took = started.elapsed();
+        let answer = slow.join().unwrap();
+        eprintln!("stop() with an 800 ms request in progress took {took:?}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow\n"),
+            "a request in progress at stop() should be answered: {answer:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(400) && took < SHUTDOWN_GRACE,
+            "stop() should wait for the request in progress (about 600 ms), took {took:?}"
+        );
+        drop(half_sent);
+    }
+
+    #[test]
+    fn stop_does_not_wait_for_a_stuck_handler_beyond_the_grace() {
+        let server = start();
+        let addr = server.local_addr();
+        let stuck = std::thread::spawn(move || get(addr, "/stuck"));
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        server.stop();
+        let took = started.elapsed();
+        eprintln!("stop() with a 4 s request in progress took {took:?}");
+        assert!(
+            took < SHUTDOWN_GRACE + Duration::from_millis(300),
+            "stop() should give up on a stuck request after {SHUTDOWN_GRACE:?}, took {took:?}"
+        );
+        let answer = stuck.join().unwrap();
+        assert!(
+            !answer.contains("late"),
+            "the stuck request was cut, yet answered: {answer:?}"
+        );
     }
 
     #[test]
