@@ -152,9 +152,11 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         "/metrics" => {
             use prometheus::core::Collector as _;
             let families = {
-                let s = handler_shared
+                let mut s = handler_shared
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Live, not as of the last window: they move between windows.
+                s.stats.http = http::counters();
                 metrics::families(&s.exported, &s.stats)
             };
             Response {

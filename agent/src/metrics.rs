@@ -50,6 +50,8 @@ pub struct SelfStats {
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
+    /// The HTTP server's connection counters.
+    pub http: crate::http::Counters,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -473,6 +475,18 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         vec![
             counter(&[("result", "success")], stats.reloads as f64),
             counter(&[("result", "failure")], stats.reload_failures as f64),
+        ],
+    ));
+    out.push(family(
+        "schedlat_http_connections_total",
+        "Connections to this endpoint: accepted; refused (closed on arrival, the connection cap \
+         was reached); timed_out (closed because headers did not arrive in time or the \
+         connection outlived its maximum lifetime).",
+        COUNTER,
+        vec![
+            counter(&[("result", "accepted")], stats.http.accepted as f64),
+            counter(&[("result", "refused")], stats.http.refused as f64),
+            counter(&[("result", "timed_out")], stats.http.timed_out as f64),
         ],
     ));
     out.push(family(
