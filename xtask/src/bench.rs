@@ -141,6 +141,21 @@ fn programs() -> Result<Vec<(u64, u64, u64)>> {
         .unwrap_or_default())
 }
 
+/// Ids of the BPF programs a process holds file descriptors of (`prog_id` in its fdinfo).
+fn held_programs(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
 /// Total run time (ns) of the given programs.
 fn run_time_ns(ids: &HashSet<u64>) -> Result<u64> {
     Ok(programs()?
@@ -270,7 +285,6 @@ BPF run time per context switch (kernel.bpf_stats_enabled, medians over rounds):
 }
 
 fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
-    let before: HashSet<u64> = programs()?.iter().map(|p| p.0).collect();
     let mut child = match tool {
         Tool::Baseline => None,
         Tool::Runqlat => Some(start_attached(Command::new(RUNQLAT).args(["60", "1"]))?),
@@ -280,12 +294,12 @@ fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
                 .env("RUST_LOG", "warn"),
         )?),
     };
-    // The tool's programs: those loaded since it started.
-    let tool_programs: HashSet<u64> = programs()?
-        .iter()
-        .map(|p| p.0)
-        .filter(|id| !before.contains(id))
-        .collect();
+    // The tool's programs: those it holds file descriptors of (not whatever else was loaded
+    // meanwhile, e.g. by a test running beside the bench).
+    let tool_programs: HashSet<u64> = child
+        .as_ref()
+        .map(|c| held_programs(c.id()))
+        .unwrap_or_default();
     let bpf_before = run_time_ns(&tool_programs)?;
     let switches_before = context_switches()?;
     let cpu_before = child.as_ref().map_or(Ok(0.0), |c| cpu_seconds(c.id()))?;
