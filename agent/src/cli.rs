@@ -53,10 +53,15 @@ pub enum Command {
         tids: Vec<u32>,
         /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
         /// histogram and summary whatever the threshold.
-        #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
+        #[arg(
+            long,
+            default_value = "1ms",
+            value_parser = units::parse_duration,
+            allow_hyphen_values = true
+        )]
         threshold: Duration,
         /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
-        #[arg(long, value_parser = units::parse_duration)]
+        #[arg(long, value_parser = units::parse_positive_duration, allow_hyphen_values = true)]
         duration: Option<Duration>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
@@ -87,16 +92,16 @@ pub enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<std::net::SocketAddr>,
         /// Aggregation window [default: 5s].
-        #[arg(long, value_parser = units::parse_duration)]
+        #[arg(long, value_parser = units::parse_duration, allow_hyphen_values = true)]
         window: Option<Duration>,
         /// Processes per window that keep their own series [default: 20].
         #[arg(long)]
         top_k: Option<usize>,
         /// Waits at or above this are read one by one [default: 1ms].
-        #[arg(long, value_parser = units::parse_duration)]
+        #[arg(long, value_parser = units::parse_duration, allow_hyphen_values = true)]
         event_threshold: Option<Duration>,
         /// Incident trigger: a single wait above this [default: 10ms].
-        #[arg(long, value_parser = units::parse_duration)]
+        #[arg(long, value_parser = units::parse_duration, allow_hyphen_values = true)]
         threshold: Option<Duration>,
         /// Where incident bundles go [default: /var/lib/schedlat/incidents].
         #[arg(long, value_name = "DIR")]
@@ -116,7 +121,12 @@ pub enum Command {
         #[arg(long = "pid", value_name = "PID")]
         pids: Vec<u32>,
         /// How long to sample.
-        #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+        #[arg(
+            long,
+            default_value = "10s",
+            value_parser = units::parse_positive_duration,
+            allow_hyphen_values = true
+        )]
         duration: Duration,
         /// SVG output file.
         #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
