@@ -342,18 +342,14 @@ pub fn read_metadata(dir: &Path, id: &str) -> Result<Metadata> {
 pub fn permission_denied(path: &Path) -> anyhow::Error {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let blocker = blocking_path(path);
-    let what = match blocker
-        .as_deref()
-        .and_then(|b| fs::metadata(b).ok().map(|m| (b, m)))
-    {
-        Some((dir, meta)) => format!(
-            "{} (owner uid {}, mode {:04o}) is closed to uid {euid}",
-            dir.display(),
+    let what = match blocking_path(path) {
+        Some((blocker, meta, verb)) => format!(
+            "uid {euid} may not {verb} {} (owner uid {}, mode {:04o})",
+            blocker.display(),
             meta.uid(),
             meta.mode() & 0o7777
         ),
-        None => format!("it is closed to uid {euid}"),
+        None => format!("uid {euid} may not read it"),
     };
     anyhow::anyhow!(
         "permission denied reading {}: {what}. Incident bundles are private to the user the \
@@ -364,18 +360,19 @@ pub fn permission_denied(path: &Path) -> anyhow::Error {
 }
 
 /// The first path on the way to `path` (itself included) that this user can find but may not
-/// enter (a directory on the way), list (`path`, a directory) or read (`path`, a file).
-fn blocking_path(path: &Path) -> Option<PathBuf> {
+/// enter (a directory on the way), list (`path`, a directory) or read (`path`, a file), with
+/// its metadata and what may not be done.
+fn blocking_path(path: &Path) -> Option<(PathBuf, fs::Metadata, &'static str)> {
     let mut ancestors: Vec<&Path> = path.ancestors().collect();
     ancestors.reverse();
     ancestors.into_iter().find_map(|step| {
         let meta = fs::metadata(step).ok()?;
-        let wanted = match (step == path, meta.is_dir()) {
-            (false, _) => libc::X_OK,
-            (true, true) => libc::R_OK | libc::X_OK,
-            (true, false) => libc::R_OK,
+        let (wanted, verb) = match (step == path, meta.is_dir()) {
+            (false, _) => (libc::X_OK, "enter"),
+            (true, true) => (libc::R_OK | libc::X_OK, "list"),
+            (true, false) => (libc::R_OK, "read"),
         };
-        (!accessible(step, wanted)).then(|| step.to_path_buf())
+        (!accessible(step, wanted)).then(|| (step.to_path_buf(), meta, verb))
     })
 }
 

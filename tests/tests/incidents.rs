@@ -267,3 +267,73 @@ fn schedlat_flamegraph_names_the_hogs_function() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `incidents list` and `show` run by a user who may not read the bundles say "permission
+/// denied", name the directory in the way and what would work (not "no incident directory").
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn reading_incidents_without_permission_says_so() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = temp_dir("incidents-denied");
+    let dir = base.join("incidents");
+    let id = "20261126T100000.000Z-wait-x-7";
+    std::fs::create_dir_all(dir.join(id)).expect("mkdir");
+    std::fs::write(dir.join(id).join("metadata.json"), b"{}").expect("write");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(schedlat_bin())
+            .args(args)
+            .output()
+            .expect("run setpriv (util-linux)")
+    };
+    let dir_arg = dir.to_str().expect("UTF-8 temp dir");
+    let list = vec!["incidents", "list", "--incident-dir", dir_arg];
+    let show = vec!["incidents", "show", id, "--incident-dir", dir_arg];
+    // Modes of base and dir, the command, then what the message must say is not allowed.
+    for (base_mode, dir_mode, args, blamed) in [
+        (
+            0o700,
+            0o700,
+            &list,
+            format!("enter {} (owner uid 0, mode 0700)", base.display()),
+        ),
+        (
+            0o700,
+            0o700,
+            &show,
+            format!("enter {} (owner uid 0, mode 0700)", base.display()),
+        ),
+        (
+            0o755,
+            0o700,
+            &list,
+            format!("list {} (owner uid 0, mode 0700)", dir.display()),
+        ),
+        (
+            0o755,
+            0o700,
+            &show,
+            format!("enter {} (owner uid 0, mode 0700)", dir.display()),
+        ),
+    ] {
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(base_mode)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let out = as_nobody(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let expected = format!("uid 65534 may not {blamed}");
+        assert!(
+            stderr.contains("permission denied") && stderr.contains(&expected),
+            "{args:?}: expected \"permission denied\" and {expected:?} in: {stderr}"
+        );
+        assert!(stderr.contains("run this command as root"), "{stderr}");
+        assert!(!stderr.contains("no incident directory"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&base).expect("cleanup");
+}
