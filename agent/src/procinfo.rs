@@ -135,7 +135,7 @@ mod stat_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -184,6 +184,39 @@ mod tests {
             .expect("read")
             .expect("self exists");
         assert_eq!(me.tgid, std::process::id());
+    }
+
+    /// Names this thread with bytes that are not UTF-8, runs `check`, restores the name.
+    pub(crate) fn with_odd_thread_name(check: impl FnOnce(u32)) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let old = fs::read(format!("/proc/self/task/{tid}/comm")).expect("own comm");
+        let set = |name: &[u8]| {
+            let mut name = name.to_vec();
+            name.push(0);
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "prctl: {}", io::Error::last_os_error());
+        };
+        set(b"odd\xff\n\x1b[1m");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(tid)));
+        set(old.strip_suffix(b"\n").unwrap_or(&old));
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[test]
+    fn a_live_thread_with_an_odd_name_reads_escaped() {
+        with_odd_thread_name(|tid| {
+            let me = std::process::id();
+            let escaped = "odd\\xff\\x0a\\x1b[1m";
+            assert_eq!(thread_comm(me, tid).as_deref(), Some(escaped));
+            let info = task_info(tid).expect("reads").expect("exists");
+            assert_eq!((info.tgid, info.comm.as_str()), (me, escaped));
+            let stat = fs::read(format!("/proc/{me}/task/{tid}/stat")).expect("stat");
+            assert!(stat_flags(&String::from_utf8_lossy(&stat)).is_some());
+        });
     }
 
     #[test]

@@ -282,4 +282,17 @@ mod tests {
         let text = render(&snap);
         assert!(text.starts_with("CPU 0:"), "{text}");
     }
+
+    #[test]
+    fn a_runnable_thread_with_an_odd_name_is_listed_escaped() {
+        crate::procinfo::tests::with_odd_thread_name(|tid| {
+            let all = runnable_tasks();
+            let me = all.values().flatten().find(|t| t.tid == tid);
+            assert_eq!(
+                me.map(|t| t.comm.as_str()),
+                Some("odd\\xff\\x0a\\x1b[1m"),
+                "this running thread, by its escaped name: {all:?}"
+            );
+        });
+    }
 }
