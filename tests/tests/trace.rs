@@ -5,10 +5,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    ffi::OsStr,
     io::{BufRead as _, BufReader, Read as _},
-    os::unix::ffi::OsStrExt as _,
-    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -17,7 +14,10 @@ use std::{
 use serde_json::Value;
 
 mod common;
-use common::{Workload, programs_left_after, schedlat_bin, schedlat_bpf_objects};
+use common::{
+    EXEC_ESCAPED, EXEC_NAME, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, programs_left_after,
+    schedlat_bin, schedlat_bpf_objects,
+};
 
 /// A running `schedlat trace`, its stderr collected in the background.
 struct Trace {
@@ -445,72 +445,15 @@ fn check_reports_a_runnable_machine() {
     assert!(left.is_empty(), "check left programs behind: {left:?}");
 }
 
-/// A `schedlat-named` process: it runs until dropped.
-struct Named {
-    child: Child,
-}
-
-impl Named {
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-        let mut ready = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut ready)
-            .expect("read ready");
-        assert_eq!(ready, "ready\n", "schedlat-named did not start");
-        Self { child }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Names are bytes: one process named by exec'ing a file whose name is not UTF-8 and holds an
 /// escape sequence, one named with `prctl(PR_SET_NAME)` with a newline, an OSC sequence, BEL and
 /// an invalid byte. Traced together, in text and JSON: exit 0, the names escaped as the README
 /// says (`\xNN`), no raw control character on stdout or stderr, every JSON line parses.
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario, checked in both output formats"
-)]
 fn names_that_are_not_text_are_shown_escaped() {
-    const EXEC_NAME: &[u8] = b"bad\xff\x1b[31m";
-    const EXEC_ESCAPED: &str = r"bad\xff\x1b[31m";
-    const PRCTL_NAME: &[u8] = b"ctl\n\x1b]0;x\x07\xfe";
-    const PRCTL_ESCAPED: &str = r"ctl\x0a\x1b]0;x\x07\xfe";
-
-    let dir = PathBuf::from(format!("/tmp/schedlat-names-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    let exe = dir.join(OsStr::from_bytes(EXEC_NAME));
-    std::fs::copy(env!("CARGO_BIN_EXE_schedlat-named"), &exe).expect("copy schedlat-named");
-    let by_exec = Named::start(Command::new(&exe));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_schedlat-named"));
-    command.arg(OsStr::from_bytes(PRCTL_NAME));
-    let by_prctl = Named::start(command);
-    for (named, name) in [(&by_exec, EXEC_NAME), (&by_prctl, PRCTL_NAME)] {
-        let comm = std::fs::read(format!("/proc/{}/comm", named.pid())).expect("read comm");
-        assert_eq!(
-            comm,
-            [name, b"\n"].concat(),
-            "the kernel should hold the name as given"
-        );
-    }
+    let by_exec = Named::exec_as(EXEC_NAME);
+    let by_prctl = Named::prctl(PRCTL_NAME);
     let (exec_pid, prctl_pid) = (by_exec.pid(), by_prctl.pid());
 
     for format in ["text", "json"] {
@@ -598,6 +541,4 @@ fn names_that_are_not_text_are_shown_escaped() {
             }
         }
     }
-    drop((by_exec, by_prctl));
-    std::fs::remove_dir_all(&dir).expect("remove the scratch directory");
 }
