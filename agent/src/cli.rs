@@ -53,11 +53,7 @@ pub enum Command {
         tids: Vec<u32>,
         /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
         /// histogram and summary whatever the threshold.
-        #[arg(
-            long,
-            default_value = "1ms",
-            value_parser = units::parse_duration
-        )]
+        #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
         threshold: Duration,
         /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
         #[arg(long, value_parser = units::parse_positive_duration)]
@@ -120,11 +116,7 @@ pub enum Command {
         #[arg(long = "pid", value_name = "PID")]
         pids: Vec<u32>,
         /// How long to sample.
-        #[arg(
-            long,
-            default_value = "10s",
-            value_parser = units::parse_positive_duration
-        )]
+        #[arg(long, default_value = "10s", value_parser = units::parse_positive_duration)]
         duration: Duration,
         /// SVG output file.
         #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
