@@ -142,9 +142,11 @@ pub struct CgroupResolver {
 impl CgroupResolver {
     #[must_use]
     pub fn new() -> Self {
-        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        // Bytes: any mount point on the machine may have a name that is not UTF-8, and that
+        // must not hide the cgroup2 mount.
+        let mount = std::fs::read("/proc/self/mountinfo")
             .ok()
-            .and_then(|m| cgroup2_mount(&m));
+            .and_then(|m| cgroup2_mount(&String::from_utf8_lossy(&m)));
         if mount.is_none() {
             log::warn!("no cgroup2 file system mounted: cgroups are shown by id");
         }
