@@ -65,13 +65,14 @@ pub fn process_comm(tgid: u32) -> Option<String> {
         .map(|comm| names::from_comm_file(&comm))
 }
 
-/// A process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`). A directory name that
-/// is not UTF-8 reads as `Path::display` shows it, so it matches the cgroup resolver's paths.
+/// A process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`), escaped as the cgroup
+/// resolver escapes the paths it finds, so the two match.
 #[must_use]
 pub fn cgroup_v2_path(tgid: u32) -> Option<String> {
-    String::from_utf8_lossy(&fs::read(format!("/proc/{tgid}/cgroup")).ok()?)
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+    fs::read(format!("/proc/{tgid}/cgroup"))
+        .ok()?
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"0::").map(names::escape_bytes))
 }
 
 /// Whether a process still exists.
