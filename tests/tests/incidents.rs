@@ -358,16 +358,10 @@ fn an_incident_of_a_process_named_with_bytes_shows_the_name_escaped() {
     let config =
         std::env::temp_dir().join(format!("schedlat-inc-names-{}.toml", std::process::id()));
     std::fs::write(&config, "[incidents]\nmax_per_minute = 1000\n").unwrap();
-    let agent = Agent::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--threshold",
-        "2ms",
-        "--incident-dir",
-        dir.to_str().unwrap(),
-    ]);
     // The hog on CPU 0 (the sleeper is never started), and the named process pinned there too:
-    // it waits a slice of the hog's at many of its wakeups.
+    // it waits a slice of the hog's at many of its wakeups. Both run before the agent starts:
+    // a long wait of the child between fork and exec (then it has the test thread's name)
+    // would otherwise take the victim's one incident per cooldown.
     let workload = Workload::start(1, 100, 100);
     let named = Named::prctl(PRCTL_NAME);
     let pid: u32 = named.pid().parse().unwrap();
@@ -383,6 +377,14 @@ fn an_incident_of_a_process_named_with_bytes_shows_the_name_escaped() {
         "pinning {pid}: {}",
         std::io::Error::last_os_error()
     );
+    let agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--threshold",
+        "2ms",
+        "--incident-dir",
+        dir.to_str().unwrap(),
+    ]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let (id, meta) = loop {
