@@ -5,7 +5,10 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::loader::{DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes, TRACE_PROGRAMS};
+use crate::{
+    loader::{DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes, TRACE_PROGRAMS},
+    names,
+};
 
 fn mark(ok: bool) -> &'static str {
     if ok { "yes" } else { "NO" }
@@ -14,7 +17,12 @@ fn mark(ok: bool) -> &'static str {
 /// Prints the report; `Ok(true)` when the agent can run here.
 pub fn run(out: &mut dyn Write) -> Result<bool> {
     let features = Features::probe();
-    writeln!(out, "kernel release        {}", features.kernel_release)?;
+    // Text from the system goes to a terminal: control characters escaped (`names::escape`).
+    writeln!(
+        out,
+        "kernel release        {}",
+        names::escape(&features.kernel_release)
+    )?;
     writeln!(out, "BTF (vmlinux)         {}", mark(features.btf))?;
     writeln!(out, "tp_btf programs       {}", mark(features.tp_btf))?;
     writeln!(
@@ -88,7 +96,7 @@ pub fn run(out: &mut dyn Write) -> Result<bool> {
                 )?;
                 *ok = true;
             }
-            Err(e) => writeln!(out, "{label:<22}NO: {e:#}")?,
+            Err(e) => writeln!(out, "{label:<22}NO: {}", names::escape(&format!("{e:#}")))?,
         }
     }
     let verdict = match (trace_ok, daemon_ok) {
