@@ -1,9 +1,10 @@
 //! Names are bytes. A process name (`task_struct::comm`, `/proc/<pid>/comm`) is whatever bytes
 //! its owner chose with `prctl(PR_SET_NAME)` or by exec'ing a file of that name: not
-//! necessarily UTF-8, and free to hold newlines or terminal escape sequences. Every name that
-//! schedlat shows (trace text and JSON, incidents, metric label values, flame graphs) goes
-//! through [`escape_bytes`] once, where it is read, and terminal output passes already-escaped
-//! strings through [`escape`] again, which leaves them unchanged.
+//! necessarily UTF-8, and free to hold newlines or terminal escape sequences; so is a cgroup's
+//! directory name. Every such name that schedlat shows (trace text and JSON, incidents, metric
+//! label values, flame graphs) goes through [`escape_bytes`] once, where it is read, and
+//! terminal output of text read back from files passes through [`escape`] again, which leaves
+//! escaped names unchanged.
 //!
 //! The escaping, as documented in the README: valid UTF-8 is kept except control characters;
 //! each byte of a control character (C0 U+0000..U+001F, DEL U+007F, C1 U+0080..U+009F) and each
