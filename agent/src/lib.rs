@@ -1,31 +1,29 @@
 //! schedlat: eBPF scheduling-latency (run-queue wait) observability.
 //!
 //! Library first: `main.rs` only parses flags and calls into these modules.
+//!
+//! - `cli/`: the commands and their output (`check`, `incidents`, duration parsing);
+//! - `kernel/`: BTF layout, feature probes, loading and attaching programs, privileges, record
+//!   decoding;
+//! - `host/`: /proc, cgroups, names;
+//! - `stats/`: histograms and the daemon's windowed aggregation (pure);
+//! - `daemon/`: `schedlat run`'s loop, configuration, metrics and HTTP server;
+//! - `incident/`: triggers, bundles, run-queue snapshots;
+//! - `profile/`: the flight recorder, symbolization, flame graphs;
+//! - `trace/`: `schedlat trace`.
 
-pub mod aggregate;
-pub mod btf;
-pub mod capture;
-pub mod cgroups;
-pub mod check;
-pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod events;
-pub mod flamegraph;
-pub mod hist;
-pub mod http;
-pub mod incident;
-pub mod incidents_cli;
-pub mod loader;
-pub mod metrics;
-pub mod names;
-pub mod privileges;
-pub mod procinfo;
-pub mod recorder;
-pub mod snapshot;
-pub mod symbolize;
-pub mod trace;
-pub mod units;
+// One folder per responsibility (ARCHITECTURE.md walks the data path through them). All
+// private: the binary needs only the command line, so code nothing uses is a compile warning.
+mod cli;
+mod daemon;
+mod host;
+mod incident;
+mod kernel;
+mod profile;
+mod stats;
+mod trace;
+
+pub use cli::{Cli, args_with_negative_durations_joined, main_with};
 
 /// Bad input from the user (unknown PID, nothing to trace): exit status 2, like clap's errors.
 #[derive(Debug)]

@@ -334,7 +334,7 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
             ])
             .arg("--incident-dir")
             .arg(&incident_dir)
-            .env("RUST_LOG", "warn,schedlat::capture=info")
+            .env("RUST_LOG", "warn,schedlat::incident::capture=info")
             .stdin(Stdio::null()),
         other_cpus.clone(),
     )

@@ -16,14 +16,14 @@ use log::{info, warn};
 use serde_json::json;
 
 use crate::{
-    aggregate::Exported,
-    config::IncidentConfig,
-    events::{comm_str, decode_as, human_ns},
-    flamegraph::process_label,
-    incident::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
-    recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
-    snapshot::{self, Snapshot},
-    symbolize::{KernelSymbols, UserSymbolizer},
+    daemon::config::IncidentConfig,
+    incident::snapshot::{self, Snapshot},
+    incident::store::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
+    kernel::events::{comm_str, decode_as, human_ns},
+    profile::flamegraph::process_label,
+    profile::recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
+    profile::symbolize::{KernelSymbols, UserSymbolizer},
+    stats::aggregate::Exported,
 };
 
 /// Counters for the metrics.
@@ -331,7 +331,7 @@ impl Capture {
                 }
             }
         }
-        self.user.retain(crate::procinfo::process_exists);
+        self.user.retain(crate::host::procinfo::process_exists);
     }
 
     fn write_bundle(&mut self, p: &Pending) -> Result<std::path::PathBuf> {

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Deserializer};
 
-use crate::units::parse_duration_ns;
+use crate::cli::units::parse_duration_ns;
 
 /// Default listen address: loopback only. 9747 is not taken by the well-known exporters
 /// (`node_exporter` 9100, process-exporter 9256, `ebpf_exporter` 9435, cAdvisor 8080).

@@ -231,9 +231,9 @@ fn relative(mount: &Path, dir: &Path) -> String {
         Ok(rel) if rel.as_os_str().is_empty() => ROOT.to_owned(),
         Ok(rel) => format!(
             "/{}",
-            crate::names::escape_bytes(rel.as_os_str().as_bytes())
+            crate::host::names::escape_bytes(rel.as_os_str().as_bytes())
         ),
-        Err(_) => crate::names::escape_bytes(dir.as_os_str().as_bytes()),
+        Err(_) => crate::host::names::escape_bytes(dir.as_os_str().as_bytes()),
     }
 }
 

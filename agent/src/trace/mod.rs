@@ -22,10 +22,10 @@ use serde::Serialize;
 
 use crate::{
     UsageError,
-    events::{self, EventJson, comm_str},
-    hist::{LatencyHistogram, Summary},
-    loader::{ProbeConfig, Probes, TaskFilter},
-    procinfo,
+    host::procinfo,
+    kernel::events::{self, EventJson, comm_str},
+    kernel::loader::{ProbeConfig, Probes, TaskFilter},
+    stats::hist::{LatencyHistogram, Summary},
 };
 
 /// How often the reader drains the ring buffer when the kernel has not woken it.

@@ -207,11 +207,6 @@ impl Store {
         Ok(store)
     }
 
-    #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes a bundle atomically; returns its directory.
     pub fn write(&self, id: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {

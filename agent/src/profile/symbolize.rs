@@ -115,7 +115,7 @@ impl UserSymbolizer {
         let maps = std::fs::read(format!("/proc/{tgid}/maps")).unwrap_or_default();
         let maps: String = maps
             .split(|&b| b == b'\n')
-            .map(crate::names::escape_bytes)
+            .map(crate::host::names::escape_bytes)
             .collect::<Vec<_>>()
             .join("\n");
         let fallback = |addr: u64| module_offset(&maps, addr);

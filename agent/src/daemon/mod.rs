@@ -5,6 +5,10 @@
 //! (`aggregate`), serves them over HTTP (`metrics`, `http`), reads the ring buffer of long
 //! waits every 100 ms, and frees the kernel state of processes that exited.
 
+pub mod config;
+pub mod http;
+pub mod metrics;
+
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
@@ -24,18 +28,19 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use log::{debug, info, warn};
 
 use crate::{
-    aggregate::{
+    daemon::config::{Config, Overrides},
+    daemon::http::Response,
+    daemon::metrics::{ProgramStats, SelfStats},
+    host::cgroups::CgroupResolver,
+    host::procinfo,
+    incident::capture::Capture,
+    kernel::events::{self, comm_str},
+    kernel::loader::{Mode, ProbeConfig, Probes},
+    kernel::privileges,
+    stats::aggregate::{
         Aggregator, AggregatorConfig, ClassWaits, Exported, Names, OVERFLOW_CGROUP, ProcDelta,
         WindowInput,
     },
-    capture::Capture,
-    cgroups::CgroupResolver,
-    config::{Config, Overrides},
-    events::{self, comm_str},
-    http::{self, Response},
-    loader::{Mode, ProbeConfig, Probes},
-    metrics::{self, ProgramStats, SelfStats},
-    privileges, procinfo,
 };
 
 /// How often the ring buffer is drained (the kernel wakes the reader only on a backlog).
@@ -122,7 +127,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 "CPU sampler unavailable ({}); incidents will have no flame graph or run-queue \
                  snapshot, everything else runs (`schedlat check --verbose` shows the whole \
                  verifier log)",
-                crate::check::short_error(&e)
+                crate::cli::check::short_error(&e)
             );
             Probes::load(&ProbeConfig {
                 sampler_hz: None,
@@ -421,7 +426,7 @@ fn account_preemptor(
             // A preemptor that has not waited itself yet: its cgroup from /proc.
             None => names.proc_cgroup_path(e.preemptor_tgid).map_or_else(
                 || "-".to_owned(),
-                |path| crate::cgroups::label(&path, config.labels.cgroup_names),
+                |path| crate::host::cgroups::label(&path, config.labels.cgroup_names),
             ),
         };
         (cgroup, names.process(e.preemptor_tgid))
@@ -437,7 +442,7 @@ fn account_preemptor(
 
 /// The label the metrics use for a cgroup id.
 fn cgroup_label(names: &mut ProcNames, id: u64, config: &Config) -> String {
-    crate::cgroups::label(&names.cgroup_path(id), config.labels.cgroup_names)
+    crate::host::cgroups::label(&names.cgroup_path(id), config.labels.cgroup_names)
 }
 
 /// Events must reach user space for every wait that could trigger an incident.

@@ -291,9 +291,9 @@ pub struct DaemonLayout {
 /// `task_struct.sched_info` fields, as offsets from the start of `task_struct`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedInfoLayout {
-    pub last_arrival_offset: u32,
-    pub last_queued_offset: u32,
-    pub pcount_offset: u32,
+    pub last_arrival: u32,
+    pub last_queued: u32,
+    pub pcount: u32,
 }
 
 impl DaemonLayout {
@@ -306,9 +306,9 @@ impl DaemonLayout {
             .context("task_struct.sched_info is missing: the kernel lacks CONFIG_SCHED_INFO")
             .and_then(|base| {
                 Ok(SchedInfoLayout {
-                    last_arrival_offset: base + field("sched_info", "last_arrival")?,
-                    last_queued_offset: base + field("sched_info", "last_queued")?,
-                    pcount_offset: base + field("sched_info", "pcount")?,
+                    last_arrival: base + field("sched_info", "last_arrival")?,
+                    last_queued: base + field("sched_info", "last_queued")?,
+                    pcount: base + field("sched_info", "pcount")?,
                 })
             })
             .inspect_err(|e| log::debug!("sched_info layout: {e:#}"))
@@ -470,7 +470,7 @@ mod tests {
         let layout = KernelLayout::from_btf(&btf).expect("task_struct layout");
         let daemon = layout.daemon.expect("daemon layout");
         let stamps = daemon.sched_info.expect("sched_info layout");
-        assert!(stamps.last_queued_offset == stamps.last_arrival_offset + 8);
+        assert!(stamps.last_queued == stamps.last_arrival + 8);
         let rq = layout.rq.expect("run-queue layout");
         assert!(
             rq.rq_clock > rq.rq_cfs && rq.se_run_node < rq.se_cfs_rq,

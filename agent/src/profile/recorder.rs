@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, VecDeque};
 use agent_common::CpuSample;
 
 use crate::{
-    events::comm_str,
-    names,
-    symbolize::{KernelSymbols, UserSymbolizer},
+    host::names,
+    kernel::events::comm_str,
+    profile::symbolize::{KernelSymbols, UserSymbolizer},
 };
 
 /// One sample, decoded.
@@ -116,16 +116,6 @@ impl FlightRecorder {
             .filter(move |s| s.ts_ns >= from_ns && s.ts_ns <= to_ns)
     }
 
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
     /// The latest sample on `cpu` in `[from_ns, to_ns]` that shows `tid` queued.
     #[must_use]
     pub fn seen_queued(&self, cpu: u32, tid: u32, from_ns: u64, to_ns: u64) -> Option<&Sample> {
@@ -224,9 +214,9 @@ mod tests {
         for ts in [0, 5, 11, 12] {
             r.push(sample(ts, 0, 1));
         }
-        assert_eq!(r.len(), 3, "ts 0 aged out");
+        assert_eq!(r.samples.len(), 3, "ts 0 aged out");
         r.push(sample(13, 1, 2));
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.samples.len(), 3);
         assert_eq!(r.overflowed, 1);
         assert_eq!(r.between(11, 12).count(), 2);
         let last = r.last_per_cpu(100);

@@ -10,9 +10,9 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     UsageError,
-    events::human_ns,
-    incident::{Metadata, list_bundles, permission_denied, read_metadata},
-    names,
+    host::names,
+    incident::store::{Metadata, list_bundles, permission_denied, read_metadata},
+    kernel::events::human_ns,
     trace::OutputFormat,
 };
 
@@ -194,7 +194,7 @@ pub fn show(dir: &Path, id: &str, format: OutputFormat, out: &mut dyn Write) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::{Reason, TaskRef};
+    use crate::incident::store::{Reason, TaskRef};
 
     fn metadata(id: &str, comm: &str) -> Metadata {
         Metadata {

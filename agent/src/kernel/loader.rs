@@ -14,9 +14,9 @@ use aya::{
 use log::{debug, info, warn};
 
 use crate::{
-    btf::{Btf as KernelBtf, KernelLayout},
-    hist::LatencyHistogram,
-    privileges,
+    kernel::btf::{Btf as KernelBtf, KernelLayout},
+    kernel::privileges,
+    stats::hist::LatencyHistogram,
 };
 
 /// The eBPF object built by `build.rs`.
@@ -182,9 +182,6 @@ impl Features {
 pub struct Probes {
     ebpf: Ebpf,
     pub features: Features,
-    pub uses_task_storage: bool,
-    /// Daemon: enqueues are stamped by the wakeup programs (no `sched_info` stamps used).
-    pub own_stamps: bool,
 }
 
 impl Probes {
@@ -233,13 +230,15 @@ impl Probes {
                 features.kernel_release
             );
         }
-        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
-        let stamp_off = |f: fn(&crate::btf::SchedInfoLayout) -> u32| stamps.as_ref().map_or(0, f);
+        let off =
+            |f: fn(&crate::kernel::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
+        let stamp_off =
+            |f: fn(&crate::kernel::btf::SchedInfoLayout) -> u32| stamps.as_ref().map_or(0, f);
         // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
         let (off_arrival, off_queued, off_pcount) = (
-            stamp_off(|d| d.last_arrival_offset),
-            stamp_off(|d| d.last_queued_offset),
-            stamp_off(|d| d.pcount_offset),
+            stamp_off(|d| d.last_arrival),
+            stamp_off(|d| d.last_queued),
+            stamp_off(|d| d.pcount),
         );
         let (off_flags, off_on_rq, off_leader) = (
             off(|d| d.flags_offset),
@@ -249,7 +248,7 @@ impl Probes {
         let daemon_own_stamps = u32::from(own_stamps);
 
         let rq = layout.rq;
-        let rq_off = |f: fn(&crate::btf::RqLayout) -> u32| rq.as_ref().map_or(0, f);
+        let rq_off = |f: fn(&crate::kernel::btf::RqLayout) -> u32| rq.as_ref().map_or(0, f);
         // The walk tells how long queued tasks waited from their sched_info stamps, paired with
         // ktime by the daemon's switch program when it reads those stamps.
         let rq_walk = u32::from(rq.is_some() && stamps.is_some() && !own_stamps);
@@ -363,8 +362,6 @@ impl Probes {
         let mut probes = Self {
             ebpf,
             features: features.clone(),
-            uses_task_storage,
-            own_stamps,
         };
         if config.mode == Mode::Daemon {
             probes.set_min_event_ns(min_event_ns)?;

@@ -1,4 +1,9 @@
-//! Command-line interface.
+//! Command-line interface: flags (clap), the commands' entry points, and the small commands
+//! that live here (`check`, `incidents`); `units` parses the durations every command takes.
+
+pub mod check;
+pub mod incidents;
+pub mod units;
 
 use std::{
     io::{self, Write as _},
@@ -10,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, check, config, daemon, flamegraph, incidents_cli, trace, units};
+use crate::{UsageError, daemon, daemon::config, profile::flamegraph, trace};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -343,12 +348,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 IncidentsAction::List {
                     incident_dir,
                     format,
-                } => incidents_cli::list(&incident_dir, format, &mut out)?,
+                } => incidents::list(&incident_dir, format, &mut out)?,
                 IncidentsAction::Show {
                     id,
                     incident_dir,
                     format,
-                } => incidents_cli::show(&incident_dir, &id, format, &mut out)?,
+                } => incidents::show(&incident_dir, &id, format, &mut out)?,
             }
             Ok(ExitCode::SUCCESS)
         }

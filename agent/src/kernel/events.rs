@@ -29,7 +29,7 @@ pub fn decode_as<T: aya::Pod>(bytes: &[u8]) -> Result<T> {
 #[must_use]
 pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
-    crate::names::escape_bytes(&comm[..end])
+    crate::host::names::escape_bytes(&comm[..end])
 }
 
 /// The stable JSON form of an event (documented in the README; add fields, never rename).

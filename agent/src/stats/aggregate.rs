@@ -365,7 +365,7 @@ impl Aggregator {
         for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
             let label = if rank < cfg.max_cgroups && cg != OVERFLOW_CGROUP {
                 let path = names.cgroup_path(cg);
-                let label = crate::cgroups::label(&path, cfg.cgroup_names);
+                let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
                 self.exported.cgroup_paths.insert(label.clone(), path);
                 label
             } else {

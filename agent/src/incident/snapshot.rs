@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _, fs};
 
 use serde::Serialize;
 
-use crate::{events::human_ns, names, recorder::Sample};
+use crate::{host::names, kernel::events::human_ns, profile::recorder::Sample};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunnableTask {
@@ -37,7 +37,7 @@ pub struct CpuState {
     /// `rq->nr_running` at that sample.
     pub nr_running: u32,
     /// The fair-class tasks queued behind it at that sample, with how long each had waited.
-    pub queued: Vec<crate::recorder::Queued>,
+    pub queued: Vec<crate::profile::recorder::Queued>,
     /// Tasks in state R whose last CPU is this one, from /proc at the trigger (the running one
     /// included).
     pub runnable: Vec<RunnableTask>,
@@ -53,7 +53,7 @@ pub struct VictimQueued {
     /// How long the victim had waited by then.
     pub waited_so_far_ns: u64,
     /// Everything queued on the CPU then, the victim included.
-    pub queue: Vec<crate::recorder::Queued>,
+    pub queue: Vec<crate::profile::recorder::Queued>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -183,7 +183,7 @@ pub fn take(
     }
 }
 
-fn render_queue(out: &mut String, queue: &[crate::recorder::Queued]) {
+fn render_queue(out: &mut String, queue: &[crate::profile::recorder::Queued]) {
     for q in queue {
         let _ = writeln!(
             out,
@@ -272,7 +272,7 @@ mod tests {
     fn this_machine_has_a_runnable_task_and_it_renders() {
         // This test thread is running, hence runnable, on some CPU.
         let all = runnable_tasks();
-        let me = crate::procinfo::process_exists(std::process::id());
+        let me = crate::host::procinfo::process_exists(std::process::id());
         assert!(me);
         assert!(
             all.values().flatten().any(|t| t.tgid == std::process::id()),
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_runnable_thread_with_an_odd_name_is_listed_escaped() {
-        crate::procinfo::tests::with_odd_thread_name(|tid| {
+        crate::host::procinfo::tests::with_odd_thread_name(|tid| {
             let all = runnable_tasks();
             let me = all.values().flatten().find(|t| t.tid == tid);
             assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use agent_common::{HIST_SLOTS, hist_slot, hist_slot_bounds};
+use agent_common::{HIST_SLOTS, hist_slot_bounds};
 
 /// Counts per log-linear slot, in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,8 +20,9 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    #[cfg(test)]
     pub fn record(&mut self, wait_ns: u64) {
-        self.add_slot(hist_slot(wait_ns), 1);
+        self.add_slot(agent_common::hist_slot(wait_ns), 1);
     }
 
     /// Adds `count` samples to `slot` (as read from the kernel map). Out-of-range slots are

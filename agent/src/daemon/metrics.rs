@@ -12,7 +12,7 @@ use prometheus::{
     },
 };
 
-use crate::aggregate::{
+use crate::stats::aggregate::{
     CumulativeHistogram, EXPORT_BUCKETS, Exported, QUANTILES, export_bucket_le_seconds,
 };
 
@@ -46,12 +46,12 @@ pub struct SelfStats {
     /// (waits, wait ns).
     pub preemptors: std::collections::BTreeMap<(String, String, String), (u64, u64)>,
     /// Incident capture counters (all zero when incidents are off).
-    pub incidents: crate::capture::IncidentStats,
+    pub incidents: crate::incident::capture::IncidentStats,
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
     /// The HTTP server's connection counters.
-    pub http: crate::http::Counters,
+    pub http: crate::daemon::http::Counters,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -531,7 +531,7 @@ mod tests {
     use agent_common::{PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot, proc_hist_slot};
 
     use super::*;
-    use crate::aggregate::{
+    use crate::stats::aggregate::{
         Aggregator, AggregatorConfig, ClassWaits, Names, ProcDelta, WindowInput,
     };
 

@@ -13,11 +13,11 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     UsageError,
-    events::decode_as,
-    loader::{Mode, ProbeConfig, Probes},
-    procinfo,
-    recorder::{Sample, flamegraph_svg, fold},
-    symbolize::{KernelSymbols, UserSymbolizer},
+    host::procinfo,
+    kernel::events::decode_as,
+    kernel::loader::{Mode, ProbeConfig, Probes},
+    profile::recorder::{Sample, flamegraph_svg, fold},
+    profile::symbolize::{KernelSymbols, UserSymbolizer},
 };
 
 pub struct FlamegraphOptions {

@@ -6,11 +6,11 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::{
-    loader::{
+    host::names,
+    kernel::loader::{
         DAEMON_FALLBACK_PROGRAMS, DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes,
         TRACE_PROGRAMS,
     },
-    names,
 };
 
 fn mark(ok: bool) -> &'static str {

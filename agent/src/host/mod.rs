@@ -1,0 +1,7 @@
+//! What the host says about tasks and groups outside BPF: /proc (`procinfo`), the cgroup file
+//! systems and the names SREs know cgroups by (`cgroups`), and the one escaping every name
+//! shown to people or written into labels goes through (`names`).
+
+pub mod cgroups;
+pub mod names;
+pub mod procinfo;
