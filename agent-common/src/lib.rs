@@ -141,23 +141,6 @@ impl PreemptorClass {
     }
 }
 
-/// Key of the daemon's in-kernel aggregation: one histogram slot of one process, split by
-/// preemptor class, packed in a `u64` (an 8-byte key hashes measurably faster than a struct
-/// with the cgroup id in it; the process's cgroup is in `ProcInfo`):
-/// bits 63..32 tgid, 31..16 `hist_slot`, 7..0 `PreemptorClass`.
-#[inline(always)]
-#[must_use]
-pub const fn wait_key(tgid: u32, slot: u32, class: u8) -> u64 {
-    ((tgid as u64) << 32) | (((slot & 0xffff) as u64) << 16) | class as u64
-}
-
-/// (tgid, slot, class) of a `wait_key`.
-#[must_use]
-pub const fn split_wait_key(key: u64) -> (u32, u32, u8) {
-    ((key >> 32) as u32, ((key >> 16) & 0xffff) as u32, key as u8)
-}
-const _: () = assert!(HIST_SLOTS <= u16::MAX as u32);
-
 /// What the daemon's kernel side records about a process when it first waits with a new key:
 /// its cgroup v2 id and its name (the group leader's comm), so both outlive the process.
 #[repr(C)]
@@ -167,6 +150,77 @@ pub struct ProcInfo {
     pub comm: [u8; TASK_COMM_LEN],
 }
 const _: () = assert!(size_of::<ProcInfo>() == 24);
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's per-process aggregation: one map entry per process holding its whole histogram
+// and its waits per preemptor class, so the map grows with processes only (not with
+// processes x slots x classes). The histogram is coarser than the trace one (8 sub-buckets per
+// power of two: a slot is at most 12.5 % of its lower bound wide) to keep an entry at 1 KiB.
+// ---------------------------------------------------------------------------------------------
+
+/// log2 of the sub-buckets per power of two of the per-process histogram.
+pub const PROC_HIST_SUB_BITS: u32 = 3;
+/// Waits at or above `2^PROC_HIST_MAX_EXP` ns (17.2 s) share the last per-process slot.
+pub const PROC_HIST_MAX_EXP: u32 = 34;
+/// Slots of the per-process histogram: a power of two, so the programs bound an index with a
+/// mask every verifier understands.
+pub const PROC_HIST_SLOTS: u32 = (PROC_HIST_MAX_EXP - PROC_HIST_SUB_BITS + 1) << PROC_HIST_SUB_BITS;
+const _: () = assert!(PROC_HIST_SLOTS == 256);
+/// Room for the preemptor classes in `ProcWaits` (a power of two, for the same reason).
+pub const PROC_CLASS_SLOTS: usize = 8;
+const _: () = assert!(PREEMPTOR_CLASS_COUNT <= PROC_CLASS_SLOTS);
+
+/// The tgid user space gives the overflow entry's waits (no process has it).
+pub const OVERFLOW_TGID: u32 = 0;
+/// Indices in the daemon's `PROC_WAITS_SPARE` array: a zeroed `ProcWaits` that new entries are
+/// created from (too large for the BPF stack), and the overflow entry, where the waits of
+/// processes that found `PROC_WAITS` full are counted (node-wide, never dropped).
+pub const SPARE_ZERO: u32 = 0;
+pub const SPARE_OVERFLOW: u32 = 1;
+
+/// Everything the daemon counts for one process, cumulative since its entry was created.
+/// Updated with atomic adds from every CPU (one shared entry per process, not one per CPU,
+/// so memory does not grow with the number of CPUs); user space reads deltas every window,
+/// so the `u32` slot counts may wrap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcWaits {
+    /// Waits per `proc_hist_slot`.
+    pub slots: [u32; PROC_HIST_SLOTS as usize],
+    /// Waits per `PreemptorClass` (index: its wire value).
+    pub class_count: [u64; PROC_CLASS_SLOTS],
+    /// Total wait (ns) per `PreemptorClass`.
+    pub class_total_ns: [u64; PROC_CLASS_SLOTS],
+    /// cgroup v2 id of the process's last counted wait (processes move between cgroups,
+    /// e.g. when a container runtime places them after starting them).
+    pub cgroup_id: u64,
+}
+const _: () = assert!(size_of::<ProcWaits>() == 1160);
+
+impl Default for ProcWaits {
+    fn default() -> Self {
+        Self {
+            slots: [0; PROC_HIST_SLOTS as usize],
+            class_count: [0; PROC_CLASS_SLOTS],
+            class_total_ns: [0; PROC_CLASS_SLOTS],
+            cgroup_id: 0,
+        }
+    }
+}
+
+/// Per-process histogram slot of a wait of `ns` nanoseconds. Always `< PROC_HIST_SLOTS`.
+#[inline(always)]
+#[must_use]
+pub const fn proc_hist_slot(ns: u64) -> u32 {
+    log_linear_slot(ns, PROC_HIST_SUB_BITS, PROC_HIST_MAX_EXP)
+}
+
+/// Inclusive lower and exclusive upper bound, in ns, of the values that map to per-process
+/// `slot` (the last slot also holds everything above its bound).
+#[must_use]
+pub const fn proc_hist_slot_bounds(slot: u32) -> (u64, u64) {
+    log_linear_bounds(slot, PROC_HIST_SUB_BITS)
+}
 
 /// Count and exact sum of the waits of one histogram slot (per CPU in the kernel).
 #[repr(C)]
@@ -246,10 +300,13 @@ pub enum Counter {
     ReadFailed = 8,
     /// CPU samples dropped because the sample ring buffer was full.
     SamplesLost = 9,
+    /// Waits counted in the daemon's overflow entry (node-wide, no process) because the
+    /// per-process map was full: counted, but not per process.
+    ProcMapFolded = 10,
 }
 
 /// Number of entries of the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -263,6 +320,7 @@ impl Counter {
         Counter::HistMapFull,
         Counter::ReadFailed,
         Counter::SamplesLost,
+        Counter::ProcMapFolded,
     ];
 
     /// Stable snake-case name, used in output and metrics.
@@ -279,6 +337,7 @@ impl Counter {
             Counter::HistMapFull => "hist_map_full",
             Counter::ReadFailed => "read_failed",
             Counter::SamplesLost => "cpu_samples_lost",
+            Counter::ProcMapFolded => "proc_map_folded",
         }
     }
 }
@@ -293,6 +352,7 @@ impl Counter {
 
 /// log2 of the number of sub-buckets per power of two.
 pub const HIST_SUB_BITS: u32 = 5;
+#[cfg(test)]
 const HIST_SUB: u64 = 1 << HIST_SUB_BITS;
 /// Values at or above `2^HIST_MAX_EXP` ns are clamped into the last slot.
 pub const HIST_MAX_EXP: u32 = 40;
@@ -335,28 +395,43 @@ pub const fn log2_floor(mut v: u64) -> u32 {
 #[inline(always)]
 #[must_use]
 pub const fn hist_slot(ns: u64) -> u32 {
-    if ns < HIST_SUB {
-        return ns as u32;
-    }
-    let ns = if ns >= 1 << HIST_MAX_EXP {
-        (1 << HIST_MAX_EXP) - 1
-    } else {
-        ns
-    };
-    let exp = log2_floor(ns);
-    let sub = (ns >> (exp - HIST_SUB_BITS)) & (HIST_SUB - 1);
-    ((exp - HIST_SUB_BITS + 1) << HIST_SUB_BITS) | sub as u32
+    log_linear_slot(ns, HIST_SUB_BITS, HIST_MAX_EXP)
 }
 
 /// Inclusive lower and exclusive upper bound, in ns, of the values that map to `slot`.
 #[must_use]
 pub const fn hist_slot_bounds(slot: u32) -> (u64, u64) {
-    if slot < HIST_SUB as u32 {
+    log_linear_bounds(slot, HIST_SUB_BITS)
+}
+
+/// The one log-linear layout, with `2^sub_bits` sub-buckets per power of two; values at or
+/// above `2^max_exp` ns are clamped into the last slot.
+#[inline(always)]
+#[must_use]
+const fn log_linear_slot(ns: u64, sub_bits: u32, max_exp: u32) -> u32 {
+    let sub_count = 1u64 << sub_bits;
+    if ns < sub_count {
+        return ns as u32;
+    }
+    let ns = if ns >= 1 << max_exp {
+        (1 << max_exp) - 1
+    } else {
+        ns
+    };
+    let exp = log2_floor(ns);
+    let sub = (ns >> (exp - sub_bits)) & (sub_count - 1);
+    ((exp - sub_bits + 1) << sub_bits) | sub as u32
+}
+
+#[must_use]
+const fn log_linear_bounds(slot: u32, sub_bits: u32) -> (u64, u64) {
+    let sub_count = 1u64 << sub_bits;
+    if slot < sub_count as u32 {
         return (slot as u64, slot as u64 + 1);
     }
-    let exp = (slot >> HIST_SUB_BITS) + HIST_SUB_BITS - 1;
-    let sub = (slot as u64) & (HIST_SUB - 1);
-    let width = 1u64 << (exp - HIST_SUB_BITS);
+    let exp = (slot >> sub_bits) + sub_bits - 1;
+    let sub = (slot as u64) & (sub_count - 1);
+    let width = 1u64 << (exp - sub_bits);
     let lo = (1u64 << exp) + sub * width;
     (lo, lo + width)
 }
@@ -372,6 +447,7 @@ mod user {
     unsafe impl aya::Pod for super::ProcInfo {}
     unsafe impl aya::Pod for super::CpuSample {}
     unsafe impl aya::Pod for super::WaitBucket {}
+    unsafe impl aya::Pod for super::ProcWaits {}
 }
 
 #[cfg(test)]
@@ -379,13 +455,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wait_keys_round_trip() {
-        for (tgid, slot, class) in [(0, 0, 0), (1, 2, 3), (u32::MAX, HIST_SLOTS - 1, 4)] {
+    fn proc_slots_are_contiguous_and_never_straddle_a_power_of_two() {
+        let mut expected_lo = 0;
+        for slot in 0..PROC_HIST_SLOTS {
+            let (lo, hi) = proc_hist_slot_bounds(slot);
+            assert_eq!(lo, expected_lo, "proc slot {slot} starts at {lo}");
             assert_eq!(
-                split_wait_key(wait_key(tgid, slot, class)),
-                (tgid, slot, class)
+                proc_hist_slot(lo),
+                slot,
+                "lower bound {lo} of proc slot {slot}"
             );
+            assert_eq!(
+                proc_hist_slot(hi - 1),
+                slot,
+                "last value of proc slot {slot}"
+            );
+            assert!(
+                lo == 0 || lo.ilog2() == (hi - 1).ilog2(),
+                "proc slot {slot} [{lo},{hi}) straddles a power of two"
+            );
+            if lo >= 8 {
+                assert!((hi - lo) * 8 <= lo, "proc slot {slot} [{lo},{hi}) too wide");
+            }
+            expected_lo = hi;
         }
+        assert_eq!(expected_lo, 1 << PROC_HIST_MAX_EXP);
+        assert_eq!(proc_hist_slot(u64::MAX), PROC_HIST_SLOTS - 1);
     }
 
     #[test]

@@ -20,9 +20,12 @@
 //! old CPU and starts a new one on the new CPU, so the wait counted here is the part spent on
 //! the CPU it finally ran on; such waits are marked (class `migrated`).
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use agent_common::{
-    Counter, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN, PreemptorClass, ProcInfo,
-    TASK_COMM_LEN, WaitBucket, WaitEvent, hist_slot, wait_key,
+    Counter, FLAG_MIGRATED, FLAG_PREEMPTED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN,
+    PROC_CLASS_SLOTS, PROC_HIST_SLOTS, PreemptorClass, ProcInfo, ProcWaits, SPARE_OVERFLOW,
+    SPARE_ZERO, TASK_COMM_LEN, WaitEvent, hist_slot, proc_hist_slot,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
@@ -35,12 +38,13 @@ use aya_ebpf::{
 };
 
 use crate::{
-    CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, cfg, count,
+    CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, CFG_OFF_STATE, CFG_SWITCH_HAS_PREV_STATE,
+    CFG_USE_TASK_STORAGE, cfg, count, enqueue,
     maps::{
         CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
-        PROC_INFO, PROC_WAITS,
+        PROC_INFO, PROC_WAITS, PROC_WAITS_SPARE, TID_ENQUEUE,
     },
-    read_field, submit_flags,
+    read_field, record_of, submit_flags,
 };
 
 /// Offset of `task_struct.sched_info.last_arrival`.
@@ -62,6 +66,13 @@ static CFG_OFF_GROUP_LEADER: u32 = 0;
 /// Offset of `task_struct.sched_info.pcount`.
 #[unsafe(no_mangle)]
 static CFG_OFF_PCOUNT: u32 = 0;
+
+/// 1: the kernel's `sched_info` stamps are not used (no `CONFIG_SCHED_INFO`, or forced): the
+/// trace programs' `sched_wakeup`/`sched_wakeup_new`/`sched_migrate_task` stamp each enqueue
+/// in task storage (or the tid hash), this program stamps preempted tasks itself and takes
+/// the stamp at switch-in; the aggregation is the same.
+#[unsafe(no_mangle)]
+static CFG_DAEMON_OWN_STAMPS: u32 = 0;
 
 /// Reads a field of a task the tracepoint handed over. Those are trusted BTF pointers, so a
 /// plain load works: the verifier checks it against `task_struct`'s BTF (the offset is a
@@ -98,18 +109,29 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
 
+    let own_stamps = cfg(&CFG_DAEMON_OWN_STAMPS) != 0;
     if slot.task == prev as u64 && slot.last_queued != 0 {
-        let arrival: u64 = field(prev, cfg(&CFG_OFF_LAST_ARRIVAL));
+        let arrival: u64 = if own_stamps {
+            slot.ktime_at_switch_in
+        } else {
+            field(prev, cfg(&CFG_OFF_LAST_ARRIVAL))
+        };
         finish(prev, slot, arrival, current, cgroup);
-        if slot.ktime_at_switch_in != 0 {
+        if !own_stamps && slot.ktime_at_switch_in != 0 {
             slot.rq_clock_offset = arrival.wrapping_sub(slot.ktime_at_switch_in);
         }
     }
     slot.task = 0;
 
-    // The idle task is never queued, so its `last_queued` is 0 like that of a task that got
-    // the CPU without waiting (e.g. a re-pick of `prev`).
-    let last_queued: u64 = field(next, cfg(&CFG_OFF_LAST_QUEUED));
+    let (last_queued, migrated) = if own_stamps {
+        stamp_if_preempted(ctx, prev, current)?;
+        take_own_stamp(next)
+    } else {
+        // The idle task is never queued, so its `last_queued` is 0 like that of a task that
+        // got the CPU without waiting (e.g. a re-pick of `prev`).
+        let last_queued: u64 = field(next, cfg(&CFG_OFF_LAST_QUEUED));
+        (last_queued, last_queued != 0 && took_migrated_mark(next))
+    };
     if last_queued == 0 {
         return Ok(());
     }
@@ -120,7 +142,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             flags |= FLAG_PREEMPTOR_KTHREAD;
         }
     }
-    if took_migrated_mark(next) {
+    if migrated {
         flags |= FLAG_MIGRATED;
     }
     slot.task = next as u64;
@@ -132,13 +154,55 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Now and then, note the time: `next`'s last_arrival (rq clock) will be stamped with the
     // clock value of this very switch, so the pair gives the rq clock's offset from ktime.
     slot.switches = slot.switches.wrapping_add(1);
-    slot.ktime_at_switch_in = if slot.switches % 64 == 1 {
+    slot.ktime_at_switch_in = if own_stamps || slot.switches % 64 == 1 {
         // SAFETY: helper without preconditions.
         unsafe { bpf_ktime_get_ns() }
     } else {
         0
     };
     Ok(())
+}
+
+/// Own-stamps mode: a task switched out while runnable (preempted) starts waiting now, as in
+/// the trace program's `sched_switch`.
+#[inline(always)]
+fn stamp_if_preempted(
+    ctx: &BtfTracePointContext,
+    prev: *mut task_struct,
+    current: u64,
+) -> Result<(), ()> {
+    let preempt: u64 = ctx.arg(0);
+    let prev_state: u32 = if cfg(&CFG_SWITCH_HAS_PREV_STATE) != 0 {
+        ctx.arg::<u64>(3) as u32
+    } else {
+        read_field(prev, cfg(&CFG_OFF_STATE))?
+    };
+    if prev_state == 0 || preempt & 0xff != 0 {
+        enqueue(
+            prev,
+            current as u32,
+            (current >> 32) as u32,
+            0,
+            FLAG_PREEMPTED,
+        );
+    }
+    Ok(())
+}
+
+/// Own-stamps mode: the enqueue time (`bpf_ktime_get_ns`) of `next` and whether it migrated
+/// while waiting, taken from its record (which is cleared); (0, false) when it has none.
+#[inline(always)]
+fn take_own_stamp(next: *mut task_struct) -> (u64, bool) {
+    let Some(record) = record_of(next) else {
+        return (0, false);
+    };
+    let queued = *record;
+    record.enqueue_ts = 0;
+    if queued.enqueue_ts != 0 && cfg(&CFG_USE_TASK_STORAGE) == 0 {
+        // Free the slot: a bounded hash must not fill up with threads that exited.
+        let _ = TID_ENQUEUE.remove(queued.tid);
+    }
+    (queued.enqueue_ts, queued.flags & FLAG_MIGRATED != 0)
 }
 
 /// Whether `next` was moved to this CPU while it waited (and clears the mark). The list is
@@ -190,28 +254,15 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cg
         PreemptorClass::OtherCgroup
     };
     let tgid = (current >> 32) as u32;
-    let hist = hist_slot(wait_ns);
-    let key = wait_key(tgid, hist, class as u8);
-    if let Some(bucket) = PROC_WAITS.get_ptr_mut(key) {
-        // SAFETY: this CPU's copy of a live value; programs do not migrate mid-run.
-        let bucket = unsafe { &mut *bucket };
-        bucket.count += 1;
-        bucket.total_ns += wait_ns;
-    } else {
-        let bucket = WaitBucket {
-            count: 1,
-            total_ns: wait_ns,
-        };
-        if PROC_WAITS
-            .insert(key, bucket, u64::from(BPF_NOEXIST))
-            .is_err()
-        {
-            count(Counter::HistMapFull);
-        }
-        record_process(prev, tgid, cgroup);
+    if let Some(waits) = process_waits(prev, tgid, cgroup) {
+        add_wait(waits, class, wait_ns);
+        // SAFETY: as in add_wait; a plain store: any CPU's latest value will do.
+        unsafe { (*waits).cgroup_id = cgroup };
     }
+    let hist = hist_slot(wait_ns);
     if let Some(bucket) = CPU_WAITS.get_ptr_mut(hist) {
-        // SAFETY: as above.
+        // SAFETY: this CPU's slot of a preallocated per-CPU array; programs do not migrate
+        // mid-run.
         let bucket = unsafe { &mut *bucket };
         bucket.count += 1;
         bucket.total_ns += wait_ns;
@@ -222,9 +273,57 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cg
     }
 }
 
-/// Records the process's cgroup and name (its group leader's comm) whenever it gets a new
-/// key, so what is recorded follows `exec` and cgroup moves (a forked child first waits under
-/// its parent's name).
+/// The process's `PROC_WAITS` entry, created on its first wait. When the map is full the
+/// node-wide overflow entry stands in, so the wait is still counted (and the fold counted).
+#[inline(always)]
+fn process_waits(task: *mut task_struct, tgid: u32, cgroup: u64) -> Option<*mut ProcWaits> {
+    if let Some(waits) = PROC_WAITS.get_ptr_mut(tgid) {
+        return Some(waits);
+    }
+    let zero = PROC_WAITS_SPARE.get(SPARE_ZERO)?;
+    // Another CPU may create the entry at the same moment (EEXIST): the lookup below finds it.
+    if PROC_WAITS
+        .insert(tgid, zero, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        record_process(task, tgid, cgroup);
+    }
+    if let Some(waits) = PROC_WAITS.get_ptr_mut(tgid) {
+        return Some(waits);
+    }
+    count(Counter::ProcMapFolded);
+    PROC_WAITS_SPARE.get_ptr_mut(SPARE_OVERFLOW)
+}
+
+/// Adds one wait to a process's entry. Atomic: threads of one process wait and run on several
+/// CPUs at once, and the entry is shared.
+#[inline(always)]
+fn add_wait(waits: *mut ProcWaits, class: PreemptorClass, wait_ns: u64) {
+    // Masks, not just the range the functions promise: every verifier then knows the bound
+    // of the register used as the index.
+    let slot = (proc_hist_slot(wait_ns) & (PROC_HIST_SLOTS - 1)) as usize;
+    let class = (class as usize) & (PROC_CLASS_SLOTS - 1);
+    // SAFETY: `waits` points to a live `PROC_WAITS`/`PROC_WAITS_SPARE` value (map memory,
+    // suitably aligned); the indices are in bounds (masked above); the atomic adds make the
+    // concurrent updates from other CPUs safe. (The bpf target has no atomic compare-and-swap,
+    // so `core::sync::atomic` offers no `fetch_add`; the intrinsic lowers to BPF's atomic add,
+    // which every kernel supports.)
+    unsafe {
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*waits).slots[slot], 1);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            &raw mut (*waits).class_count[class],
+            1,
+        );
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            &raw mut (*waits).class_total_ns[class],
+            wait_ns,
+        );
+    }
+}
+
+/// Records the process's cgroup and name (its group leader's comm) when its entry is created.
+/// A process that `exec`s or moves keeps its first record until its entry is freed; user
+/// space prefers the live name from /proc while the process exists.
 #[inline(always)]
 fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     let Ok(leader) = read_field::<*const task_struct>(task, cfg(&CFG_OFF_GROUP_LEADER)) else {

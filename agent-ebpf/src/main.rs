@@ -10,6 +10,12 @@
 //! without waking the reader (it polls), except when the ring buffer fills up.
 #![no_std]
 #![no_main]
+// Atomic adds (daemon.rs): the crate is built with RUSTC_BOOTSTRAP for build-std anyway.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_xadd, see daemon.rs"
+)]
 #![expect(
     clippy::needless_pass_by_value,
     reason = "aya's program macros take the context by value"

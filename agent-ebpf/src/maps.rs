@@ -1,8 +1,8 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, CpuSample, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, TaskStats, WaitBucket,
-    WaitEvent,
+    COUNTER_COUNT, CpuSample, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, ProcWaits, TaskStats,
+    WaitBucket, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
@@ -131,16 +131,23 @@ pub struct CpuSlot {
 #[btf_map]
 pub static CPU_SLOT: PerCpuArray<CpuSlot, 1> = PerCpuArray::new();
 
-/// Per `wait_key` (process, histogram slot, preemptor class): count and sum of waits, per CPU.
-/// Preallocated: lookups are the daemon's hot path, and preallocated hash maps are the faster.
+/// Per process (key: tgid): its waits by per-process histogram slot and by preemptor class,
+/// one entry shared by all CPUs and updated with atomic adds (see `ProcWaits`). Not
+/// preallocated: an entry costs memory only while its process lives (user space deletes the
+/// entries of exited processes every window), and an insert happens once per process.
 #[btf_map]
-pub static PROC_WAITS: PerCpuHashMap<u64, WaitBucket, 16384> = PerCpuHashMap::new();
+pub static PROC_WAITS: HashMap<u32, ProcWaits, 16384, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// The zeroed template and the overflow entry (`agent_common::SPARE_ZERO`, `SPARE_OVERFLOW`).
+#[btf_map]
+pub static PROC_WAITS_SPARE: Array<ProcWaits, 2> = Array::new();
 
 /// Per histogram slot: count and sum of the waits that ended on each CPU.
 #[btf_map]
 pub static CPU_WAITS: PerCpuArray<WaitBucket, { HIST_SLOTS as usize }> = PerCpuArray::new();
 
-/// cgroup and name of every process in `PROC_WAITS`, written when it gets a new key.
+/// cgroup and name of every process in `PROC_WAITS`, written when its entry is created.
 #[btf_map]
 pub static PROC_INFO: HashMap<u32, ProcInfo, 16384, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();

@@ -14,7 +14,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use agent_common::{HIST_SLOTS, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds};
+use agent_common::{
+    HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds,
+    proc_hist_slot_bounds,
+};
 
 /// Exported bucket upper bounds are 2^k ns for k in this range (1.024 µs .. 17.2 s).
 pub const EXPORT_MIN_EXP: u32 = 10;
@@ -23,6 +26,9 @@ pub const EXPORT_BUCKETS: usize = (EXPORT_MAX_EXP - EXPORT_MIN_EXP + 1) as usize
 
 /// Label value for folded series.
 pub const OTHER: &str = "other";
+
+/// cgroup id that goes with `OVERFLOW_TGID` (no real cgroup has it).
+pub const OVERFLOW_CGROUP: u64 = u64::MAX;
 
 /// The quantiles reported per window; 1.0 is the maximum.
 pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
@@ -34,12 +40,12 @@ pub fn export_bucket_le_seconds(i: usize) -> f64 {
     (1u64 << (EXPORT_MIN_EXP + i as u32)) as f64 * 1e-9
 }
 
-/// Index of the first exported bucket whose bound is above every value of kernel `slot`,
-/// `None` when the slot lies beyond the last bound (only `+Inf` holds it).
+/// Index of the first exported bucket whose bound is above every value of a kernel slot
+/// starting at `lo` ns, `None` when the slot lies beyond the last bound (only `+Inf` holds it).
+/// Kernel slots (both layouts) never straddle a power of two, so every value of the slot is
+/// below 2^k iff its lower bound is.
 #[must_use]
-pub fn export_bucket_of_slot(slot: u32) -> Option<usize> {
-    let (lo, _) = hist_slot_bounds(slot);
-    // Slots never straddle a power of two, so every value of the slot is below 2^k iff lo is.
+pub fn export_bucket_of(lo: u64) -> Option<usize> {
     (EXPORT_MIN_EXP..=EXPORT_MAX_EXP)
         .position(|k| lo < 1u64 << k)
         .map(|i| i.min(EXPORT_BUCKETS - 1))
@@ -55,8 +61,9 @@ pub struct CumulativeHistogram {
 }
 
 impl CumulativeHistogram {
-    pub fn add(&mut self, slot: u32, count: u64, total_ns: u64) {
-        if let Some(i) = export_bucket_of_slot(slot) {
+    /// Adds `count` waits of a kernel slot starting at `lo` ns, totalling `total_ns`.
+    pub fn add(&mut self, lo: u64, count: u64, total_ns: u64) {
+        if let Some(i) = export_bucket_of(lo) {
             self.buckets[i] += count;
         }
         self.count += count;
@@ -74,10 +81,13 @@ impl CumulativeHistogram {
     }
 }
 
-/// A window's histogram in the kernel's fine layout, sparse.
+/// A window's histogram, sparse, in whichever kernel layout fed it: slots are kept by their
+/// bounds, so the per-CPU (fine) and per-process (coarser) layouts share the quantile math.
+/// One histogram is only ever fed, or merged with, slots of one layout.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WindowHistogram {
-    slots: BTreeMap<u32, u64>,
+    /// Lower bound (ns) → (upper bound, waits).
+    slots: BTreeMap<u64, (u64, u64)>,
     count: u64,
     total_ns: u64,
     /// Largest exact wait known (from events), if any.
@@ -85,18 +95,29 @@ pub struct WindowHistogram {
 }
 
 impl WindowHistogram {
+    /// Adds waits of the fine (per-CPU, trace) layout's `slot`.
     pub fn add(&mut self, slot: u32, count: u64, total_ns: u64) {
+        let (lo, hi) = hist_slot_bounds(slot.min(HIST_SLOTS - 1));
+        self.add_range(lo, hi, count);
+        self.add_total(total_ns);
+    }
+
+    /// Adds `count` waits in [lo, hi) ns; their total goes in with `add_total`.
+    pub fn add_range(&mut self, lo: u64, hi: u64, count: u64) {
         if count == 0 {
             return;
         }
-        *self.slots.entry(slot.min(HIST_SLOTS - 1)).or_default() += count;
+        self.slots.entry(lo).or_insert((hi, 0)).1 += count;
         self.count += count;
+    }
+
+    pub fn add_total(&mut self, total_ns: u64) {
         self.total_ns += total_ns;
     }
 
     pub fn merge(&mut self, other: &WindowHistogram) {
-        for (&slot, &n) in &other.slots {
-            *self.slots.entry(slot).or_default() += n;
+        for (&lo, &(hi, n)) in &other.slots {
+            self.slots.entry(lo).or_insert((hi, 0)).1 += n;
         }
         self.count += other.count;
         self.total_ns += other.total_ns;
@@ -119,6 +140,11 @@ impl WindowHistogram {
         self.total_ns
     }
 
+    /// (lower bound, upper bound, waits) of every non-empty slot, lowest first.
+    pub fn slots(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.slots.iter().map(|(&lo, &(hi, n))| (lo, hi, n))
+    }
+
     /// Value at quantile `q` in ns: the midpoint of the slot holding the sample of rank
     /// ceil(q·n). For q = 1 (the maximum): the exact maximum when an event in the top slot
     /// told it, else the top slot's last value (an upper bound).
@@ -127,9 +153,8 @@ impl WindowHistogram {
         if self.count == 0 {
             return None;
         }
-        let (&top, _) = self.slots.last_key_value()?;
+        let (&lo, &(hi, _)) = self.slots.last_key_value()?;
         if q >= 1.0 {
-            let (lo, hi) = hist_slot_bounds(top);
             return Some(match self.exact_max_ns {
                 Some(m) if m >= lo => m,
                 _ => hi - 1,
@@ -137,10 +162,9 @@ impl WindowHistogram {
         }
         let rank = ((q.max(0.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
-        for (&slot, &n) in &self.slots {
+        for (lo, hi, n) in self.slots() {
             seen += n;
             if seen >= rank {
-                let (lo, hi) = hist_slot_bounds(slot);
                 return Some(lo + (hi - lo - 1) / 2);
             }
         }
@@ -158,15 +182,31 @@ impl WindowHistogram {
     }
 }
 
-/// What the kernel counted for one key since the last window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Waits and wait time of one preemptor class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassWaits {
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
+/// What the kernel counted for one process since the last window.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcDelta {
     pub cgroup_id: u64,
+    /// `OVERFLOW_TGID`: the waits of processes that found the kernel map full (labelled
+    /// `cgroup="other", process="other"`).
     pub tgid: u32,
-    pub class: PreemptorClass,
-    pub slot: u32,
-    pub count: u64,
-    pub total_ns: u64,
+    /// (per-process histogram slot, waits), non-zero only.
+    pub slots: Vec<(u32, u64)>,
+    /// Indexed by `PreemptorClass` wire value.
+    pub classes: [ClassWaits; PREEMPTOR_CLASS_COUNT],
+}
+
+impl ProcDelta {
+    #[must_use]
+    pub fn total_ns(&self) -> u64 {
+        self.classes.iter().map(|c| c.wait_ns).sum()
+    }
 }
 
 /// One window's input.
@@ -230,19 +270,19 @@ pub struct WindowGauges {
 pub struct Exported {
     pub series: BTreeMap<SeriesKey, Series>,
     pub cpus: BTreeMap<u32, CumulativeHistogram>,
-    /// (cgroup, class) → (waits, wait ns).
-    pub classes: BTreeMap<(String, PreemptorClass), (u64, u64)>,
+    /// (cgroup, class) → waits.
+    pub classes: BTreeMap<(String, PreemptorClass), ClassWaits>,
     /// Display name → path, for `schedlat_cgroup_info`.
     pub cgroup_paths: BTreeMap<String, String>,
     pub window: WindowGauges,
     pub windows: u64,
 }
 
-/// One process's window: fine histogram and (count, ns) per preemptor class.
+/// One process's window: its histogram and waits per preemptor class.
 #[derive(Default)]
 struct Proc {
     hist: WindowHistogram,
-    classes: [(u64, u64); PREEMPTOR_CLASS_COUNT],
+    classes: [ClassWaits; PREEMPTOR_CLASS_COUNT],
 }
 
 pub struct Aggregator {
@@ -286,10 +326,15 @@ impl Aggregator {
         let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
         for d in &input.procs {
             let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
-            p.hist.add(d.slot, d.count, d.total_ns);
-            let c = &mut p.classes[d.class as usize];
-            c.0 += d.count;
-            c.1 += d.total_ns;
+            for &(slot, n) in &d.slots {
+                let (lo, hi) = proc_hist_slot_bounds(slot);
+                p.hist.add_range(lo, hi, n);
+            }
+            p.hist.add_total(d.total_ns());
+            for (sum, c) in p.classes.iter_mut().zip(&d.classes) {
+                sum.waits += c.waits;
+                sum.wait_ns += c.wait_ns;
+            }
         }
         let mut event_max: HashMap<u32, u64> = HashMap::new();
         for &(tgid, _, wait) in &input.event_waits {
@@ -300,7 +345,7 @@ impl Aggregator {
             p.hist.note_exact(event_max.get(&tgid).copied());
         }
         if !cfg.kernel_threads {
-            procs.retain(|&(_, tgid), _| !names.is_kernel_thread(tgid));
+            procs.retain(|&(_, tgid), _| tgid == OVERFLOW_TGID || !names.is_kernel_thread(tgid));
         }
 
         // Rank cgroups and processes by total wait; fold the tail.
@@ -312,7 +357,7 @@ impl Aggregator {
         ranked_cgroups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut cgroup_label: HashMap<u64, String> = HashMap::new();
         for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
-            let label = if rank < cfg.max_cgroups {
+            let label = if rank < cfg.max_cgroups && cg != OVERFLOW_CGROUP {
                 let path = names.cgroup_path(cg);
                 let label = crate::cgroups::label(&path, cfg.cgroup_names);
                 self.exported.cgroup_paths.insert(label.clone(), path);
@@ -338,7 +383,7 @@ impl Aggregator {
         let mut worst: Option<(String, String, u64)> = None;
         for (key, p) in &procs {
             let cg = cgroup_label[&key.0].clone();
-            let process = if top.contains(key) {
+            let process = if top.contains(key) && key.1 != OVERFLOW_TGID {
                 names.process(key.1)
             } else {
                 OTHER.to_owned()
@@ -346,22 +391,22 @@ impl Aggregator {
             let skey = (cg.clone(), process);
             let series = self.exported.series.entry(skey.clone()).or_default();
             series.last_window = now;
-            for (&slot, &n) in &p.hist.slots {
+            for (lo, _, n) in p.hist.slots() {
                 // Sums per slot are not kept apart here; the exact total goes in once below.
-                series.hist.add(slot, n, 0);
+                series.hist.add(lo, n, 0);
             }
             series.hist.sum_ns += p.hist.total_ns();
-            series.migrations += p.classes[PreemptorClass::Migrated as usize].0;
+            series.migrations += p.classes[PreemptorClass::Migrated as usize].waits;
             for class in PreemptorClass::ALL {
-                let (n, ns) = p.classes[class as usize];
-                if n > 0 {
+                let waits = p.classes[class as usize];
+                if waits.waits > 0 {
                     let c = self
                         .exported
                         .classes
                         .entry((cg.clone(), class))
                         .or_default();
-                    c.0 += n;
-                    c.1 += ns;
+                    c.waits += waits.waits;
+                    c.wait_ns += waits.wait_ns;
                 }
             }
             series_hist.entry(skey.clone()).or_default().merge(&p.hist);
@@ -393,7 +438,7 @@ impl Aggregator {
             let cum = self.exported.cpus.entry(cpu).or_default();
             for &(slot, n, ns) in slots {
                 h.add(slot, n, ns);
-                cum.add(slot, n, ns);
+                cum.add(hist_slot_bounds(slot).0, n, ns);
             }
             for &(_, ecpu, wait) in &input.event_waits {
                 if ecpu == cpu {
@@ -437,7 +482,7 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use agent_common::hist_slot;
+    use agent_common::{hist_slot, proc_hist_slot};
 
     use super::*;
 
@@ -469,13 +514,16 @@ mod tests {
     }
 
     fn delta(cgroup_id: u64, tgid: u32, wait_ns: u64, count: u64) -> ProcDelta {
+        let mut classes = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
+        classes[PreemptorClass::OtherCgroup as usize] = ClassWaits {
+            waits: count,
+            wait_ns: wait_ns * count,
+        };
         ProcDelta {
             cgroup_id,
             tgid,
-            class: PreemptorClass::OtherCgroup,
-            slot: hist_slot(wait_ns),
-            count,
-            total_ns: wait_ns * count,
+            slots: vec![(proc_hist_slot(wait_ns), count)],
+            classes,
         }
     }
 
@@ -529,11 +577,65 @@ mod tests {
     }
 
     #[test]
+    fn per_process_layout_quantiles_are_within_its_precision() {
+        // The kernel's per-process slots are 1/8 of a power of two wide: the midpoint is at
+        // most 6.25 % from any value of its slot.
+        for seed in [3, 99] {
+            let mut values = samples(20_000, seed);
+            let mut h = WindowHistogram::default();
+            for &v in &values {
+                let (lo, hi) = proc_hist_slot_bounds(proc_hist_slot(v));
+                h.add_range(lo, hi, 1);
+                h.add_total(v);
+            }
+            values.sort_unstable();
+            assert_eq!(h.total_ns(), values.iter().sum::<u64>());
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let exact = exact_quantile(&values, q) as f64;
+                let got = h.quantile(q).unwrap() as f64;
+                let err = (got - exact).abs() / exact;
+                assert!(
+                    err < 0.0625,
+                    "seed {seed} q {q}: histogram says {got}, exact {exact} ({:.2} % off)",
+                    err * 100.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn overflow_entry_is_labelled_other() {
+        let mut agg = Aggregator::new(config());
+        let mut overflow = delta(OVERFLOW_CGROUP, OVERFLOW_TGID, 2_000_000, 7);
+        overflow.classes[PreemptorClass::Idle as usize] = ClassWaits {
+            waits: 1,
+            wait_ns: 1_000,
+        };
+        let input = WindowInput {
+            procs: vec![overflow, delta(5, 100, 1_000_000, 10)],
+            duration_ns: 5_000_000_000,
+            ..WindowInput::default()
+        };
+        let summary = agg.window(&input, &mut Table);
+        assert_eq!(summary.waits, 17, "every wait counted, overflow included");
+        let other = &agg.exported.series[&(OTHER.to_owned(), OTHER.to_owned())];
+        assert_eq!(other.hist.count, 7);
+        assert_eq!(other.hist.sum_ns, 14_001_000);
+        assert!(
+            agg.exported
+                .series
+                .contains_key(&("cg5.service".to_owned(), "p100".to_owned())),
+            "{:?}",
+            agg.exported.series.keys()
+        );
+    }
+
+    #[test]
     fn exported_buckets_are_powers_of_two_and_complete() {
         // Every slot below the last bound lands in the bucket whose bound is just above it.
         for slot in 0..HIST_SLOTS {
             let (lo, hi) = hist_slot_bounds(slot);
-            match export_bucket_of_slot(slot) {
+            match export_bucket_of(lo) {
                 Some(i) => {
                     let le = 1u64 << (EXPORT_MIN_EXP + i as u32);
                     assert!(hi <= le, "slot {slot} [{lo},{hi}) above bucket {le}");
@@ -545,9 +647,9 @@ mod tests {
             }
         }
         let mut c = CumulativeHistogram::default();
-        c.add(hist_slot(500), 1, 500);
-        c.add(hist_slot(1500), 2, 3000);
-        c.add(hist_slot(1 << 40), 1, 1 << 40);
+        c.add(hist_slot_bounds(hist_slot(500)).0, 1, 500);
+        c.add(hist_slot_bounds(hist_slot(1500)).0, 2, 3000);
+        c.add(hist_slot_bounds(hist_slot(1 << 40)).0, 1, 1 << 40);
         let cum = c.cumulative();
         assert_eq!(cum[0], 1, "500 ns < 1.024 us");
         assert_eq!(cum[1], 3, "1.5 us < 2.048 us");
@@ -648,7 +750,13 @@ mod tests {
         assert!((q[4] - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q[4]);
         let classes =
             agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
-        assert_eq!(classes, (20, 20_000_000));
+        assert_eq!(
+            classes,
+            ClassWaits {
+                waits: 20,
+                wait_ns: 20_000_000
+            }
+        );
     }
 
     #[test]

@@ -280,14 +280,19 @@ impl RqLayout {
 /// `task_struct` offsets for the daemon's programs (agent-ebpf/src/daemon.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DaemonLayout {
-    /// `sched_info.last_arrival`, from the start of `task_struct`.
-    pub last_arrival_offset: u32,
-    /// `sched_info.last_queued`, from the start of `task_struct`.
-    pub last_queued_offset: u32,
     pub flags_offset: u32,
     pub on_rq_offset: u32,
     pub group_leader_offset: u32,
-    /// `sched_info.pcount`, from the start of `task_struct`.
+    /// The kernel's own wait stamps; `None` without `CONFIG_SCHED_INFO`, when the daemon
+    /// falls back to stamping enqueues with the wakeup programs.
+    pub sched_info: Option<SchedInfoLayout>,
+}
+
+/// `task_struct.sched_info` fields, as offsets from the start of `task_struct`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedInfoLayout {
+    pub last_arrival_offset: u32,
+    pub last_queued_offset: u32,
     pub pcount_offset: u32,
 }
 
@@ -298,14 +303,21 @@ impl DaemonLayout {
                 .with_context(|| format!("{st} has no field {name} in BTF"))
         };
         let sched_info = field("task_struct", "sched_info")
-            .context("task_struct.sched_info is missing: the kernel lacks CONFIG_SCHED_INFO")?;
+            .context("task_struct.sched_info is missing: the kernel lacks CONFIG_SCHED_INFO")
+            .and_then(|base| {
+                Ok(SchedInfoLayout {
+                    last_arrival_offset: base + field("sched_info", "last_arrival")?,
+                    last_queued_offset: base + field("sched_info", "last_queued")?,
+                    pcount_offset: base + field("sched_info", "pcount")?,
+                })
+            })
+            .inspect_err(|e| log::debug!("sched_info layout: {e:#}"))
+            .ok();
         Ok(Self {
-            last_arrival_offset: sched_info + field("sched_info", "last_arrival")?,
-            last_queued_offset: sched_info + field("sched_info", "last_queued")?,
             flags_offset: field("task_struct", "flags")?,
             on_rq_offset: field("task_struct", "on_rq")?,
             group_leader_offset: field("task_struct", "group_leader")?,
-            pcount_offset: sched_info + field("sched_info", "pcount")?,
+            sched_info,
         })
     }
 }
@@ -434,7 +446,7 @@ mod tests {
                 comm_offset: 100,
                 state_offset: 0,
                 switch_has_prev_state: true,
-                // The synthetic task_struct has no sched_info: the daemon layout is absent.
+                // The synthetic task_struct has no flags/on_rq/group_leader: no daemon layout.
                 daemon: None,
                 rq: None,
             }
@@ -456,8 +468,9 @@ mod tests {
             return;
         };
         let layout = KernelLayout::from_btf(&btf).expect("task_struct layout");
-        let daemon = layout.daemon.expect("sched_info layout");
-        assert!(daemon.last_queued_offset == daemon.last_arrival_offset + 8);
+        let daemon = layout.daemon.expect("daemon layout");
+        let stamps = daemon.sched_info.expect("sched_info layout");
+        assert!(stamps.last_queued_offset == stamps.last_arrival_offset + 8);
         let rq = layout.rq.expect("run-queue layout");
         assert!(
             rq.rq_clock > rq.rq_cfs && rq.se_run_node < rq.se_cfs_rq,

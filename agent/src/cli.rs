@@ -101,6 +101,10 @@ pub enum Command {
         /// Where incident bundles go [default: /var/lib/schedlat/incidents].
         #[arg(long, value_name = "DIR")]
         incident_dir: Option<std::path::PathBuf>,
+        /// Stamp enqueues with the wakeup programs instead of the kernel's `sched_info` stamps
+        /// (the path for kernels without `CONFIG_SCHED_INFO`; for tests).
+        #[arg(long, hide = true)]
+        force_wakeup_probes: bool,
     },
     /// Sample what the CPUs run (kernel and user stacks) and write a flame graph (SVG).
     #[command(
@@ -134,7 +138,20 @@ pub enum Command {
         action: IncidentsAction,
     },
     /// Check that this machine can run schedlat: kernel features, load and attach, detach.
-    Check,
+    #[command(
+        long_about = "Check that this machine can run schedlat: probes the kernel features, \
+        then loads, attaches and detaches every program set for real (trace, daemon, the \
+        daemon's fallback for kernels without CONFIG_SCHED_INFO, CPU sampler) and says what \
+        works. A program the verifier refuses is reported with the verifier's deciding lines \
+        (--verbose: the whole log).\n\nExit status: 0 when everything the default \
+        configuration uses loads; 3 when some of it does not but `trace` or `run` can still \
+        run (e.g. no CPU sampler: incidents without flame graphs); 1 when neither can."
+    )]
+    Check {
+        /// Print the whole verifier log of a program that fails to load.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,8 +255,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             event_threshold,
             threshold,
             incident_dir,
+            force_wakeup_probes,
         } => {
             let options = daemon::RunOptions {
+                force_wakeup_probes,
                 config_path: config,
                 overrides: config::Overrides {
                     listen,
@@ -301,13 +320,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
-            let ok = check::run(&mut io::stdout().lock())?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Check { verbose } => Ok(match check::run(&mut io::stdout().lock(), verbose)? {
+            check::Verdict::AllLoaded => ExitCode::SUCCESS,
+            check::Verdict::Partial => ExitCode::from(3),
+            check::Verdict::Nothing => ExitCode::FAILURE,
+        }),
     }
 }

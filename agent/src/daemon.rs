@@ -16,15 +16,18 @@ use std::{
 };
 
 use agent_common::{
-    COUNTER_COUNT, Counter, HIST_SLOTS, PreemptorClass, ProcInfo, WaitBucket, WaitEvent,
-    split_wait_key,
+    COUNTER_COUNT, Counter, HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS,
+    ProcInfo, ProcWaits, SPARE_OVERFLOW, WaitBucket, WaitEvent,
 };
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use log::{debug, info, warn};
 
 use crate::{
-    aggregate::{Aggregator, AggregatorConfig, Exported, Names, ProcDelta, WindowInput},
+    aggregate::{
+        Aggregator, AggregatorConfig, ClassWaits, Exported, Names, OVERFLOW_CGROUP, ProcDelta,
+        WindowInput,
+    },
     capture::Capture,
     cgroups::CgroupResolver,
     config::{Config, Overrides},
@@ -41,6 +44,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     pub overrides: Overrides,
+    /// Use the wakeup programs' own stamps even where `sched_info` exists (tests the fallback).
+    pub force_wakeup_probes: bool,
 }
 
 /// What the HTTP thread reads.
@@ -103,6 +108,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         mode: Mode::Daemon,
         min_event_ns: Some(min_event_ns(&config)),
         proc_map_entries: config.kernel_map_entries,
+        force_own_stamps: options.force_wakeup_probes,
         sampler_hz: config
             .incidents
             .enabled
@@ -112,7 +118,12 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     let mut probes = match Probes::load(&probe_config) {
         Ok(probes) => probes,
         Err(e) if probe_config.sampler_hz.is_some() => {
-            warn!("CPU sampler unavailable ({e:#}); incidents will have no flame graphs");
+            warn!(
+                "CPU sampler unavailable ({}); incidents will have no flame graph or run-queue \
+                 snapshot, everything else runs (`schedlat check --verbose` shows the whole \
+                 verifier log)",
+                crate::check::short_error(&e)
+            );
             Probes::load(&ProbeConfig {
                 sampler_hz: None,
                 ..probe_config.clone()
@@ -141,9 +152,11 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         "/metrics" => {
             use prometheus::core::Collector as _;
             let families = {
-                let s = handler_shared
+                let mut s = handler_shared
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Live, not as of the last window: they move between windows.
+                s.stats.http = http::counters();
                 metrics::families(&s.exported, &s.stats)
             };
             Response {
@@ -493,26 +506,48 @@ fn program_stats(probes: &Probes) -> Option<Vec<ProgramStats>> {
 /// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
 #[derive(Default)]
 struct KernelReader {
-    procs: HashMap<u64, (u64, u64)>,
+    /// Each process's entry as last read (the kernel's values are cumulative).
+    procs: HashMap<u32, Box<ProcWaits>>,
+    /// The overflow entry as last read.
+    overflow: ProcWaits,
     /// Each process's cgroup as the kernel last recorded it.
     cgroup_of: HashMap<u32, u64>,
     cpus: Vec<Vec<(u64, u64)>>,
     entries: usize,
 }
 
+/// What the kernel added to a `ProcWaits` since `before`, or `None` when nothing.
+fn proc_delta(cgroup_id: u64, tgid: u32, now: &ProcWaits, before: &ProcWaits) -> Option<ProcDelta> {
+    let mut classes = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
+    for (i, class) in classes.iter_mut().enumerate() {
+        class.waits = now.class_count[i].wrapping_sub(before.class_count[i]);
+        class.wait_ns = now.class_total_ns[i].wrapping_sub(before.class_total_ns[i]);
+    }
+    let slots: Vec<(u32, u64)> = (0..PROC_HIST_SLOTS)
+        .filter_map(|slot| {
+            let i = slot as usize;
+            let n = now.slots[i].wrapping_sub(before.slots[i]);
+            (n > 0).then_some((slot, u64::from(n)))
+        })
+        .collect();
+    (!slots.is_empty()).then_some(ProcDelta {
+        cgroup_id,
+        tgid,
+        slots,
+        classes,
+    })
+}
+
+/// Per CPU (index = CPU number): (fine slot, waits, wait ns) since the last read.
+type CpuDeltas = Vec<Vec<(u32, u64, u64)>>;
+
 impl KernelReader {
-    #[expect(
-        clippy::type_complexity,
-        reason = "the two halves of one window's input"
-    )]
     fn read(
         &mut self,
         probes: &mut Probes,
         names: &mut ProcNames,
-    ) -> Result<(Vec<ProcDelta>, Vec<Vec<(u32, u64, u64)>>)> {
+    ) -> Result<(Vec<ProcDelta>, CpuDeltas)> {
         let mut procs = Vec::new();
-        let mut seen_tgids = HashSet::new();
-        let mut entries = 0;
         let info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
         for item in &info {
@@ -520,52 +555,55 @@ impl KernelReader {
             self.cgroup_of.insert(tgid, info.cgroup_id);
             names.kernel_comms.insert(tgid, comm_str(&info.comm));
         }
-        let map: PerCpuHashMap<_, u64, WaitBucket> =
-            PerCpuHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
+        let map: BpfHashMap<_, u32, ProcWaits> =
+            BpfHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
+        let mut seen_tgids = HashSet::new();
+        let zero = ProcWaits::default();
         for item in &map {
-            let (key, per_cpu) = item.context("reading PROC_WAITS")?;
-            entries += 1;
-            let (count, total) = per_cpu
-                .iter()
-                .fold((0u64, 0u64), |(c, t), b| (c + b.count, t + b.total_ns));
-            let prev = self.procs.insert(key, (count, total)).unwrap_or((0, 0));
-            let (tgid, slot, class) = split_wait_key(key);
+            let (tgid, now) = item.context("reading PROC_WAITS")?;
             seen_tgids.insert(tgid);
-            let dc = count.wrapping_sub(prev.0);
-            if dc == 0 {
-                continue;
-            }
-            let Some(class) = PreemptorClass::from_wire(class) else {
-                continue;
+            let before = self.procs.entry(tgid).or_insert_with(|| Box::new(zero));
+            // Where its last wait was counted (processes move between cgroups); the record
+            // made when its entry was created, should the entry not have been written since.
+            let cgroup_id = if now.cgroup_id != 0 {
+                now.cgroup_id
+            } else {
+                self.cgroup_of.get(&tgid).copied().unwrap_or(0)
             };
-            procs.push(ProcDelta {
-                // 0 (shown as `cgroup:0`) only if the kernel could not record it (map full).
-                cgroup_id: self.cgroup_of.get(&tgid).copied().unwrap_or(0),
-                tgid,
-                class,
-                slot,
-                count: dc,
-                total_ns: total.wrapping_sub(prev.1),
-            });
+            self.cgroup_of.insert(tgid, cgroup_id);
+            procs.extend(proc_delta(cgroup_id, tgid, &now, before));
+            **before = now;
         }
-        self.entries = entries;
+        self.entries = seen_tgids.len();
+        let spare: Array<_, ProcWaits> = Array::try_from(
+            probes
+                .map("PROC_WAITS_SPARE")
+                .context("map PROC_WAITS_SPARE")?,
+        )?;
+        let overflow = spare
+            .get(&SPARE_OVERFLOW, 0)
+            .context("reading the overflow entry")?;
+        procs.extend(proc_delta(
+            OVERFLOW_CGROUP,
+            OVERFLOW_TGID,
+            &overflow,
+            &self.overflow,
+        ));
+        self.overflow = overflow;
+
         let gone: HashSet<u32> = seen_tgids
             .iter()
             .copied()
             .filter(|&tgid| !procinfo::process_exists(tgid))
             .collect();
+        // Entries the kernel no longer has (deleted with their process) need no snapshot.
+        self.procs.retain(|tgid, _| seen_tgids.contains(tgid));
         if !gone.is_empty() {
-            let mut map: PerCpuHashMap<_, u64, WaitBucket> =
-                PerCpuHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
-            let stale: Vec<u64> = self
-                .procs
-                .keys()
-                .filter(|&&k| gone.contains(&split_wait_key(k).0))
-                .copied()
-                .collect();
-            for key in &stale {
-                let _ = map.remove(key);
-                self.procs.remove(key);
+            let mut map: BpfHashMap<_, u32, ProcWaits> =
+                BpfHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
+            for tgid in &gone {
+                let _ = map.remove(tgid);
+                self.procs.remove(tgid);
             }
             let mut info: BpfHashMap<_, u32, ProcInfo> =
                 BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
@@ -574,8 +612,7 @@ impl KernelReader {
                 self.cgroup_of.remove(tgid);
             }
             debug!(
-                "freed {} kernel entries of {} exited processes",
-                stale.len(),
+                "freed the kernel entries of {} exited processes",
                 gone.len()
             );
             // Their names are forgotten after this window is labelled (`ProcNames::forget`).
@@ -584,7 +621,7 @@ impl KernelReader {
 
         let cpu_map: PerCpuArray<_, WaitBucket> =
             PerCpuArray::try_from(probes.map("CPU_WAITS").context("map CPU_WAITS")?)?;
-        let mut cpus: Vec<Vec<(u32, u64, u64)>> = Vec::new();
+        let mut cpus: CpuDeltas = Vec::new();
         for slot in 0..HIST_SLOTS {
             let per_cpu = cpu_map.get(&slot, 0).context("reading CPU_WAITS")?;
             for (cpu, bucket) in per_cpu.iter().enumerate() {

@@ -36,6 +36,15 @@ pub const DAEMON_PROGRAMS: [(&str, &str); 2] = [
     ("sched_switch_daemon", "sched_switch"),
 ];
 
+/// The daemon's fallback set, for kernels without `CONFIG_SCHED_INFO` (or when forced): the
+/// wakeup programs stamp enqueues themselves and the daemon's switch program takes the stamps.
+pub const DAEMON_FALLBACK_PROGRAMS: [(&str, &str); 4] = [
+    ("sched_wakeup", "sched_wakeup"),
+    ("sched_wakeup_new", "sched_wakeup_new"),
+    ("sched_migrate_task", "sched_migrate_task"),
+    ("sched_switch_daemon", "sched_switch"),
+];
+
 /// Which program set to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -73,6 +82,9 @@ pub struct ProbeConfig {
     pub task_stats: bool,
     /// Force the tid-keyed hash instead of task storage (tests the pre-5.11 path).
     pub force_pid_hash: bool,
+    /// Daemon: stamp enqueues with the wakeup programs even where the kernel's `sched_info`
+    /// stamps exist (tests the fallback for kernels without `CONFIG_SCHED_INFO`).
+    pub force_own_stamps: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
     /// Daemon: capacity of the per-process aggregation map (entries).
@@ -89,6 +101,7 @@ impl Default for ProbeConfig {
             min_event_ns: None,
             task_stats: false,
             force_pid_hash: false,
+            force_own_stamps: false,
             ringbuf_bytes: 2 << 20,
             proc_map_entries: 16384,
             sampler_hz: None,
@@ -170,6 +183,8 @@ pub struct Probes {
     ebpf: Ebpf,
     pub features: Features,
     pub uses_task_storage: bool,
+    /// Daemon: enqueues are stamped by the wakeup programs (no `sched_info` stamps used).
+    pub own_stamps: bool,
 }
 
 impl Probes {
@@ -199,28 +214,45 @@ impl Probes {
         // Wake the reader when a quarter of the ring is pending; it polls on a timer otherwise.
         let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
 
-        if config.mode == Mode::Daemon && layout.daemon.is_none() {
-            bail!(
-                "kernel {} has no task_struct.sched_info in BTF (CONFIG_SCHED_INFO, selected by \
-                 TASK_DELAY_ACCT or SCHEDSTATS): the daemon's switch-only probes need it; \
-                 `schedlat trace` still works",
+        let daemon_layout = match (config.mode, layout.daemon) {
+            (Mode::Daemon, None) => bail!(
+                "kernel {}: task_struct.flags, on_rq or group_leader not found in BTF; the \
+                 daemon's programs cannot run (`schedlat trace` still works)",
+                features.kernel_release
+            ),
+            (_, daemon) => daemon,
+        };
+        let stamps = daemon_layout.and_then(|d| d.sched_info);
+        let own_stamps =
+            config.mode == Mode::Daemon && (config.force_own_stamps || stamps.is_none());
+        if config.mode == Mode::Daemon && stamps.is_none() {
+            warn!(
+                "kernel {} has no task_struct.sched_info (CONFIG_SCHED_INFO): the daemon stamps \
+                 enqueues with the wakeup programs instead (costs a program run per wakeup); \
+                 run-queue snapshots in incidents are off",
                 features.kernel_release
             );
         }
+        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
+        let stamp_off = |f: fn(&crate::btf::SchedInfoLayout) -> u32| stamps.as_ref().map_or(0, f);
         // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
-        let off = |f: fn(&crate::btf::DaemonLayout) -> u32| layout.daemon.as_ref().map_or(0, f);
-        let (off_arrival, off_queued, off_flags, off_on_rq, off_leader, off_pcount) = (
-            off(|d| d.last_arrival_offset),
-            off(|d| d.last_queued_offset),
+        let (off_arrival, off_queued, off_pcount) = (
+            stamp_off(|d| d.last_arrival_offset),
+            stamp_off(|d| d.last_queued_offset),
+            stamp_off(|d| d.pcount_offset),
+        );
+        let (off_flags, off_on_rq, off_leader) = (
             off(|d| d.flags_offset),
             off(|d| d.on_rq_offset),
             off(|d| d.group_leader_offset),
-            off(|d| d.pcount_offset),
         );
+        let daemon_own_stamps = u32::from(own_stamps);
 
         let rq = layout.rq;
         let rq_off = |f: fn(&crate::btf::RqLayout) -> u32| rq.as_ref().map_or(0, f);
-        let rq_walk = u32::from(rq.is_some() && layout.daemon.is_some());
+        // The walk tells how long queued tasks waited from their sched_info stamps, paired with
+        // ktime by the daemon's switch program when it reads those stamps.
+        let rq_walk = u32::from(rq.is_some() && stamps.is_some() && !own_stamps);
         let rq_offsets = [
             ("CFG_OFF_TASK_SE", rq_off(|r| r.task_se)),
             ("CFG_OFF_SE_CFS_RQ", rq_off(|r| r.se_cfs_rq)),
@@ -255,6 +287,7 @@ impl Probes {
             .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
             .override_global("CFG_OFF_PCOUNT", &off_pcount, true)
             .override_global("CFG_RQ_WALK", &rq_walk, true)
+            .override_global("CFG_DAEMON_OWN_STAMPS", &daemon_own_stamps, true)
             .map_max_entries("EVENTS", config.ringbuf_bytes);
         for (name, value) in &rq_offsets {
             loader.override_global(name, value, true);
@@ -262,6 +295,7 @@ impl Probes {
         // Maps a configuration does not use shrink to one entry instead of preallocating.
         let unused: &[&str] = match config.mode {
             Mode::Trace => &["PROC_WAITS", "PROC_INFO", "CPU_WAITS", "MIGRATED_TO"],
+            Mode::Daemon if own_stamps => &["TASK_STATS", "HIST", "FILTER_TGIDS", "FILTER_TIDS"],
             Mode::Daemon => &[
                 "TID_ENQUEUE",
                 "TASK_STATS",
@@ -330,6 +364,7 @@ impl Probes {
             ebpf,
             features: features.clone(),
             uses_task_storage,
+            own_stamps,
         };
         if config.mode == Mode::Daemon {
             probes.set_min_event_ns(min_event_ns)?;
@@ -338,6 +373,7 @@ impl Probes {
         let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
         let programs: &[(&str, &str)] = match config.mode {
             Mode::Trace => &TRACE_PROGRAMS,
+            Mode::Daemon if own_stamps => &DAEMON_FALLBACK_PROGRAMS,
             Mode::Daemon => &DAEMON_PROGRAMS,
             Mode::Sampler => &[],
         };
@@ -362,6 +398,7 @@ impl Probes {
             programs.iter().map(|p| p.1).collect::<Vec<_>>().join(", "),
             features.kernel_release,
             match (config.mode, uses_task_storage) {
+                (Mode::Daemon, _) if own_stamps => "own enqueue stamps (no sched_info)",
                 (Mode::Daemon, _) => "kernel sched_info stamps",
                 (Mode::Sampler, _) => "sampler only",
                 (Mode::Trace, true) => "task storage",

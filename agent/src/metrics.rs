@@ -50,6 +50,8 @@ pub struct SelfStats {
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
+    /// The HTTP server's connection counters.
+    pub http: crate::http::Counters,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -267,14 +269,14 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
 
     let mut waits = Vec::new();
     let mut wait_seconds = Vec::new();
-    for ((cg, class), (n, ns)) in &exported.classes {
+    for ((cg, class), c) in &exported.classes {
         waits.push(counter(
             &[("cgroup", cg), ("class", class.name())],
-            *n as f64,
+            c.waits as f64,
         ));
         wait_seconds.push(counter(
             &[("cgroup", cg), ("class", class.name())],
-            *ns as f64 * 1e-9,
+            c.wait_ns as f64 * 1e-9,
         ));
     }
     out.push(family(
@@ -476,6 +478,18 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         ],
     ));
     out.push(family(
+        "schedlat_http_connections_total",
+        "Connections to this endpoint: accepted; refused (closed on arrival, the connection cap \
+         was reached); timed_out (closed because headers did not arrive in time or the \
+         connection outlived its maximum lifetime).",
+        COUNTER,
+        vec![
+            counter(&[("result", "accepted")], stats.http.accepted as f64),
+            counter(&[("result", "refused")], stats.http.refused as f64),
+            counter(&[("result", "timed_out")], stats.http.timed_out as f64),
+        ],
+    ));
+    out.push(family(
         "schedlat_build_info",
         "schedlat's version and the kernel it runs on.",
         GAUGE,
@@ -506,10 +520,12 @@ pub fn encode(mut families: Vec<MetricFamily>, extra: Vec<MetricFamily>) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use agent_common::{PreemptorClass, hist_slot};
+    use agent_common::{PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot, proc_hist_slot};
 
     use super::*;
-    use crate::aggregate::{Aggregator, AggregatorConfig, Names, ProcDelta, WindowInput};
+    use crate::aggregate::{
+        Aggregator, AggregatorConfig, ClassWaits, Names, ProcDelta, WindowInput,
+    };
 
     struct N;
     impl Names for N {
@@ -538,10 +554,15 @@ mod tests {
                 procs: vec![ProcDelta {
                     cgroup_id: 9,
                     tgid: 42,
-                    class: PreemptorClass::SameCgroup,
-                    slot: hist_slot(3_000_000),
-                    count: 4,
-                    total_ns: 12_000_000,
+                    slots: vec![(proc_hist_slot(3_000_000), 4)],
+                    classes: {
+                        let mut c = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
+                        c[PreemptorClass::SameCgroup as usize] = ClassWaits {
+                            waits: 4,
+                            wait_ns: 12_000_000,
+                        };
+                        c
+                    },
                 }],
                 cpus: vec![vec![(hist_slot(3_000_000), 4, 12_000_000)]],
                 event_waits: vec![],

@@ -89,8 +89,20 @@ fn kernel_map_tgids() -> Vec<u64> {
     dump.as_array()
         .expect("array")
         .iter()
-        // Keys are `agent_common::wait_key`: the tgid is in the upper 32 bits.
-        .filter_map(|e| e["formatted"]["key"].as_u64().map(|key| key >> 32))
+        // One entry per process, keyed by tgid (a little-endian u32; bpftool formats it by
+        // BTF when the map carries key BTF, else prints the bytes).
+        .filter_map(|e| {
+            e["formatted"]["key"].as_u64().or_else(|| {
+                let bytes: Vec<u8> = e["key"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|b| {
+                        u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok()
+                    })
+                    .collect();
+                Some(u64::from(u32::from_le_bytes(bytes.try_into().ok()?)))
+            })
+        })
         .collect()
 }
 
@@ -99,7 +111,28 @@ const WORKLOAD_COMM: &str = "schedlat-worklo";
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn daemon_attributes_a_contended_process_and_agrees_with_run_delay() {
-    let agent = Agent::start(&["--window", "1s"]);
+    contended_process_agrees_with_run_delay(&[]);
+}
+
+/// The fallback for kernels without `CONFIG_SCHED_INFO` (the wakeup programs stamp enqueues),
+/// forced on a kernel that has it: the same accuracy and attribution.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn daemon_fallback_without_sched_info_stamps_agrees_with_run_delay() {
+    contended_process_agrees_with_run_delay(&["--force-wakeup-probes"]);
+}
+
+fn contended_process_agrees_with_run_delay(extra: &[&str]) {
+    let mut args = vec!["--window", "1s"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    if !extra.is_empty() {
+        let stderr = agent.stderr();
+        assert!(
+            stderr.contains("own enqueue stamps"),
+            "{extra:?} should attach the fallback programs; stderr:\n{stderr}"
+        );
+    }
     let cgroup = Cgroup::create("schedlat-test-contended");
     // 300 x (2 ms busy + 1 ms asleep) next to a hog on CPU 0: about a second of contention.
     let mut workload = Workload::start(300, 2000, 1000);
@@ -115,9 +148,12 @@ fn daemon_attributes_a_contended_process_and_agrees_with_run_delay() {
         "CPU 0 run-queue length should show the sleeper queued behind the hog; got {queue}"
     );
     let pid = u64::from(workload.pid());
+    let tgids = kernel_map_tgids();
     assert!(
-        kernel_map_tgids().contains(&pid),
-        "the kernel map should hold the running workload's entries"
+        tgids.contains(&pid),
+        "the kernel map should hold the running workload's entry ({pid}); it has {} entries: \
+         {tgids:?}",
+        tgids.len()
     );
 
     let result = workload.result();
@@ -163,7 +199,13 @@ fn daemon_attributes_a_contended_process_and_agrees_with_run_delay() {
     );
     assert!(
         same >= 0.8 * all && all >= count,
-        "expected >= 80 % of the workload's waits behind its own cgroup: same_cgroup {same} of {all}"
+        "expected >= 80 % of the workload's waits behind its own cgroup: same_cgroup {same} of \
+         {all}; by class: {:?}",
+        m.iter()
+            .filter(|(name, labels, _)| name == "schedlat_preemptions_total"
+                && labels.get("cgroup") == Some(&cgroup.label))
+            .map(|(_, labels, v)| (labels.get("class").cloned(), *v))
+            .collect::<Vec<_>>()
     );
     let info = sum(
         &m,
