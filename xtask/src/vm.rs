@@ -30,6 +30,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "check",
     "check-trace-programs",
     "check-daemon-programs",
+    "check-daemon-fallback",
     "check-cpu-sampler",
     "trace-exit",
     "trace-accuracy",
@@ -573,18 +574,7 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<BootOutcome> {
         match rx.recv_timeout(deadline - now) {
             Ok(line) => {
                 writeln!(log_file, "{line}").context("writing the console log")?;
-                if line.contains("VMTEST-BOOTED") {
-                    outcome.boot = Some(started.elapsed());
-                    eprintln!("xtask:   [{:5.1}s] {line}", started.elapsed().as_secs_f64());
-                } else if let Some(report) = parse_report(&line) {
-                    eprintln!("xtask:   [{:5.1}s] {line}", started.elapsed().as_secs_f64());
-                    outcome.reports.push(report);
-                } else if line.starts_with("  ") && !outcome.reports.is_empty()
-                    || line.starts_with("  check|")
-                {
-                    // The guest's diagnostics after a report.
-                    eprintln!("xtask:           {line}");
-                }
+                take_line(&line, started.elapsed(), &mut outcome);
             }
             // Both streams closed: qemu is exiting.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -597,6 +587,23 @@ fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> Result<BootOutcome> {
         eprintln!("xtask: {}: qemu exited with {status}", kernel.release);
     }
     Ok(outcome)
+}
+
+/// Records and echoes what one console line says: the boot marker, a report, or the guest's
+/// diagnostics (indented lines).
+fn take_line(line: &str, elapsed: Duration, outcome: &mut BootOutcome) {
+    let at = elapsed.as_secs_f64();
+    if let Some(marker) = line.find("VMTEST-BOOTED") {
+        outcome.boot = Some(elapsed);
+        // The firmware's screen-clearing escapes may precede it on the line.
+        eprintln!("xtask:   [{at:5.1}s] {}", &line[marker..]);
+    } else if let Some(report) = parse_report(line) {
+        eprintln!("xtask:   [{at:5.1}s] {line}");
+        outcome.reports.push(report);
+    } else if line.starts_with("  check|") || line.starts_with("  ") && !outcome.reports.is_empty()
+    {
+        eprintln!("xtask:           {line}");
+    }
 }
 
 #[cfg(test)]

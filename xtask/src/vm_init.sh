@@ -79,11 +79,11 @@ links_before=$(bpf_links)
 # --- schedlat check: every program set loads ---------------------------------------------------
 schedlat check > /tmp/check.out 2>&1
 rc=$?
-grep -E '^(kernel release|sched_info|trace programs|daemon programs|CPU sampler|result)' /tmp/check.out |
+grep -E '^(kernel release|sched_info|trace programs|daemon programs|daemon fallback|CPU sampler|result)' /tmp/check.out |
     cut -c1-200 | sed 's/^/  check| /'
 if [ "$rc" = 0 ]; then report check PASS "exit 0"; else report check FAIL "exit $rc"; fi
 for set in "trace programs:check-trace-programs" "daemon programs:check-daemon-programs" \
-    "CPU sampler:check-cpu-sampler"; do
+    "daemon fallback:check-daemon-fallback" "CPU sampler:check-cpu-sampler"; do
     label=${set%%:*}
     name=${set#*:}
     line=$(grep "^$label " /tmp/check.out | head -n 1 | cut -c1-160)
