@@ -107,11 +107,13 @@ trace_detail="workload never ready"
 if wait_for /tmp/workload.out ready 30; then
     schedlat trace --pid "$workload" --threshold 2ms --format json > /tmp/trace.json 2> /tmp/trace.err &
     tracer=$!
+    # The kernel's totals are read while the workload is quiet (main thread blocked on stdin,
+    # hog alone on CPU 0): run_delay grows when a wait ends, so a wait in progress at a reading
+    # would count on one side only. Hence after attaching, and after the trace has stopped.
     if wait_for /tmp/trace.err "Tracing run-queue waits" 90; then
         before=$(run_delay_sum "$workload")
         echo go >&3
         if wait_for /tmp/workload.out run_delay_ns 120; then
-            after=$(run_delay_sum "$workload")
             trace_detail=""
         else
             trace_detail="workload never finished"
@@ -122,6 +124,7 @@ if wait_for /tmp/workload.out ready 30; then
     kill -INT "$tracer"
     wait "$tracer"
     trace_rc=$?
+    after=$(run_delay_sum "$workload")
     if [ "$trace_rc" = 0 ]; then
         report trace-exit PASS "exit 0 on SIGINT"
     else
