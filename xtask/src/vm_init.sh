@@ -148,15 +148,17 @@ if [ -z "$trace_detail" ]; then
         sed -n "s/.*\"tid\": *$sleeper_tid,[^}]*\"total_wait_ns\": *\([0-9]*\).*/\1/p")
     process_kernel=$((after - before))
     # Limits: on the host the sleeper agrees within 2 %. Under TCG the scheduler's path from
-    # the rq clock update to the sched_switch tracepoint is some 50x slower, which adds about
-    # 100 us to each traced wait: a few % of the sleeper's short (2-3 ms) waits, less of the
-    # process total, whose hog waits are longer.
+    # the rq clock update to the sched_switch tracepoint is some 50x slower, and a loaded host
+    # stalls the vCPUs at random points of it: that adds up to ~150 us to a traced wait, a few %
+    # of the sleeper's short (2-3 ms) waits, less of the process total, whose hog waits are
+    # longer. Measured on a 2-core host busy with other tests: process up to 2.9 %, sleeper up
+    # to 5.7 %; unloaded, both mostly below 1.5 %. A lost class of waits is 10 % or more.
     verdict=$(awk -v pt="${process_traced:-0}" -v pk="$process_kernel" \
         -v st="${sleeper_traced:-0}" -v sk="${sleeper_kernel:-0}" 'BEGIN {
         pe = pk > 0 ? (pt - pk) / pk * 100 : 100; if (pe < 0) pe = -pe
         se = sk > 0 ? (st - sk) / sk * 100 : 100; if (se < 0) se = -se
-        ok = pk > 20000000 && sk > 20000000 && pe < 3 && se < 6
-        printf "%s process traced=%dns kernel=%dns (%.2f%%, limit 3%%); sleeper traced=%dns kernel=%dns (%.2f%%, limit 6%%)",
+        ok = pk > 20000000 && sk > 20000000 && pe < 5 && se < 8
+        printf "%s process traced=%dns kernel=%dns (%.2f%%, limit 5%%); sleeper traced=%dns kernel=%dns (%.2f%%, limit 8%%)",
             ok ? "PASS" : "FAIL", pt, pk, pe, st, sk, se }')
     report trace-accuracy "${verdict%% *}" "${verdict#* }"
     case "$verdict" in FAIL*) show_tail /tmp/trace.json 3 ;; esac
