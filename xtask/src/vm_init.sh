@@ -151,8 +151,8 @@ if [ -z "$trace_detail" ]; then
     # the rq clock update to the sched_switch tracepoint is some 50x slower, and a loaded host
     # stalls the vCPUs at random points of it: that adds up to ~150 us to a traced wait, a few %
     # of the sleeper's short (2-3 ms) waits, less of the process total, whose hog waits are
-    # longer. Measured in 16 guest runs on a 2-core host, busy with other tests during some:
-    # process 0.1-2.9 %, sleeper 0.3-5.7 %. A lost class of waits is 10 % or more.
+    # longer. Measured in 12 guest runs (6 per kernel) on a 2-core host, busy with other tests
+    # during some: process 0.1-2.9 %, sleeper 0.3-5.7 %. A lost class of waits is 10 % or more.
     verdict=$(awk -v pt="${process_traced:-0}" -v pk="$process_kernel" \
         -v st="${sleeper_traced:-0}" -v sk="${sleeper_kernel:-0}" 'BEGIN {
         pe = pk > 0 ? (pt - pk) / pk * 100 : 100; if (pe < 0) pe = -pe
