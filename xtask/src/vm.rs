@@ -229,7 +229,12 @@ fn fetch_kernel(vm_dir: &Path, package: &str) -> Result<Kernel> {
     let deb = if let Some(deb) = find_deb()? {
         deb
     } else {
-        run(Command::new("apt-get")
+        let mut download = Command::new("apt-get");
+        if is_root() {
+            // apt's download sandbox user cannot write to target/ (a harmless warning otherwise).
+            download.args(["-o", "APT::Sandbox::User=root"]);
+        }
+        run(download
             .args(["download", "-qq", package])
             .current_dir(&debs))
         .with_context(|| format!("downloading {package}"))?;
