@@ -7,7 +7,9 @@
 //! - keeps cumulative Prometheus histograms per (cgroup, process) series, bounded: the `top_k`
 //!   processes with the most total wait this window keep their own series, the rest of each
 //!   cgroup folds into `process="other"`, and beyond `max_cgroups` cgroups into
-//!   `cgroup="other"`; series idle for `series_ttl` are dropped;
+//!   `cgroup="other"`; series idle for `series_ttl` are dropped, and at any moment at most
+//!   `top_k` named-process series and `max_cgroups` cgroup labels are exposed (older first
+//!   out), so the histogram has at most `top_k + max_cgroups + 1` series;
 //! - computes this window's p50/p90/p99/p99.9/max per series, cgroup, CPU and node from the
 //!   fine log-linear histogram (error at most half a slot, 1.6 %);
 //! - derives each CPU's mean run-queue length by Little's law (total wait / window length).
@@ -276,6 +278,9 @@ pub struct Exported {
     pub cgroup_paths: BTreeMap<String, String>,
     pub window: WindowGauges,
     pub windows: u64,
+    /// Every wait the kernel counted per process since the start (all processes, before any
+    /// folding or filtering, the overflow entry included).
+    pub process_waits: u64,
 }
 
 /// One process's window: its histogram and waits per preemptor class.
@@ -325,6 +330,7 @@ impl Aggregator {
 
         let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
         for d in &input.procs {
+            self.exported.process_waits += d.slots.iter().map(|&(_, n)| n).sum::<u64>();
             let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
             for &(slot, n) in &d.slots {
                 let (lo, hi) = proc_hist_slot_bounds(slot);
@@ -461,6 +467,7 @@ impl Aggregator {
         self.exported
             .series
             .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
+        self.bound_series(&cfg);
         let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.0).collect();
         self.exported.classes.retain(|(cg, _), _| live.contains(cg));
         self.exported
@@ -477,6 +484,57 @@ impl Aggregator {
         };
         self.exported.window = window;
         summary
+    }
+}
+
+impl Aggregator {
+    /// Caps what is exposed at any moment, whatever the TTL keeps: at most `max_cgroups`
+    /// cgroup labels besides `other`, and at most `top_k` series of named processes, so
+    /// `schedlat_runqueue_latency_seconds` has at most `top_k + max_cgroups + 1` series (each
+    /// cgroup label has at most one `process="other"` series). The window just aggregated
+    /// always fits (it was folded to those limits); older series go first, least wait first.
+    fn bound_series(&mut self, cfg: &AggregatorConfig) {
+        // Per cgroup label: (last window it was updated, cumulative wait).
+        let mut cgroups: HashMap<&str, (u64, u64)> = HashMap::new();
+        for ((cg, _), series) in &self.exported.series {
+            if cg != OTHER {
+                let e = cgroups.entry(cg.as_str()).or_default();
+                e.0 = e.0.max(series.last_window);
+                e.1 += series.hist.sum_ns;
+            }
+        }
+        if cgroups.len() > cfg.max_cgroups {
+            let mut ranked: Vec<(&str, (u64, u64))> = cgroups.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let evicted: HashSet<String> = ranked[cfg.max_cgroups..]
+                .iter()
+                .map(|(cg, _)| (*cg).to_owned())
+                .collect();
+            self.exported
+                .series
+                .retain(|(cg, _), _| !evicted.contains(cg));
+        }
+        let named = self
+            .exported
+            .series
+            .keys()
+            .filter(|(_, process)| process != OTHER)
+            .count();
+        if named > cfg.top_k {
+            let mut ranked: Vec<(&SeriesKey, (u64, u64))> = self
+                .exported
+                .series
+                .iter()
+                .filter(|((_, process), _)| process != OTHER)
+                .map(|(key, s)| (key, (s.last_window, s.hist.sum_ns)))
+                .collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let evicted: HashSet<SeriesKey> = ranked[cfg.top_k..]
+                .iter()
+                .map(|(key, _)| (*key).clone())
+                .collect();
+            self.exported.series.retain(|key, _| !evicted.contains(key));
+        }
     }
 }
 
@@ -628,6 +686,51 @@ mod tests {
             "{:?}",
             agg.exported.series.keys()
         );
+    }
+
+    #[test]
+    fn churn_never_exposes_more_than_the_bound() {
+        let cfg = AggregatorConfig {
+            top_k: 4,
+            max_cgroups: 3,
+            series_ttl_windows: 24,
+            kernel_threads: true,
+            cgroup_names: true,
+        };
+        let mut agg = Aggregator::new(cfg.clone());
+        let mut tgid = 1000;
+        for window in 0..50u64 {
+            // Every window: 30 new processes spread over 10 new cgroups.
+            let procs = (0..30)
+                .map(|i| {
+                    tgid += 1;
+                    delta(100 + window * 10 + i % 10, tgid, 1_000_000 + i, 3)
+                })
+                .collect();
+            let input = WindowInput {
+                procs,
+                duration_ns: 1_000_000_000,
+                ..WindowInput::default()
+            };
+            agg.window(&input, &mut Table);
+            let series = agg.exported.series.len();
+            let named = agg.exported.series.keys().filter(|k| k.1 != OTHER).count();
+            let cgroups: HashSet<&String> = agg.exported.series.keys().map(|k| &k.0).collect();
+            assert!(named <= cfg.top_k, "window {window}: {named} named series");
+            assert!(
+                cgroups.len() <= cfg.max_cgroups + 1,
+                "window {window}: {} cgroup labels",
+                cgroups.len()
+            );
+            assert!(
+                series <= cfg.top_k + cfg.max_cgroups + 1,
+                "window {window}: {series} series"
+            );
+            assert!(agg.exported.classes.len() <= (cfg.max_cgroups + 1) * PREEMPTOR_CLASS_COUNT);
+            assert!(agg.exported.cgroup_paths.len() <= cfg.max_cgroups);
+            // The window just aggregated keeps its own named series.
+            assert_eq!(named, cfg.top_k, "window {window}");
+        }
     }
 
     #[test]

@@ -49,8 +49,9 @@ struct Pending {
     cpu: Option<u32>,
     preemptor: Option<TaskRef>,
     snapshot: Snapshot,
-    victim_status: Option<String>,
-    victim_sched: Option<String>,
+    /// The victim's /proc files as the kernel wrote them (the name in them need not be UTF-8).
+    victim_status: Option<Vec<u8>>,
+    victim_sched: Option<Vec<u8>>,
     window: serde_json::Value,
 }
 
@@ -271,11 +272,7 @@ impl Capture {
         let task_file = |name: &str| {
             (victim.tid != 0)
                 .then(|| {
-                    std::fs::read_to_string(format!(
-                        "/proc/{}/task/{}/{name}",
-                        victim.tgid, victim.tid
-                    ))
-                    .ok()
+                    std::fs::read(format!("/proc/{}/task/{}/{name}", victim.tgid, victim.tid)).ok()
                 })
                 .flatten()
         };
@@ -390,10 +387,10 @@ impl Capture {
             ("runqueue.txt", runqueue_txt.into_bytes()),
         ];
         if let Some(s) = &p.victim_status {
-            files.push(("victim-status.txt", s.clone().into_bytes()));
+            files.push(("victim-status.txt", s.clone()));
         }
         if let Some(s) = &p.victim_sched {
-            files.push(("victim-sched.txt", s.clone().into_bytes()));
+            files.push(("victim-sched.txt", s.clone()));
         }
         let mut names: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
         names.push("metadata.json".to_owned());

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -142,9 +142,11 @@ pub struct CgroupResolver {
 impl CgroupResolver {
     #[must_use]
     pub fn new() -> Self {
-        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        // Bytes: any mount point on the machine may have a name that is not UTF-8, and that
+        // must not hide the cgroup2 mount.
+        let mount = std::fs::read("/proc/self/mountinfo")
             .ok()
-            .and_then(|m| cgroup2_mount(&m));
+            .and_then(|m| cgroup2_mount(&String::from_utf8_lossy(&m)));
         if mount.is_none() {
             log::warn!("no cgroup2 file system mounted: cgroups are shown by id");
         }
@@ -222,11 +224,16 @@ impl Default for CgroupResolver {
     }
 }
 
+/// The path of `dir` under the mount, escaped like process names (`names::escape_bytes`): a
+/// cgroup's directory name is bytes too, and it becomes a label value.
 fn relative(mount: &Path, dir: &Path) -> String {
     match dir.strip_prefix(mount) {
         Ok(rel) if rel.as_os_str().is_empty() => ROOT.to_owned(),
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => dir.display().to_string(),
+        Ok(rel) => format!(
+            "/{}",
+            crate::names::escape_bytes(rel.as_os_str().as_bytes())
+        ),
+        Err(_) => crate::names::escape_bytes(dir.as_os_str().as_bytes()),
     }
 }
 
@@ -296,6 +303,14 @@ mod tests {
         assert_eq!(r.path(ino), "/a/b");
         assert_eq!(r.path(root_ino), "/");
         assert_eq!(r.path(u64::MAX), format!("cgroup:{}", u64::MAX));
+        // A directory name is bytes: escaped like a process name.
+        let odd = dir
+            .join("a")
+            .join(std::ffi::OsStr::from_bytes(b"x\xff\x1b[1m"));
+        std::fs::create_dir(&odd).unwrap();
+        let odd_ino = std::fs::metadata(&odd).unwrap().ino();
+        r.min_rescan = Duration::ZERO;
+        assert_eq!(r.path(odd_ino), "/a/x\\xff\\x1b[1m");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,8 +5,12 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::loader::{
-    DAEMON_FALLBACK_PROGRAMS, DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes, TRACE_PROGRAMS,
+use crate::{
+    loader::{
+        DAEMON_FALLBACK_PROGRAMS, DAEMON_PROGRAMS, Features, Mode, ProbeConfig, Probes,
+        TRACE_PROGRAMS,
+    },
+    names,
 };
 
 fn mark(ok: bool) -> &'static str {
@@ -38,10 +42,11 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
                 loaded.push(set.label);
             }
             Err(e) => {
+                // Text from the system goes to a terminal: control characters escaped.
                 let why = if verbose {
-                    format!("{e:#}")
+                    names::escape_lines(format!("{e:#}").as_bytes())
                 } else {
-                    short_error(&e)
+                    names::escape(&short_error(&e)).into_owned()
                 };
                 writeln!(out, "{:<22}NO: {why}", set.label)?;
                 if set.default {
@@ -82,7 +87,11 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
 
 /// Prints what the kernel offers; whether it has the `sched_info` stamps.
 fn print_features(out: &mut dyn Write, features: &Features) -> Result<bool> {
-    writeln!(out, "kernel release        {}", features.kernel_release)?;
+    writeln!(
+        out,
+        "kernel release        {}",
+        names::escape(&features.kernel_release)
+    )?;
     writeln!(out, "BTF (vmlinux)         {}", mark(features.btf))?;
     writeln!(out, "tp_btf programs       {}", mark(features.tp_btf))?;
     writeln!(

@@ -56,7 +56,7 @@ pub enum Command {
         #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
         threshold: Duration,
         /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
-        #[arg(long, value_parser = units::parse_duration)]
+        #[arg(long, value_parser = units::parse_positive_duration)]
         duration: Option<Duration>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
@@ -120,7 +120,7 @@ pub enum Command {
         #[arg(long = "pid", value_name = "PID")]
         pids: Vec<u32>,
         /// How long to sample.
-        #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = units::parse_positive_duration)]
         duration: Duration,
         /// SVG output file.
         #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
@@ -173,6 +173,38 @@ pub enum IncidentsAction {
         #[arg(long, value_enum, default_value = "text")]
         format: trace::OutputFormat,
     },
+}
+
+/// Options whose value is a duration.
+const DURATION_OPTIONS: [&str; 4] = ["--duration", "--threshold", "--window", "--event-threshold"];
+
+/// The command line as clap should see it: `--duration -5s` becomes `--duration=-5s`, so the
+/// duration parser says that negative durations are not allowed (clap would take `-5s` for an
+/// unknown flag `-5`). Only a value that starts like a number is joined: `--duration --pid 1`
+/// still gets clap's "a value is required".
+#[must_use]
+pub fn args_with_negative_durations_joined(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let takes_duration = arg.to_str().is_some_and(|a| DURATION_OPTIONS.contains(&a));
+        let negative_next = args.peek().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.strip_prefix('-')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+        });
+        match args.next_if(|_| takes_duration && negative_next) {
+            Some(value) => {
+                let mut joined = arg;
+                joined.push("=");
+                joined.push(value);
+                out.push(joined);
+            }
+            None => out.push(arg),
+        }
+    }
+    out
 }
 
 /// Runs the CLI and maps errors to exit codes: 2 for bad input, 1 for everything else.
@@ -325,5 +357,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             check::Verdict::Partial => ExitCode::from(3),
             check::Verdict::Nothing => ExitCode::FAILURE,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(args_with_negative_durations_joined(
+            args.iter().map(std::ffi::OsString::from),
+        ))
+    }
+
+    #[test]
+    fn duration_errors_say_what_is_wrong() {
+        let err = parse(&["schedlat", "trace", "--pid", "1", "--duration", "-5s"])
+            .expect_err("negative")
+            .to_string();
+        assert!(err.contains("negative durations are not allowed"), "{err}");
+        let err = parse(&["schedlat", "trace", "--pid", "1", "--duration", "0"])
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("must be greater than 0"), "{err}");
+        let err = parse(&["schedlat", "flamegraph", "--duration=0s"])
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("must be greater than 0"), "{err}");
+        let err = parse(&["schedlat", "trace", "--duration", "--pid", "1"])
+            .expect_err("missing value")
+            .to_string();
+        assert!(err.contains("a value is required"), "{err}");
+        assert!(
+            parse(&["schedlat", "trace", "--pid", "1", "--threshold", "0"]).is_ok(),
+            "a 0 threshold prints every wait"
+        );
+        assert!(parse(&["schedlat", "trace", "--pid", "1", "--duration", "2s"]).is_ok());
     }
 }

@@ -25,11 +25,11 @@ pub fn decode_as<T: aya::Pod>(bytes: &[u8]) -> Result<T> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
-/// `task_struct::comm` up to its NUL, lossily as UTF-8.
+/// `task_struct::comm` up to its NUL, escaped (`names::escape_bytes`: a name is bytes).
 #[must_use]
 pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    crate::names::escape_bytes(&comm[..end])
 }
 
 /// The stable JSON form of an event (documented in the README; add fields, never rename).
@@ -206,6 +206,24 @@ mod tests {
         assert_eq!(human_ns(4_560_000), "4.56ms");
         assert_eq!(human_ns(1_200_000_000), "1.20s");
         assert_eq!(utc_time_of_day(3_723_004_000_000), "01:02:03.004");
+    }
+
+    #[test]
+    fn names_that_are_not_text_are_escaped_in_text_and_json() {
+        let mut event = sample();
+        event.comm = [0; TASK_COMM_LEN];
+        event.comm[..9].copy_from_slice(b"bad\xff\x1b[31m");
+        event.preemptor_comm = [0; TASK_COMM_LEN];
+        event.preemptor_comm[..6].copy_from_slice(b"two\nli");
+        let line = text_line(&event, 0);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains(" bad\\xff\\x1b[31m "), "{line}");
+        assert!(line.contains("43/two\\x0ali"), "{line}");
+        let json = serde_json::to_string(&EventJson::from(&event)).expect("serialise");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("parse");
+        assert_eq!(value["comm"], "bad\\xff\\x1b[31m");
+        assert_eq!(value["preemptor_comm"], "two\\x0ali");
+        assert!(!json.contains('\u{1b}'), "{json}");
     }
 
     #[test]

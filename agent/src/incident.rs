@@ -13,10 +13,12 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs,
+    ffi::CString,
+    fs, io,
     io::Write as _,
-    os::unix::fs::{
-        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    os::unix::{
+        ffi::OsStrExt as _,
+        fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     },
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -24,6 +26,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::UsageError;
 
 /// Why an incident was captured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +189,9 @@ impl Store {
                     .create(dir)
                     .with_context(|| format!("creating incident directory {}", dir.display()))?;
             }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(permission_denied(dir));
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("checking {}", dir.display()));
             }
@@ -280,8 +287,13 @@ pub fn retain_newest(bundles: &[(String, u64)], max_count: usize, max_bytes: u64
 /// Complete bundles in `dir`, oldest first (ids sort by time).
 pub fn list_bundles(dir: &Path) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
-    let entries = fs::read_dir(dir)
-        .with_context(|| format!("reading incident directory {}", dir.display()))?;
+    let entries = fs::read_dir(dir).map_err(|e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            permission_denied(dir)
+        } else {
+            anyhow::Error::new(e).context(format!("reading incident directory {}", dir.display()))
+        }
+    })?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -300,14 +312,77 @@ pub fn list_bundles(dir: &Path) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
-/// Reads a bundle's metadata.
+/// Reads a bundle's metadata. An id that names no bundle is a [`UsageError`]; a bundle this user
+/// may not read is not (the error says which directory is in the way).
 pub fn read_metadata(dir: &Path, id: &str) -> Result<Metadata> {
+    let no_such = || {
+        UsageError(format!(
+            "no such incident: {id} in {} (`schedlat incidents list` shows the ids)",
+            dir.display()
+        ))
+    };
     if id.contains('/') || id.starts_with('.') {
-        bail!("no such incident: {id}");
+        return Err(no_such().into());
     }
     let path = dir.join(id).join("metadata.json");
-    let text = fs::read_to_string(&path).with_context(|| format!("no such incident: {id}"))?;
-    serde_json::from_str(&text).with_context(|| format!("malformed {}", path.display()))
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_such().into()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(permission_denied(&path));
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_slice(&bytes).with_context(|| format!("malformed {}", path.display()))
+}
+
+/// The error for an incident path this user may not read, naming the directory in the way,
+/// its owner and mode, and what would be allowed to read it.
+#[must_use]
+pub fn permission_denied(path: &Path) -> anyhow::Error {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let what = match blocking_path(path) {
+        Some((blocker, meta, verb)) => format!(
+            "uid {euid} may not {verb} {} (owner uid {}, mode {:04o})",
+            blocker.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ),
+        None => format!("uid {euid} may not read it"),
+    };
+    anyhow::anyhow!(
+        "permission denied reading {}: {what}. Incident bundles are private to the user the \
+         agent runs as: run this command as root (e.g. with sudo), as that user, or with \
+         CAP_DAC_READ_SEARCH",
+        path.display()
+    )
+}
+
+/// The first path on the way to `path` (itself included) that this user can find but may not
+/// enter (a directory on the way), list (`path`, a directory) or read (`path`, a file), with
+/// its metadata and what may not be done.
+fn blocking_path(path: &Path) -> Option<(PathBuf, fs::Metadata, &'static str)> {
+    let mut ancestors: Vec<&Path> = path.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|step| {
+        let meta = fs::metadata(step).ok()?;
+        let (wanted, verb) = match (step == path, meta.is_dir()) {
+            (false, _) => (libc::X_OK, "enter"),
+            (true, true) => (libc::R_OK | libc::X_OK, "list"),
+            (true, false) => (libc::R_OK, "read"),
+        };
+        (!accessible(step, wanted)).then(|| (step.to_path_buf(), meta, verb))
+    })
+}
+
+/// `faccessat(2)` with the effective ids, as opening the path would be checked.
+fn accessible(path: &Path, mode: i32) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; faccessat only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) == 0 }
 }
 
 /// An incident id: UTC time to the millisecond, reason and victim, sortable by time.

@@ -18,6 +18,7 @@ pub mod incident;
 pub mod incidents_cli;
 pub mod loader;
 pub mod metrics;
+pub mod names;
 pub mod privileges;
 pub mod procinfo;
 pub mod recorder;

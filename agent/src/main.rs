@@ -1,5 +1,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    schedlat::cli::main_with(schedlat::cli::Cli::parse())
+    schedlat::cli::main_with(schedlat::cli::Cli::parse_from(
+        schedlat::cli::args_with_negative_durations_joined(std::env::args_os()),
+    ))
 }

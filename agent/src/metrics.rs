@@ -316,6 +316,14 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     // Self-metrics.
     let k = |c: Counter| stats.kernel[c as usize] as f64;
     out.push(family(
+        "schedlat_process_waits_total",
+        "Waits counted by the kernel's per-process aggregation (every process, also those \
+         folded into other or counted in the overflow entry); equals schedlat_events_total \
+         unless waits went uncounted.",
+        COUNTER,
+        vec![counter(&[], exported.process_waits as f64)],
+    ));
+    out.push(family(
         "schedlat_events_total",
         "Wakeup-to-run waits measured by the kernel programs.",
         COUNTER,

@@ -37,7 +37,9 @@ pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
 
 /// Fails with the missing capabilities named when this process cannot load tracing programs.
 pub fn require_bpf() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // Bytes: this binary may have been started under a name that is not UTF-8.
+    let status = std::fs::read("/proc/self/status").unwrap_or_default();
+    let status = String::from_utf8_lossy(&status);
     let Some(caps) = effective_caps(&status) else {
         // Cannot tell; let the kernel decide and report its error.
         return Ok(());

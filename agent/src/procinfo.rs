@@ -1,14 +1,20 @@
 //! What /proc says about tasks: existence, thread group, name, the kernel's run-delay total.
+//!
+//! Files that hold a task name (`status`, `stat`, `comm`) are read as bytes: a name need not be
+//! UTF-8 (see `names`), and one odd name must not make a task invisible or abort a command.
 
 use std::{fs, io, path::Path};
 
 use anyhow::{Context as _, Result};
+
+use crate::names;
 
 /// A task (thread or process) as /proc sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
     pub tid: u32,
     pub tgid: u32,
+    /// The name, escaped (`names::escape_bytes`).
     pub comm: String,
 }
 
@@ -25,17 +31,17 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 /// Looks a task id up under /proc (thread ids resolve too). `Ok(None)` when it does not exist.
 pub fn task_info_in(proc_root: &Path, tid: u32) -> Result<Option<TaskInfo>> {
     let path = proc_root.join(tid.to_string()).join("status");
-    let status = match fs::read_to_string(&path) {
+    let status = match fs::read(&path) {
         Ok(status) => status,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         // ESRCH shows up when the task exits between the lookup and the read.
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let tgid = status_field(&status, "Tgid")
+    let tgid = status_field(&String::from_utf8_lossy(&status), "Tgid")
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no Tgid in {}", path.display()))?;
-    let comm = status_field(&status, "Name").unwrap_or("").to_owned();
+    let comm = names::from_status(&status).unwrap_or_default();
     Ok(Some(TaskInfo { tid, tgid, comm }))
 }
 
@@ -43,29 +49,30 @@ pub fn task_info(tid: u32) -> Result<Option<TaskInfo>> {
     task_info_in(Path::new("/proc"), tid)
 }
 
-/// Current name of a thread, if it still exists.
+/// Current name of a thread (escaped), if it still exists.
 #[must_use]
 pub fn thread_comm(tgid: u32, tid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{tgid}/task/{tid}/comm"))
+    fs::read(format!("/proc/{tgid}/task/{tid}/comm"))
         .ok()
-        .map(|comm| comm.trim_end_matches('\n').to_owned())
+        .map(|comm| names::from_comm_file(&comm))
 }
 
-/// Name of a process (its main thread's comm), if it still exists.
+/// Name of a process (its main thread's comm, escaped), if it still exists.
 #[must_use]
 pub fn process_comm(tgid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{tgid}/comm"))
+    fs::read(format!("/proc/{tgid}/comm"))
         .ok()
-        .map(|comm| comm.trim_end_matches('\n').to_owned())
+        .map(|comm| names::from_comm_file(&comm))
 }
 
-/// A process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`).
+/// A process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`), escaped as the cgroup
+/// resolver escapes the paths it finds, so the two match.
 #[must_use]
 pub fn cgroup_v2_path(tgid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+    fs::read(format!("/proc/{tgid}/cgroup"))
         .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"0::").map(names::escape_bytes))
 }
 
 /// Whether a process still exists.
@@ -92,9 +99,9 @@ pub fn stat_flags(stat: &str) -> Option<u64> {
 /// Whether `tgid` is a kernel thread (`false` when it cannot be told, e.g. it exited).
 #[must_use]
 pub fn is_kernel_thread(tgid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{tgid}/stat"))
+    fs::read(format!("/proc/{tgid}/stat"))
         .ok()
-        .and_then(|stat| stat_flags(&stat))
+        .and_then(|stat| stat_flags(&String::from_utf8_lossy(&stat)))
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
@@ -129,7 +136,7 @@ mod stat_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -157,6 +164,18 @@ mod tests {
             }
         );
         assert_eq!(task_info_in(&dir, 78).expect("read"), None);
+        // Any user can give a task such a name (prctl PR_SET_NAME): it reads, escaped.
+        let odd = dir.join("79");
+        fs::create_dir_all(&odd).expect("mkdir");
+        fs::write(
+            odd.join("status"),
+            b"Name:\tbad\xff\x1b[31m\nTgid:\t70\nPid:\t79\n",
+        )
+        .expect("write");
+        let info = task_info_in(&dir, 79)
+            .expect("a non-UTF-8 name reads")
+            .expect("exists");
+        assert_eq!((info.tgid, info.comm.as_str()), (70, "bad\\xff\\x1b[31m"));
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
@@ -166,6 +185,39 @@ mod tests {
             .expect("read")
             .expect("self exists");
         assert_eq!(me.tgid, std::process::id());
+    }
+
+    /// Names this thread with bytes that are not UTF-8, runs `check`, restores the name.
+    pub(crate) fn with_odd_thread_name(check: impl FnOnce(u32)) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let old = fs::read(format!("/proc/self/task/{tid}/comm")).expect("own comm");
+        let set = |name: &[u8]| {
+            let mut name = name.to_vec();
+            name.push(0);
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "prctl: {}", io::Error::last_os_error());
+        };
+        set(b"odd\xff\n\x1b[1m");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(tid)));
+        set(old.strip_suffix(b"\n").unwrap_or(&old));
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[test]
+    fn a_live_thread_with_an_odd_name_reads_escaped() {
+        with_odd_thread_name(|tid| {
+            let me = std::process::id();
+            let escaped = "odd\\xff\\x0a\\x1b[1m";
+            assert_eq!(thread_comm(me, tid).as_deref(), Some(escaped));
+            let info = task_info(tid).expect("reads").expect("exists");
+            assert_eq!((info.tgid, info.comm.as_str()), (me, escaped));
+            let stat = fs::read(format!("/proc/{me}/task/{tid}/stat")).expect("stat");
+            assert!(stat_flags(&String::from_utf8_lossy(&stat)).is_some());
+        });
     }
 
     #[test]

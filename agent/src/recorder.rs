@@ -11,6 +11,7 @@ use agent_common::CpuSample;
 
 use crate::{
     events::comm_str,
+    names,
     symbolize::{KernelSymbols, UserSymbolizer},
 };
 
@@ -168,7 +169,9 @@ pub fn fold<'a>(
         }
         let line = frames
             .iter()
-            .map(|f| f.replace(';', ":").replace(' ', "_"))
+            // Symbol and module names come from files any user can write: escape them like
+            // process names (those are escaped already, and escaping is idempotent).
+            .map(|f| names::escape(f).replace(';', ":").replace(' ', "_"))
             .collect::<Vec<_>>()
             .join(";");
         *counts.entry(line).or_default() += 1;
@@ -246,5 +249,29 @@ mod tests {
         let svg = flamegraph_svg(&folded, "t", "s").unwrap();
         // inferno colours `_[k]` frames as kernel ones and drops the suffix from the label.
         assert!(String::from_utf8_lossy(&svg).contains(">schedule ("));
+    }
+
+    #[test]
+    fn odd_names_reach_the_flame_graph_escaped() {
+        let kernel = KernelSymbols::parse("ffffffff81000000 T bad\x1bsym\n");
+        let mut user = UserSymbolizer::default();
+        let mut s = sample(1, 0, 0);
+        s.kernel = vec![0xffff_ffff_8100_0010];
+        let mut named = sample(1, 0, 88);
+        named.comm = comm_str(&{
+            let mut comm = [0u8; agent_common::TASK_COMM_LEN];
+            comm[..9].copy_from_slice(b"bad\xff\x1b[31m");
+            comm
+        });
+        let folded = fold([s, named].iter(), &kernel, &mut user, &mut |tgid, comm| {
+            format!("{comm} [{tgid}]")
+        });
+        assert_eq!(
+            folded,
+            vec!["[idle];bad\\x1bsym_[k] 1", "bad\\xff\\x1b[31m_[88] 1"]
+        );
+        let svg = flamegraph_svg(&folded, "t", "s").unwrap();
+        assert!(!svg.contains(&0x1b), "no raw ESC in the SVG");
+        assert!(std::str::from_utf8(&svg).is_ok(), "the SVG is UTF-8");
     }
 }

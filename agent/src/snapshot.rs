@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _, fs};
 
 use serde::Serialize;
 
-use crate::{events::human_ns, recorder::Sample};
+use crate::{events::human_ns, names, recorder::Sample};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunnableTask {
@@ -94,17 +94,18 @@ pub fn runnable_tasks() -> BTreeMap<u32, Vec<RunnableTask>> {
             let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
-            let Some((state, cpu)) = fs::read_to_string(t.path().join("stat"))
+            // Read as bytes: the name inside `stat` need not be UTF-8.
+            let Some((state, cpu)) = fs::read(t.path().join("stat"))
                 .ok()
-                .and_then(|s| stat_state_cpu(&s))
+                .and_then(|s| stat_state_cpu(&String::from_utf8_lossy(&s)))
             else {
                 continue;
             };
             if state != 'R' {
                 continue;
             }
-            let comm = fs::read_to_string(t.path().join("comm"))
-                .map(|c| c.trim_end().to_owned())
+            let comm = fs::read(t.path().join("comm"))
+                .map(|c| names::from_comm_file(&c))
                 .unwrap_or_default();
             let sched: Vec<u64> = fs::read_to_string(t.path().join("schedstat"))
                 .unwrap_or_default()
@@ -280,5 +281,18 @@ mod tests {
         let snap = take(&BTreeMap::new(), 0, 1, None);
         let text = render(&snap);
         assert!(text.starts_with("CPU 0:"), "{text}");
+    }
+
+    #[test]
+    fn a_runnable_thread_with_an_odd_name_is_listed_escaped() {
+        crate::procinfo::tests::with_odd_thread_name(|tid| {
+            let all = runnable_tasks();
+            let me = all.values().flatten().find(|t| t.tid == tid);
+            assert_eq!(
+                me.map(|t| t.comm.as_str()),
+                Some("odd\\xff\\x0a\\x1b[1m"),
+                "this running thread, by its escaped name: {all:?}"
+            );
+        });
     }
 }

@@ -110,7 +110,14 @@ impl UserSymbolizer {
 
     fn resolve(&self, tgid: u32, addrs: &[u64]) -> Vec<String> {
         let source = Source::Process(Process::new(tgid.into()));
-        let maps = std::fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+        // File names in maps are bytes: escape them line by line (a lossy or failed read would
+        // lose every module of the process for one odd name).
+        let maps = std::fs::read(format!("/proc/{tgid}/maps")).unwrap_or_default();
+        let maps: String = maps
+            .split(|&b| b == b'\n')
+            .map(crate::names::escape_bytes)
+            .collect::<Vec<_>>()
+            .join("\n");
         let fallback = |addr: u64| module_offset(&maps, addr);
         match self.symbolizer.symbolize(&source, Input::AbsAddr(addrs)) {
             Ok(results) => results

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 mod common;
 use common::{
-    Agent, Prometheus, Workload, parse_metrics, programs_left_after, schedlat_bin,
-    schedlat_bpf_objects, sum,
+    Agent, EXEC_ESCAPED, EXEC_NAME, Named, PRCTL_ESCAPED, PRCTL_NAME, Prometheus, Workload,
+    parse_metrics, programs_left_after, schedlat_bin, schedlat_bpf_objects, sum,
 };
 
 /// A cgroup v2 of the test's own, removed on drop.
@@ -531,4 +531,52 @@ fn pid_churn_keeps_series_and_kernel_state_bounded() {
     assert!(entries > 0.0 && entries < 20_000.0, "map entries {entries}");
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Names are bytes: processes named with invalid UTF-8 and control characters get `process`
+/// label values escaped as the README says (`\xNN`), and the exposition carries no raw control
+/// character and no replacement character.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn process_labels_of_names_that_are_not_text_are_escaped() {
+    let by_exec = Named::exec_as(EXEC_NAME);
+    let by_prctl = Named::prctl(PRCTL_NAME);
+    // Every process keeps its own series, however little it waits next to the rest.
+    let agent = Agent::start(&["--window", "1s", "--top-k", "1000"]);
+    // The exposition format writes a backslash in a label value as `\\`.
+    let wanted: Vec<String> = [EXEC_ESCAPED, PRCTL_ESCAPED]
+        .iter()
+        .map(|name| name.replace('\\', "\\\\"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = agent.metrics();
+        let samples = parse_metrics(&body);
+        let labelled = |name: &str| {
+            sum(
+                &samples,
+                "schedlat_runqueue_latency_seconds_count",
+                &[("process", name)],
+            ) > 0.0
+        };
+        if wanted.iter().all(|name| labelled(name)) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no series with process={wanted:?} within 20 s (pids {} and {}); metrics:\n{}",
+            by_exec.pid(),
+            by_prctl.pid(),
+            body.lines()
+                .filter(|l| l.starts_with("schedlat_runqueue_latency_seconds_count"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let raw: Vec<char> = body
+        .chars()
+        .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{fffd}')
+        .collect();
+    assert!(raw.is_empty(), "raw {raw:?} in the exposition");
 }

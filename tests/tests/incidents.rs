@@ -11,7 +11,7 @@ use std::{
 use serde_json::Value;
 
 mod common;
-use common::{Agent, Workload, parse_metrics, schedlat_bin, sum};
+use common::{Agent, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, parse_metrics, schedlat_bin, sum};
 
 /// The hog's function in `schedlat-workload`.
 const HOG_FUNCTION: &str = "schedlat_workload_hog_spin";
@@ -266,4 +266,196 @@ fn schedlat_flamegraph_names_the_hogs_function() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `incidents list` and `show` run by a user who may not read the bundles say "permission
+/// denied", name the directory in the way and what would work (not "no incident directory").
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn reading_incidents_without_permission_says_so() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = temp_dir("incidents-denied");
+    let dir = base.join("incidents");
+    let id = "20261126T100000.000Z-wait-x-7";
+    std::fs::create_dir_all(dir.join(id)).expect("mkdir");
+    std::fs::write(dir.join(id).join("metadata.json"), b"{}").expect("write");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(schedlat_bin())
+            .args(args)
+            .output()
+            .expect("run setpriv (util-linux)")
+    };
+    let dir_arg = dir.to_str().expect("UTF-8 temp dir");
+    let list = vec!["incidents", "list", "--incident-dir", dir_arg];
+    let show = vec!["incidents", "show", id, "--incident-dir", dir_arg];
+    // Modes of base and dir, the command, then what the message must say is not allowed.
+    for (base_mode, dir_mode, args, blamed) in [
+        (
+            0o700,
+            0o700,
+            &list,
+            format!("enter {} (owner uid 0, mode 0700)", base.display()),
+        ),
+        (
+            0o700,
+            0o700,
+            &show,
+            format!("enter {} (owner uid 0, mode 0700)", base.display()),
+        ),
+        (
+            0o755,
+            0o700,
+            &list,
+            format!("list {} (owner uid 0, mode 0700)", dir.display()),
+        ),
+        (
+            0o755,
+            0o700,
+            &show,
+            format!("enter {} (owner uid 0, mode 0700)", dir.display()),
+        ),
+    ] {
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(base_mode)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let out = as_nobody(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let expected = format!("uid 65534 may not {blamed}");
+        assert!(
+            stderr.contains("permission denied") && stderr.contains(&expected),
+            "{args:?}: expected \"permission denied\" and {expected:?} in: {stderr}"
+        );
+        assert!(stderr.contains("run this command as root"), "{stderr}");
+        assert!(!stderr.contains("no incident directory"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&base).expect("cleanup");
+}
+
+/// Bytes a terminal would act on: C0 controls but the newline, DEL, C1 controls; and U+FFFD,
+/// the trace of a lossy conversion.
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{fffd}')
+        .collect()
+}
+
+/// Names are bytes in incidents too: a process that named itself with a newline, an OSC
+/// sequence, BEL and an invalid byte waits behind a hog on its CPU. Its bundle, `incidents
+/// list` and `incidents show` (text and JSON) carry the name escaped as the README says, and no
+/// raw control character reaches the files or the terminal.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn an_incident_of_a_process_named_with_bytes_shows_the_name_escaped() {
+    let dir = temp_dir("incidents-names");
+    // Other processes of a busy machine cross the threshold too: room for all of them.
+    let config =
+        std::env::temp_dir().join(format!("schedlat-inc-names-{}.toml", std::process::id()));
+    std::fs::write(&config, "[incidents]\nmax_per_minute = 1000\n").unwrap();
+    // The hog on CPU 0 (the sleeper is never started), and the named process pinned there too:
+    // it waits a slice of the hog's at many of its wakeups. Both run before the agent starts:
+    // a long wait of the child between fork and exec (then it has the test thread's name)
+    // would otherwise take the victim's one incident per cooldown.
+    let workload = Workload::start(1, 100, 100);
+    let named = Named::prctl(PRCTL_NAME);
+    let pid: u32 = named.pid().parse().unwrap();
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    assert_eq!(
+        pinned,
+        0,
+        "pinning {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    let agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--threshold",
+        "2ms",
+        "--incident-dir",
+        dir.to_str().unwrap(),
+    ]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (id, meta) = loop {
+        if let Some(found) = bundles_of(&dir, pid).into_iter().next() {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incident for pid {pid} within 20 s; agent log:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(meta["victim"]["comm"], PRCTL_ESCAPED, "{meta}");
+    let bundle = dir.join(&id);
+    for file in [
+        "metadata.json",
+        "runqueue.txt",
+        "runqueue.json",
+        "stacks.folded",
+        "flamegraph.svg",
+    ] {
+        let bytes = std::fs::read(bundle.join(file)).unwrap();
+        let text =
+            std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{file} is not UTF-8 ({e})"));
+        let raw = raw_controls(text);
+        assert!(raw.is_empty(), "raw {raw:?} in {file}");
+    }
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(schedlat_bin())
+            .arg("incidents")
+            .args(args)
+            .arg("--incident-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "incidents {args:?}: {stderr}");
+        let stdout = String::from_utf8(out.stdout)
+            .unwrap_or_else(|e| panic!("incidents {args:?}: stdout is not UTF-8 ({e})"));
+        let raw = raw_controls(&stdout);
+        assert!(raw.is_empty(), "incidents {args:?}: raw {raw:?} on stdout");
+        stdout
+    };
+    let victim = format!("/{PRCTL_ESCAPED} [{pid}]");
+    let list = cli(&["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains(&victim)),
+        "list: no line for {id} with victim {victim}:\n{list}"
+    );
+    let list = cli(&["list", "--format", "json"]);
+    let ours: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON ({e}): {l}")))
+        .filter(|v: &Value| v["id"] == id.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "list --format json: {list}");
+    assert_eq!(ours[0]["victim"]["comm"], PRCTL_ESCAPED);
+    let show = cli(&["show", &id]);
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("victim ") && l.ends_with(&victim)),
+        "show: no victim line ending in {victim}:\n{show}"
+    );
+    let shown: Value = serde_json::from_str(&cli(&["show", &id, "--format", "json"])).unwrap();
+    assert_eq!(shown["victim"]["comm"], PRCTL_ESCAPED);
+
+    drop((named, workload));
+    assert!(agent.stop(libc::SIGTERM).success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&config);
 }

@@ -14,7 +14,10 @@ use std::{
 use serde_json::Value;
 
 mod common;
-use common::{Workload, programs_left_after, schedlat_bin, schedlat_bpf_objects};
+use common::{
+    EXEC_ESCAPED, EXEC_NAME, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, programs_left_after,
+    schedlat_bin, schedlat_bpf_objects,
+};
 
 /// A running `schedlat trace`, its stderr collected in the background.
 struct Trace {
@@ -372,6 +375,27 @@ fn bad_input_is_reported_with_exit_status() {
     );
     assert!(stderr.contains("no unit"), "{stderr}");
 
+    for (duration, expected) in [
+        ("-5s", "negative durations are not allowed"),
+        ("0", "must be greater than 0"),
+        ("0s", "must be greater than 0"),
+    ] {
+        let out = Command::new(schedlat_bin())
+            .args(["trace", "--pid", "1", "--duration", duration])
+            .output()
+            .expect("run schedlat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--duration {duration}: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "--duration {duration}: expected {expected:?} in: {stderr}"
+        );
+    }
+
     // Without privileges: run as nobody with no capabilities.
     let out = Command::new("setpriv")
         .args([
@@ -419,4 +443,102 @@ fn check_reports_a_runnable_machine() {
     assert!(links.is_empty(), "check left links behind: {links:?}");
     let left = programs_left_after(&progs, Duration::from_secs(5));
     assert!(left.is_empty(), "check left programs behind: {left:?}");
+}
+
+/// Names are bytes: one process named by exec'ing a file whose name is not UTF-8 and holds an
+/// escape sequence, one named with `prctl(PR_SET_NAME)` with a newline, an OSC sequence, BEL and
+/// an invalid byte. Traced together, in text and JSON: exit 0, the names escaped as the README
+/// says (`\xNN`), no raw control character on stdout or stderr, every JSON line parses.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn names_that_are_not_text_are_shown_escaped() {
+    let by_exec = Named::exec_as(EXEC_NAME);
+    let by_prctl = Named::prctl(PRCTL_NAME);
+    let (exec_pid, prctl_pid) = (by_exec.pid(), by_prctl.pid());
+
+    for format in ["text", "json"] {
+        let out = Command::new(schedlat_bin())
+            .args(["trace", "--pid", &exec_pid, "--pid", &prctl_pid])
+            .args(["--threshold", "0", "--duration", "2s", "--format", format])
+            .output()
+            .expect("run schedlat trace");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{format}: exit {}; stderr:\n{stderr}",
+            out.status
+        );
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = std::str::from_utf8(bytes)
+                .unwrap_or_else(|e| panic!("{format}: {stream} is not UTF-8 ({e})"));
+            let raw: Vec<char> = text
+                .chars()
+                .filter(|c| c.is_control() && *c != '\n')
+                .collect();
+            assert!(
+                raw.is_empty(),
+                "{format}: raw control characters {raw:?} on {stream}:\n{}",
+                text.escape_debug()
+            );
+        }
+        for (pid, escaped) in [(&exec_pid, EXEC_ESCAPED), (&prctl_pid, PRCTL_ESCAPED)] {
+            assert!(
+                stderr.contains(&format!("{pid} ({escaped})")),
+                "{format}: the start line should name {pid} as {escaped}:\n{stderr}"
+            );
+        }
+        let stdout = String::from_utf8(out.stdout).expect("checked above");
+        if format == "text" {
+            for (pid, escaped) in [(&exec_pid, EXEC_ESCAPED), (&prctl_pid, PRCTL_ESCAPED)] {
+                assert!(
+                    stdout.contains(&format!("PID {pid} ({escaped}): ")),
+                    "text: no summary for {pid} named {escaped}:\n{stdout}"
+                );
+                // An event line: time, tid, comm, ... (the main thread's tid is the pid).
+                let events = stdout
+                    .lines()
+                    .filter(|l| {
+                        let mut fields = l.split_whitespace().skip(1);
+                        fields.next() == Some(pid.as_str()) && fields.next() == Some(escaped)
+                    })
+                    .count();
+                assert!(
+                    events > 10,
+                    "text: expected event lines of {pid} named {escaped}, found {events}:\n{stdout}"
+                );
+                // The thread table of the summary.
+                assert!(
+                    stdout
+                        .lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{pid}  "))
+                            && l.contains(&format!(" {escaped} "))),
+                    "text: no thread row for {pid} named {escaped}:\n{stdout}"
+                );
+            }
+        } else {
+            let (events, summaries) = parse_json_lines(&stdout);
+            for (pid, escaped) in [(&exec_pid, EXEC_ESCAPED), (&prctl_pid, PRCTL_ESCAPED)] {
+                let tgid: u64 = pid.parse().expect("pid");
+                let comms: HashSet<&str> = events
+                    .iter()
+                    .filter(|e| e["tgid"] == tgid)
+                    .map(|e| e["comm"].as_str().expect("comm is a string"))
+                    .collect();
+                assert_eq!(
+                    comms,
+                    HashSet::from([escaped]),
+                    "json: the events of {pid} (all its threads carry the name)"
+                );
+                let summary = summaries
+                    .iter()
+                    .find(|s| s["tgid"] == tgid)
+                    .unwrap_or_else(|| panic!("json: no summary for {pid}:\n{stdout}"));
+                assert_eq!(summary["comm"], escaped, "json: summary of {pid}");
+                assert!(summary["count"].as_u64() > Some(10), "{summary}");
+                for thread in summary["threads"].as_array().expect("threads") {
+                    assert_eq!(thread["comm"], escaped, "json: thread of {pid}: {thread}");
+                }
+            }
+        }
+    }
 }

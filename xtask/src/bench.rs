@@ -7,8 +7,14 @@
 //! configuration alike; the report gives medians, the added usecs/op of each tool and
 //! schedlat's ratio to runqlat's. The tools' own CPU time during the bench is reported too:
 //! work moved to user space is cost as well.
+//!
+//! usecs/op swings by 2x between single rounds on these machines, so the steadier figure is
+//! the kernel's own accounting: with `kernel.bpf_stats_enabled=1` (set for the bench, restored
+//! after), the run time of each tool's BPF programs over a bench divided by the context
+//! switches in it (`ctxt` in /proc/stat) is its BPF time per context switch.
 
 use std::{
+    collections::HashSet,
     path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
@@ -44,6 +50,8 @@ struct Sample {
     usecs_per_op: f64,
     tool_cpu_s: f64,
     wall_s: f64,
+    /// The tool's BPF program run time per context switch (ns), when the kernel counts it.
+    bpf_ns_per_switch: Option<f64>,
 }
 
 pub struct BenchOptions {
@@ -56,6 +64,7 @@ pub fn run(schedlat: &Path, options: &BenchOptions) -> Result<()> {
         Path::new(RUNQLAT).exists(),
         "{RUNQLAT} missing (Debian package libbpf-tools; `cargo xtask setup` installs it)"
     );
+    let stats = BpfStats::enable();
     let mut samples: Vec<(usize, Tool, Sample)> = Vec::new();
     for round in 0..options.rounds {
         for i in 0..Tool::ALL.len() {
@@ -63,19 +72,106 @@ pub fn run(schedlat: &Path, options: &BenchOptions) -> Result<()> {
             let sample = measure(tool, schedlat, options.loops)
                 .with_context(|| format!("round {}: {}", round + 1, tool.name()))?;
             eprintln!(
-                "xtask: bench round {}/{}: {:<26} {:>7.3} usecs/op  (tool CPU {:.2}s in {:.2}s)",
+                "xtask: bench round {}/{}: {:<26} {:>7.3} usecs/op  (tool CPU {:.2}s in {:.2}s{})",
                 round + 1,
                 options.rounds,
                 tool.name(),
                 sample.usecs_per_op,
                 sample.tool_cpu_s,
-                sample.wall_s
+                sample.wall_s,
+                sample
+                    .bpf_ns_per_switch
+                    .map_or(String::new(), |ns| format!(", BPF {ns:.0} ns/switch"))
             );
             samples.push((round, tool, sample));
         }
     }
+    drop(stats);
     report(&samples, options);
     Ok(())
+}
+
+/// Turns `kernel.bpf_stats_enabled` on for the bench and restores it on drop.
+struct BpfStats {
+    previous: Option<String>,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Self {
+        let previous = std::fs::read_to_string(BPF_STATS).ok();
+        if let Err(e) = std::fs::write(BPF_STATS, "1") {
+            eprintln!("xtask: cannot enable {BPF_STATS} ({e}): no BPF time per switch");
+        }
+        Self { previous }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            let _ = std::fs::write(BPF_STATS, previous.trim());
+        }
+    }
+}
+
+/// (id, `run_time_ns`, `run_cnt`) of every loaded BPF program.
+fn programs() -> Result<Vec<(u64, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool prog show")?;
+    let list: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("bpftool prog show: not JSON")?;
+    Ok(list
+        .as_array()
+        .map(|progs| {
+            progs
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p["id"].as_u64()?,
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Ids of the BPF programs a process holds file descriptors of (`prog_id` in its fdinfo).
+fn held_programs(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Total run time (ns) of the given programs.
+fn run_time_ns(ids: &HashSet<u64>) -> Result<u64> {
+    Ok(programs()?
+        .iter()
+        .filter(|(id, _, _)| ids.contains(id))
+        .map(|&(_, ns, _)| ns)
+        .sum())
+}
+
+/// Context switches on the machine since boot (`ctxt` in /proc/stat).
+fn context_switches() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("ctxt "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no ctxt line in /proc/stat")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -152,6 +248,31 @@ fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
             cpu_per_op_us
         );
     }
+    let bpf = |tool: Tool| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|(_, t, _)| *t == tool)
+            .filter_map(|(_, _, s)| s.bpf_ns_per_switch)
+            .collect()
+    };
+    let (runqlat_bpf, schedlat_bpf) = (bpf(Tool::Runqlat), bpf(Tool::Schedlat));
+    if !runqlat_bpf.is_empty() && !schedlat_bpf.is_empty() {
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("{lo:.0}..{hi:.0}")
+        };
+        let (r, s) = (median(runqlat_bpf.clone()), median(schedlat_bpf.clone()));
+        println!(
+            "
+BPF run time per context switch (kernel.bpf_stats_enabled, medians over rounds):\n  \
+             runqlat {r:.0} ns (rounds {}), schedlat {s:.0} ns (rounds {}): schedlat/runqlat \
+             {:.2}x",
+            spread(&runqlat_bpf),
+            spread(&schedlat_bpf),
+            s / r
+        );
+    }
     let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "\nschedlat's added cost / runqlat's: {:.2}x (median of per-round ratios {:.2}x; rounds: {}). \
@@ -173,11 +294,23 @@ fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
                 .env("RUST_LOG", "warn"),
         )?),
     };
+    // The tool's programs: those it holds file descriptors of (not whatever else was loaded
+    // meanwhile, e.g. by a test running beside the bench).
+    let tool_programs: HashSet<u64> = child
+        .as_ref()
+        .map(|c| held_programs(c.id()))
+        .unwrap_or_default();
+    let bpf_before = run_time_ns(&tool_programs)?;
+    let switches_before = context_switches()?;
     let cpu_before = child.as_ref().map_or(Ok(0.0), |c| cpu_seconds(c.id()))?;
     let started = Instant::now();
     let result = perf_bench(loops);
     let wall_s = started.elapsed().as_secs_f64();
     let cpu_after = child.as_ref().map_or(Ok(0.0), |c| cpu_seconds(c.id()));
+    let switches = context_switches()?.saturating_sub(switches_before);
+    let bpf_ns = run_time_ns(&tool_programs)?.saturating_sub(bpf_before);
+    let bpf_ns_per_switch = (tool != Tool::Baseline && bpf_ns > 0 && switches > 0)
+        .then(|| bpf_ns as f64 / switches as f64);
     if let Some(child) = child.as_mut() {
         stop(child);
     }
@@ -185,6 +318,7 @@ fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
         usecs_per_op: result?,
         tool_cpu_s: cpu_after? - cpu_before,
         wall_s,
+        bpf_ns_per_switch,
     })
 }
 

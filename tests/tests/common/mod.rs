@@ -93,6 +93,88 @@ impl Drop for Workload {
     }
 }
 
+/// The file name `Named::exec_as` runs under, and how schedlat must show it (`\xNN`).
+pub const EXEC_NAME: &[u8] = b"bad\xff\x1b[31m";
+pub const EXEC_ESCAPED: &str = r"bad\xff\x1b[31m";
+/// The name `Named::prctl` sets: a newline, an OSC sequence ending in BEL, an invalid byte.
+pub const PRCTL_NAME: &[u8] = b"ctl\n\x1b]0;x\x07\xfe";
+pub const PRCTL_ESCAPED: &str = r"ctl\x0a\x1b]0;x\x07\xfe";
+
+/// A `schedlat-named` process (a 1 ms sleep-and-wake loop) with a name given as bytes; it runs
+/// until dropped.
+pub struct Named {
+    child: Child,
+    /// Where the renamed copy of the binary lives.
+    scratch: Option<std::path::PathBuf>,
+}
+
+impl Named {
+    /// Runs a copy of `schedlat-named` whose file name is `name`: exec gives it that name.
+    pub fn exec_as(name: &[u8]) -> Self {
+        use std::os::unix::ffi::OsStrExt as _;
+        static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let scratch = std::env::temp_dir().join(format!(
+            "schedlat-named-{}-{}",
+            std::process::id(),
+            COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).expect("scratch directory");
+        let exe = scratch.join(std::ffi::OsStr::from_bytes(name));
+        std::fs::copy(env!("CARGO_BIN_EXE_schedlat-named"), &exe).expect("copy schedlat-named");
+        let mut named = Self::spawn(Command::new(&exe), name);
+        named.scratch = Some(scratch);
+        named
+    }
+
+    /// Runs `schedlat-named`, which names itself `name` with `prctl(PR_SET_NAME)`.
+    pub fn prctl(name: &[u8]) -> Self {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_schedlat-named"));
+        command.arg(std::ffi::OsStr::from_bytes(name));
+        Self::spawn(command, name)
+    }
+
+    fn spawn(mut command: Command, name: &[u8]) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let mut ready = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("read ready");
+        assert_eq!(ready, "ready\n", "schedlat-named did not start");
+        let named = Self {
+            child,
+            scratch: None,
+        };
+        let comm = std::fs::read(format!("/proc/{}/comm", named.pid())).expect("read comm");
+        assert_eq!(
+            comm,
+            [name, b"\n"].concat(),
+            "the kernel should hold the name as given"
+        );
+        named
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(scratch) = &self.scratch {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
+
 pub fn read_json_line(reader: &mut impl std::io::BufRead) -> Value {
     let mut line = String::new();
     reader.read_line(&mut line).expect("read line");

@@ -1,0 +1,29 @@
+//! A busy service for schedlat's busy-node test: forever, spin for `SPIN_US`, then sleep for
+//! `SLEEP_US` (many wakeups, little CPU). Exits when killed.
+//!
+//! Usage: `schedlat-busy SPIN_US SLEEP_US`
+
+use std::time::{Duration, Instant};
+
+fn arg(index: usize, name: &str) -> u64 {
+    std::env::args()
+        .nth(index)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("usage: schedlat-busy SPIN_US SLEEP_US (missing {name})");
+            std::process::exit(2)
+        })
+}
+
+fn main() {
+    let spin = Duration::from_micros(arg(1, "SPIN_US"));
+    let sleep = Duration::from_micros(arg(2, "SLEEP_US"));
+    let mut x = 0u64;
+    loop {
+        let start = Instant::now();
+        while start.elapsed() < spin {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        std::thread::sleep(sleep);
+    }
+}
