@@ -34,6 +34,7 @@ const EXPECTED_CHECKS: &[&str] = &[
     "check-cpu-sampler",
     "trace-exit",
     "trace-accuracy",
+    "run-first-scrape",
     "run-metrics",
     "run-incident",
     "run-flamegraph",

@@ -59,7 +59,7 @@ run_delay_sum() { # pid
     echo "$total"
 }
 
-# 1 while PID has not exited (a zombie has exited).
+# True while PID has not exited (a zombie has exited).
 alive() { # pid
     state=$(sed 's/.*) \(.\).*/\1/' /proc/"$1"/stat 2> /dev/null)
     [ -n "$state" ] && [ "$state" != Z ]
@@ -252,6 +252,14 @@ taskset -c 1 schedlat --log-level info run --config /tmp/schedlat.toml --listen 
     --window 2s --threshold 5ms --incident-dir /tmp/incidents > /tmp/run.log 2>&1 &
 daemon=$!
 wait_for /tmp/run.log "serving" 60
+# The first scrape, before any window has closed, already names the kernel.
+timeout 10 wget -q -O /tmp/metrics-first.txt http://127.0.0.1:9747/metrics 2> /dev/null
+build_info=$(grep '^schedlat_build_info' /tmp/metrics-first.txt 2> /dev/null | head -n 1)
+if echo "$build_info" | grep -qF "kernel=\"$(uname -r)\""; then
+    report run-first-scrape PASS "$build_info"
+else
+    report run-first-scrape FAIL "${build_info:-no schedlat_build_info} (uname -r: $(uname -r))"
+fi
 start_hogs
 sleep 2
 watch schedlat-worklo
