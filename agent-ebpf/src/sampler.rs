@@ -143,7 +143,13 @@ fn walk_queue(sample: *mut CpuSample) {
                 break;
             }
             store(&mut scratch.nr_groups, nr_groups - 1);
-            let Some(group_cfs) = scratch.groups.get((nr_groups - 1) as usize) else {
+            // Index with the value read back, not `nr_groups - 1`: LLVM checks the bound on
+            // `nr_groups` and indexes with a copy minus one, and verifiers before 6.18 do not
+            // carry a bound over to a copy with a constant added ("math between map_value
+            // pointer and register with unbounded min value" on 6.1 and 6.12). The bound
+            // check `get` makes is then on the very register used as the index.
+            let top = load(&scratch.nr_groups);
+            let Some(group_cfs) = scratch.groups.get(top as usize) else {
                 break;
             };
             let group_cfs = load(group_cfs);

@@ -1,8 +1,8 @@
-//! Project tasks: `cargo xtask setup | test | check-env`.
+//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`.
 //!
 //! `setup` installs every prerequisite on a fresh Debian/Ubuntu machine (as root) and is fast
-//! when everything is present; `test` runs setup, then formatting, lints, unit tests and the
-//! privileged integration tests, as CI does.
+//! when everything is present; `test` runs setup, then formatting, lints, unit tests, the
+//! privileged integration tests and the kernel matrix in qemu, as CI does.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vm;
 
 /// Debian packages: LLVM 22 for bpf-linker, bpftool for the tests' leak checks, workloads.
 const APT_PACKAGES: &[&str] = &[
@@ -30,6 +31,10 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The demo report is rendered in headless Chromium by a test.
     "chromium",
+    // The kernel matrix (vm-test): Debian kernels booted under qemu with a busybox initramfs.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -44,11 +49,15 @@ struct Args {
 enum Task {
     /// Install prerequisites (apt packages, bpf-linker, rust-src, tracefs). Idempotent.
     Setup,
-    /// Setup, then fmt check, clippy -D warnings (eBPF crate on its own), unit and integration tests.
+    /// Setup, then fmt check, clippy -D warnings (eBPF crate on its own), unit and integration
+    /// tests, then the kernel matrix (vm-test with its default kernels).
     Test {
-        /// Skip the privileged integration tests.
+        /// Skip the privileged integration tests and the kernel matrix.
         #[arg(long)]
         unit_only: bool,
+        /// Skip the kernel matrix in qemu.
+        #[arg(long)]
+        no_vm: bool,
     },
     /// Setup, build, then the feed service under load with a noisy neighbour, and schedlat's
     /// account of it (report in target/demo/report.html).
@@ -69,14 +78,24 @@ enum Task {
         #[arg(long, default_value_t = 200_000)]
         loops: u32,
     },
+    /// Setup, build, then boot Debian kernels under qemu (TCG) and run check, trace and run in
+    /// each: one line per kernel with pass/fail and timings (console logs in target/vm/logs).
+    VmTest {
+        /// Kernel to test: a series (`6.1`, `6.12`: the newest in the apt archive), an ABI
+        /// (`6.1.0-56`, `6.12.117+deb12`) or a package name; repeat for several
+        /// [default: 6.1 and 6.12].
+        #[arg(long = "kernel", value_name = "ABI")]
+        kernels: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Args::parse().command {
         Task::Setup => setup(),
-        Task::Test { unit_only } => test(unit_only),
+        Task::Test { unit_only, no_vm } => test(unit_only, no_vm),
         Task::Demo { phase, rate } => demo(&phase, rate),
         Task::Bench { rounds, loops } => bench_task(rounds, loops),
+        Task::VmTest { kernels } => vm_test(&kernels),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -227,7 +246,7 @@ fn with_packages(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-fn test(unit_only: bool) -> Result<()> {
+fn test(unit_only: bool, no_vm: bool) -> Result<()> {
     let started = Instant::now();
     setup()?;
     step("rustfmt", || {
@@ -290,14 +309,75 @@ fn test(unit_only: bool) -> Result<()> {
             )
         })?;
     }
-    // On stdout, last: the totals over every test binary, for people and CI logs alike.
+    let mut matrix = None;
+    if !unit_only && !no_vm {
+        let result = step("kernel matrix (qemu)", || {
+            build_release()?;
+            vm::run_matrix(
+                &workspace_root(),
+                &workspace_root().join("target/release"),
+                &[],
+            )
+        })?;
+        tally.passed += result.checks_passed;
+        tally.failed += result.checks_failed;
+        matrix = Some(result);
+    }
+    // On stdout, last: the totals over every test binary and every kernel's checks, for
+    // people and CI logs alike.
     println!(
-        "xtask: {} tests passed, {} failed, {} ignored, in {:.0}s",
+        "xtask: {} tests passed, {} failed, {} ignored, in {:.0}s{}",
         tally.passed,
         tally.failed,
         tally.ignored,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        matrix.as_ref().map_or_else(String::new, |m| format!(
+            " (kernel matrix: {} checks on {} kernels)",
+            m.checks_passed + m.checks_failed,
+            m.kernels_passed + m.kernels_failed
+        ))
     );
+    if let Some(m) = matrix
+        && m.kernels_failed > 0
+    {
+        bail!(
+            "kernel matrix: {} of {} kernels failed",
+            m.kernels_failed,
+            m.kernels_passed + m.kernels_failed
+        );
+    }
+    Ok(())
+}
+
+/// The binaries the guests run: the agent and the test workload.
+fn build_release() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "schedlat",
+        "-p",
+        "schedlat-integration-tests",
+    ]))
+}
+
+fn vm_test(kernels: &[String]) -> Result<()> {
+    setup()?;
+    step("build (release)", build_release)?;
+    let result = step("kernel matrix (qemu)", || {
+        vm::run_matrix(
+            &workspace_root(),
+            &workspace_root().join("target/release"),
+            kernels,
+        )
+    })?;
+    if result.kernels_failed > 0 {
+        bail!(
+            "{} of {} kernels failed",
+            result.kernels_failed,
+            result.kernels_passed + result.kernels_failed
+        );
+    }
     Ok(())
 }
 
