@@ -290,7 +290,7 @@ pub enum Counter {
     EnqueueMapFull = 3,
     /// Samples discarded because the switch-in time was before the enqueue time.
     NegativeDelta = 4,
-    /// Samples discarded because the wait exceeded `CFG_MAX_WAIT_NS`.
+    /// Samples discarded because the wait exceeded `Settings::max_wait_ns`.
     AbsurdDelta = 5,
     /// Samples not added to per-thread totals because the stats map was full.
     StatsMapFull = 6,
@@ -339,6 +339,205 @@ impl Counter {
             Counter::SamplesLost => "cpu_samples_lost",
             Counter::ProcMapFolded => "proc_map_folded",
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration: read-only globals of the programs, set by the loader before the object is
+// loaded (`EbpfLoader::override_global`, like libbpf's `const volatile`). The kernel freezes
+// them, so the verifier knows every field as a constant: branches on a setting that is off
+// are pruned, and offsets are constants to it (the daemon's trusted-pointer field loads
+// need that). One struct per global: the loader sets each with one call.
+// ---------------------------------------------------------------------------------------------
+
+/// `PF_KTHREAD` (include/linux/sched.h): `task_struct.flags` (and field 9 of
+/// `/proc/<pid>/stat`) of a kernel thread.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// What the programs do, fixed at load time (the global `names::global::SETTINGS`).
+/// Flags are `u32` 0/1 (no `bool` across the boundary).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Trace programs: waits at or above this go to the ring buffer as events. (The daemon's
+    /// threshold can change while running: `DAEMON_CFG[DAEMON_CFG_MIN_EVENT_NS]`.)
+    pub min_event_ns: u64,
+    /// Waits above this are counted as absurd (`Counter::AbsurdDelta`) and dropped.
+    pub max_wait_ns: u64,
+    /// Wake the reader once this many bytes are pending in the ring buffer.
+    pub wakeup_bytes: u64,
+    /// 1: only tasks in `FILTER_TGIDS` / `FILTER_TIDS` are measured.
+    pub filter: u32,
+    /// 1: maintain `TASK_STATS` and `HIST`.
+    pub task_stats: u32,
+    /// 1: enqueue stamps in task storage (5.11+); 0: in the tid-keyed hash `TID_ENQUEUE`.
+    pub use_task_storage: u32,
+    /// 1: `sched_switch` has the `prev_state` argument (5.18+); 0: read `task_struct`.
+    pub switch_has_prev_state: u32,
+    /// 1: the CPU sampler lists the tasks queued on the sampled CPU (every `RqOffsets` field
+    /// was found, and the daemon pairs the rq clock with ktime).
+    pub rq_walk: u32,
+    /// 1: the daemon does not use the kernel's `sched_info` stamps (no `CONFIG_SCHED_INFO`, or
+    /// forced): the wakeup programs stamp enqueues and the daemon's switch program takes them.
+    pub daemon_own_stamps: u32,
+}
+const _: () = assert!(size_of::<Settings>() == 48);
+
+impl Settings {
+    /// The values compiled into the object: no filter, no events, nothing optional.
+    pub const DEFAULT: Self = Self {
+        min_event_ns: u64::MAX,
+        max_wait_ns: 100_000_000_000,
+        wakeup_bytes: 512 * 1024,
+        filter: 0,
+        task_stats: 0,
+        use_task_storage: 1,
+        switch_has_prev_state: 1,
+        rq_walk: 0,
+        daemon_own_stamps: 0,
+    };
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// `task_struct` field offsets, read from vmlinux BTF by the loader: aya applies no CO-RE
+/// relocations to Rust programs (the global `names::global::TASK_OFFSETS`). A field the kernel
+/// lacks is 0, and the settings keep the programs that would read it from running.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: u32,
+    /// `__state` (5.14+) or `state`; only read when `Settings::switch_has_prev_state` is 0.
+    pub state: u32,
+    /// `sched_info.last_arrival` (from the start of `task_struct`).
+    pub last_arrival: u32,
+    /// `sched_info.last_queued`.
+    pub last_queued: u32,
+    pub flags: u32,
+    pub on_rq: u32,
+    pub group_leader: u32,
+    /// `sched_info.pcount`.
+    pub pcount: u32,
+}
+const _: () = assert!(size_of::<TaskOffsets>() == 40);
+
+/// Scheduler structure offsets for the CPU sampler's run-queue walk, from vmlinux BTF (the
+/// global `names::global::RQ_OFFSETS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RqOffsets {
+    /// `task_struct.se`.
+    pub task_se: u32,
+    /// `sched_entity.cfs_rq`, `.run_node`, `.my_q`, `.parent`.
+    pub se_cfs_rq: u32,
+    pub se_run_node: u32,
+    pub se_my_q: u32,
+    pub se_parent: u32,
+    /// `cfs_rq.rq` and `cfs_rq.tasks_timeline`.
+    pub cfs_rq_rq: u32,
+    pub cfs_timeline: u32,
+    /// `rq.cfs`, `rq.clock`, `rq.nr_running`.
+    pub rq_cfs: u32,
+    pub rq_clock: u32,
+    pub rq_nr_running: u32,
+}
+const _: () = assert!(size_of::<RqOffsets>() == 40);
+
+/// Index of the daemon's event threshold (ns) in `DAEMON_CFG`, the settings user space may
+/// change while the programs run.
+pub const DAEMON_CFG_MIN_EVENT_NS: u32 = 0;
+/// Entries of `DAEMON_CFG`.
+pub const DAEMON_CFG_LEN: u32 = 1;
+/// Index of the only entry of the one-slot per-CPU arrays (`CPU_SLOT`, `WALK_SCRATCH`).
+pub const PER_CPU_SLOT: u32 = 0;
+
+/// Names of the object's globals, maps and programs, as the loader and user space look them
+/// up. The eBPF side declares them as Rust items of the same name; a unit test of the loader
+/// checks every one against the built object.
+pub mod names {
+    /// Read-only globals (agent-ebpf/src/config.rs).
+    pub mod global {
+        /// A `Settings`.
+        pub const SETTINGS: &str = "SETTINGS";
+        /// A `TaskOffsets`.
+        pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+        /// An `RqOffsets`.
+        pub const RQ_OFFSETS: &str = "RQ_OFFSETS";
+        pub const ALL: [&str; 3] = [SETTINGS, TASK_OFFSETS, RQ_OFFSETS];
+    }
+
+    /// Maps (agent-ebpf/src/maps.rs).
+    pub mod map {
+        pub const TASK_ENQUEUE: &str = "TASK_ENQUEUE";
+        pub const TID_ENQUEUE: &str = "TID_ENQUEUE";
+        pub const FILTER_TGIDS: &str = "FILTER_TGIDS";
+        pub const FILTER_TIDS: &str = "FILTER_TIDS";
+        pub const EVENTS: &str = "EVENTS";
+        pub const TASK_STATS: &str = "TASK_STATS";
+        pub const HIST: &str = "HIST";
+        pub const COUNTERS: &str = "COUNTERS";
+        pub const CPU_SLOT: &str = "CPU_SLOT";
+        pub const PROC_WAITS: &str = "PROC_WAITS";
+        pub const PROC_WAITS_SPARE: &str = "PROC_WAITS_SPARE";
+        pub const CPU_WAITS: &str = "CPU_WAITS";
+        pub const PROC_INFO: &str = "PROC_INFO";
+        pub const MIGRATED_TO: &str = "MIGRATED_TO";
+        pub const DAEMON_CFG: &str = "DAEMON_CFG";
+        pub const SAMPLES: &str = "SAMPLES";
+        pub const WALK_SCRATCH: &str = "WALK_SCRATCH";
+        pub const ALL: [&str; 17] = [
+            TASK_ENQUEUE,
+            TID_ENQUEUE,
+            FILTER_TGIDS,
+            FILTER_TIDS,
+            EVENTS,
+            TASK_STATS,
+            HIST,
+            COUNTERS,
+            CPU_SLOT,
+            PROC_WAITS,
+            PROC_WAITS_SPARE,
+            CPU_WAITS,
+            PROC_INFO,
+            MIGRATED_TO,
+            DAEMON_CFG,
+            SAMPLES,
+            WALK_SCRATCH,
+        ];
+    }
+
+    /// Programs (agent-ebpf/src/trace.rs, daemon.rs, sampler.rs).
+    pub mod program {
+        pub const SCHED_WAKEUP: &str = "sched_wakeup";
+        pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
+        pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
+        pub const SCHED_SWITCH: &str = "sched_switch";
+        pub const SCHED_MIGRATE_TASK_DAEMON: &str = "sched_migrate_task_daemon";
+        pub const SCHED_SWITCH_DAEMON: &str = "sched_switch_daemon";
+        pub const CPU_SAMPLE: &str = "cpu_sample";
+        pub const ALL: [&str; 7] = [
+            SCHED_WAKEUP,
+            SCHED_WAKEUP_NEW,
+            SCHED_MIGRATE_TASK,
+            SCHED_SWITCH,
+            SCHED_MIGRATE_TASK_DAEMON,
+            SCHED_SWITCH_DAEMON,
+            CPU_SAMPLE,
+        ];
+    }
+
+    /// BTF tracepoints the programs attach to.
+    pub mod tracepoint {
+        pub const SCHED_WAKEUP: &str = "sched_wakeup";
+        pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
+        pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
+        pub const SCHED_SWITCH: &str = "sched_switch";
     }
 }
 
@@ -448,6 +647,9 @@ mod user {
     unsafe impl aya::Pod for super::CpuSample {}
     unsafe impl aya::Pod for super::WaitBucket {}
     unsafe impl aya::Pod for super::ProcWaits {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::RqOffsets {}
 }
 
 #[cfg(test)]

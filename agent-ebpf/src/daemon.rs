@@ -1,6 +1,6 @@
 //! The node daemon's programs: run-queue latency of every task from `sched_switch` alone.
 //!
-//! The trace programs (main.rs) stamp each wakeup themselves, which costs a program run and a
+//! The trace programs (trace.rs) stamp each wakeup themselves, which costs a program run and a
 //! task-storage write per wakeup. The kernel already keeps the same stamps when it is built with
 //! `CONFIG_SCHED_INFO` (every distribution kernel: `TASK_DELAY_ACCT`/`SCHEDSTATS` select it):
 //! `sched_info.last_queued` is the rq clock at enqueue (wakeup, or switch-out while runnable)
@@ -23,9 +23,10 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use agent_common::{
-    Counter, FLAG_MIGRATED, FLAG_PREEMPTED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN,
-    PROC_CLASS_SLOTS, PROC_HIST_SLOTS, PreemptorClass, ProcInfo, ProcWaits, SPARE_OVERFLOW,
-    SPARE_ZERO, TASK_COMM_LEN, WaitEvent, hist_slot, proc_hist_slot,
+    Counter, DAEMON_CFG_MIN_EVENT_NS, FLAG_MIGRATED, FLAG_PREEMPTED, FLAG_PREEMPTOR_KTHREAD,
+    FLAG_WAKER_UNKNOWN, PER_CPU_SLOT, PF_KTHREAD, PROC_CLASS_SLOTS, PROC_HIST_SLOTS,
+    PreemptorClass, ProcInfo, ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, WaitEvent,
+    hist_slot, proc_hist_slot,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
@@ -38,54 +39,14 @@ use aya_ebpf::{
 };
 
 use crate::{
-    CFG_MAX_WAIT_NS, CFG_OFF_COMM, CFG_OFF_PID, CFG_OFF_STATE, CFG_SWITCH_HAS_PREV_STATE,
-    CFG_USE_TASK_STORAGE, cfg, count, enqueue,
+    config::{SETTINGS, TASK_OFFSETS, cfg},
+    helpers::{count, enqueue, field, read_field, record_of, submit_flags},
     maps::{
         CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
         PROC_INFO, PROC_WAITS, PROC_WAITS_SPARE, TID_ENQUEUE,
     },
-    read_field, record_of, submit_flags,
 };
 
-/// Offset of `task_struct.sched_info.last_arrival`.
-#[unsafe(no_mangle)]
-static CFG_OFF_LAST_ARRIVAL: u32 = 0;
-/// Offset of `task_struct.sched_info.last_queued`.
-#[unsafe(no_mangle)]
-pub(crate) static CFG_OFF_LAST_QUEUED: u32 = 0;
-/// Offset of `task_struct.flags`.
-#[unsafe(no_mangle)]
-static CFG_OFF_FLAGS: u32 = 0;
-/// Offset of `task_struct.on_rq`.
-#[unsafe(no_mangle)]
-static CFG_OFF_ON_RQ: u32 = 0;
-/// Offset of `task_struct.group_leader`.
-#[unsafe(no_mangle)]
-static CFG_OFF_GROUP_LEADER: u32 = 0;
-
-/// Offset of `task_struct.sched_info.pcount`.
-#[unsafe(no_mangle)]
-static CFG_OFF_PCOUNT: u32 = 0;
-
-/// 1: the kernel's `sched_info` stamps are not used (no `CONFIG_SCHED_INFO`, or forced): the
-/// trace programs' `sched_wakeup`/`sched_wakeup_new`/`sched_migrate_task` stamp each enqueue
-/// in task storage (or the tid hash), this program stamps preempted tasks itself and takes
-/// the stamp at switch-in; the aggregation is the same.
-#[unsafe(no_mangle)]
-static CFG_DAEMON_OWN_STAMPS: u32 = 0;
-
-/// Reads a field of a task the tracepoint handed over. Those are trusted BTF pointers, so a
-/// plain load works: the verifier checks it against `task_struct`'s BTF (the offset is a
-/// constant to it, from the frozen read-only globals) and the JIT guards it against faults.
-/// That is several times cheaper than a `bpf_probe_read_kernel` call.
-#[inline(always)]
-fn field<T: Copy>(task: *const task_struct, offset: u32) -> T {
-    // SAFETY: see above; the verifier rejects the program if the access is not a field.
-    unsafe { core::ptr::read_volatile(task.cast::<u8>().add(offset as usize).cast::<T>()) }
-}
-
-/// `PF_KTHREAD` (include/linux/sched.h).
-const PF_KTHREAD: u32 = 0x0020_0000;
 /// `TASK_ON_RQ_MIGRATING` (kernel/sched/sched.h): set by `deactivate_task` while a queued
 /// task moves between run queues.
 const TASK_ON_RQ_MIGRATING: u32 = 2;
@@ -100,7 +61,7 @@ pub fn sched_switch_daemon(ctx: BtfTracePointContext) -> i32 {
 fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let prev: *mut task_struct = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
-    let slot = CPU_SLOT.get_ptr_mut(0).ok_or(())?;
+    let slot = CPU_SLOT.get_ptr_mut(PER_CPU_SLOT).ok_or(())?;
     // SAFETY: this CPU's slot of a preallocated per-CPU array; programs do not migrate mid-run
     // and sched_switch does not nest on a CPU.
     let slot = unsafe { &mut *slot };
@@ -109,12 +70,12 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
 
-    let own_stamps = cfg(&CFG_DAEMON_OWN_STAMPS) != 0;
+    let own_stamps = cfg(&SETTINGS.daemon_own_stamps) != 0;
     if slot.task == prev as u64 && slot.last_queued != 0 {
         let arrival: u64 = if own_stamps {
             slot.ktime_at_switch_in
         } else {
-            field(prev, cfg(&CFG_OFF_LAST_ARRIVAL))
+            field(prev, cfg(&TASK_OFFSETS.last_arrival))
         };
         finish(prev, slot, arrival, current, cgroup);
         if !own_stamps && slot.ktime_at_switch_in != 0 {
@@ -129,7 +90,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     } else {
         // The idle task is never queued, so its `last_queued` is 0 like that of a task that
         // got the CPU without waiting (e.g. a re-pick of `prev`).
-        let last_queued: u64 = field(next, cfg(&CFG_OFF_LAST_QUEUED));
+        let last_queued: u64 = field(next, cfg(&TASK_OFFSETS.last_queued));
         (last_queued, last_queued != 0 && took_migrated_mark(next))
     };
     if last_queued == 0 {
@@ -137,7 +98,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let mut flags = FLAG_WAKER_UNKNOWN;
     if current as u32 != 0 {
-        let prev_flags: u32 = field(prev, cfg(&CFG_OFF_FLAGS));
+        let prev_flags: u32 = field(prev, cfg(&TASK_OFFSETS.flags));
         if prev_flags & PF_KTHREAD != 0 {
             flags |= FLAG_PREEMPTOR_KTHREAD;
         }
@@ -172,10 +133,10 @@ fn stamp_if_preempted(
     current: u64,
 ) -> Result<(), ()> {
     let preempt: u64 = ctx.arg(0);
-    let prev_state: u32 = if cfg(&CFG_SWITCH_HAS_PREV_STATE) != 0 {
+    let prev_state: u32 = if cfg(&SETTINGS.switch_has_prev_state) != 0 {
         ctx.arg::<u64>(3) as u32
     } else {
-        read_field(prev, cfg(&CFG_OFF_STATE))?
+        read_field(prev, cfg(&TASK_OFFSETS.state))?
     };
     if prev_state == 0 || preempt & 0xff != 0 {
         enqueue(
@@ -198,7 +159,7 @@ fn take_own_stamp(next: *mut task_struct) -> (u64, bool) {
     };
     let queued = *record;
     record.enqueue_ts = 0;
-    if queued.enqueue_ts != 0 && cfg(&CFG_USE_TASK_STORAGE) == 0 {
+    if queued.enqueue_ts != 0 && cfg(&SETTINGS.use_task_storage) == 0 {
         // Free the slot: a bounded hash must not fill up with threads that exited.
         let _ = TID_ENQUEUE.remove(queued.tid);
     }
@@ -218,7 +179,7 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
     // SAFETY: an element of a preallocated array; a racing write from a remote CPU's migrate
     // program can at worst make this miss one mark.
     let list = unsafe { &mut *list };
-    let pcount: u64 = field(next, cfg(&CFG_OFF_PCOUNT));
+    let pcount: u64 = field(next, cfg(&TASK_OFFSETS.pcount));
     for entry in &mut list.entries {
         if entry[0] == next as u64 && entry[1] == pcount {
             entry[0] = 0;
@@ -237,7 +198,7 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cg
         return;
     }
     let wait_ns = arrival - slot.last_queued;
-    if wait_ns > cfg(&CFG_MAX_WAIT_NS) {
+    if wait_ns > cfg(&SETTINGS.max_wait_ns) {
         count(Counter::AbsurdDelta);
         return;
     }
@@ -267,7 +228,10 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cg
         bucket.count += 1;
         bucket.total_ns += wait_ns;
     }
-    let min_event_ns = DAEMON_CFG.get(0).copied().unwrap_or(u64::MAX);
+    let min_event_ns = DAEMON_CFG
+        .get(DAEMON_CFG_MIN_EVENT_NS)
+        .copied()
+        .unwrap_or(u64::MAX);
     if wait_ns >= min_event_ns {
         emit(slot, current, wait_ns);
     }
@@ -326,7 +290,7 @@ fn add_wait(waits: *mut ProcWaits, class: PreemptorClass, wait_ns: u64) {
 /// space prefers the live name from /proc while the process exists.
 #[inline(always)]
 fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
-    let Ok(leader) = read_field::<*const task_struct>(task, cfg(&CFG_OFF_GROUP_LEADER)) else {
+    let Ok(leader) = read_field::<*const task_struct>(task, cfg(&TASK_OFFSETS.group_leader)) else {
         return;
     };
     let mut info = ProcInfo {
@@ -336,7 +300,7 @@ fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     // SAFETY: bpf_probe_read_kernel_buf faults safely; the destination is a stack buffer.
     let read = unsafe {
         bpf_probe_read_kernel_buf(
-            leader.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),
+            leader.cast::<u8>().add(cfg(&TASK_OFFSETS.comm) as usize),
             &mut info.comm,
         )
     };
@@ -374,11 +338,13 @@ fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
     // The preemptor may have exited since; its name is only used if the memory still holds
     // the same task.
     let preemptor = slot.preemptor_task as *const task_struct;
-    if preemptor_tid != 0 && read_field::<u32>(preemptor, cfg(&CFG_OFF_PID)) == Ok(preemptor_tid) {
+    if preemptor_tid != 0
+        && read_field::<u32>(preemptor, cfg(&TASK_OFFSETS.pid)) == Ok(preemptor_tid)
+    {
         // SAFETY: as in record_process.
         let _ = unsafe {
             bpf_probe_read_kernel_buf(
-                preemptor.cast::<u8>().add(cfg(&CFG_OFF_COMM) as usize),
+                preemptor.cast::<u8>().add(cfg(&TASK_OFFSETS.comm) as usize),
                 &mut event.preemptor_comm,
             )
         };
@@ -393,7 +359,7 @@ pub fn sched_migrate_task_daemon(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p, int dest_cpu)
     let task: *mut task_struct = ctx.arg(0);
     let dest_cpu: u64 = ctx.arg(1);
-    if field::<u32>(task, cfg(&CFG_OFF_ON_RQ)) != TASK_ON_RQ_MIGRATING {
+    if field::<u32>(task, cfg(&TASK_OFFSETS.on_rq)) != TASK_ON_RQ_MIGRATING {
         // Moved at wakeup, before being queued: its wait has not started.
         return 0;
     }
@@ -403,7 +369,7 @@ pub fn sched_migrate_task_daemon(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: an element of a preallocated array; see took_migrated_mark for the race.
     let list = unsafe { &mut *list };
     let index = (list.head as usize) % MIGRATED_LIST_LEN;
-    list.entries[index] = [task as u64, field(task, cfg(&CFG_OFF_PCOUNT))];
+    list.entries[index] = [task as u64, field(task, cfg(&TASK_OFFSETS.pcount))];
     list.head = list.head.wrapping_add(1);
     0
 }

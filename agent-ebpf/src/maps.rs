@@ -1,8 +1,8 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, CpuSample, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo, ProcWaits, TaskStats,
-    WaitBucket, WaitEvent,
+    COUNTER_COUNT, CpuSample, DAEMON_CFG_LEN, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo,
+    ProcWaits, TaskStats, WaitBucket, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
@@ -82,15 +82,15 @@ pub static FILTER_TGIDS: HashMap<u32, u8, 1024> = HashMap::new();
 #[btf_map]
 pub static FILTER_TIDS: HashMap<u32, u8, 1024> = HashMap::new();
 
-/// Samples at or above `CFG_MIN_EVENT_NS`.
+/// Waits at or above the event threshold (`Settings::min_event_ns`, the daemon's `DAEMON_CFG`).
 #[btf_map]
 pub static EVENTS: RingBuf<WaitEvent, { 2 << 20 }> = RingBuf::new();
 
-/// Exact per-thread totals (only when `CFG_TASK_STATS` is set).
+/// Exact per-thread totals (only with `Settings::task_stats`).
 #[btf_map]
 pub static TASK_STATS: HashMap<u32, TaskStats, 16384> = HashMap::new();
 
-/// Per-process log-linear histograms, per CPU (only when `CFG_TASK_STATS` is set).
+/// Per-process log-linear histograms, per CPU (only with `Settings::task_stats`).
 #[btf_map]
 pub static HIST: PerCpuHashMap<HistKey, u64, 16384> = PerCpuHashMap::new();
 
@@ -127,7 +127,7 @@ pub struct CpuSlot {
     pub rq_clock_offset: u64,
 }
 
-/// One slot per CPU.
+/// One slot per CPU (index `agent_common::PER_CPU_SLOT`).
 #[btf_map]
 pub static CPU_SLOT: PerCpuArray<CpuSlot, 1> = PerCpuArray::new();
 
@@ -170,9 +170,10 @@ pub const MIGRATED_LIST_LEN: usize = 8;
 #[btf_map]
 pub static MIGRATED_TO: Array<MigratedList, 1024> = Array::new();
 
-/// Settings user space may change while running: `[0]` = minimum wait sent as an event (ns).
+/// Settings user space may change while running, indexed by `agent_common::DAEMON_CFG_*`:
+/// `[DAEMON_CFG_MIN_EVENT_NS]` = minimum wait sent as an event (ns).
 #[btf_map]
-pub static DAEMON_CFG: Array<u64, 1> = Array::new();
+pub static DAEMON_CFG: Array<u64, { DAEMON_CFG_LEN as usize }> = Array::new();
 
 /// The flight recorder's CPU samples (sized by the loader).
 #[btf_map]

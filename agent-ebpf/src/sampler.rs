@@ -3,7 +3,7 @@
 //! the last seconds of samples, so an incident's flame graph shows what the CPUs did before
 //! the trigger, not after.
 
-use agent_common::{Counter, CpuSample, STACK_DEPTH, TASK_COMM_LEN};
+use agent_common::{Counter, CpuSample, PER_CPU_SLOT, QueuedTask, STACK_DEPTH, TASK_COMM_LEN};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
@@ -17,40 +17,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    CFG_OFF_COMM, CFG_OFF_PID, CFG_OFF_TGID, cfg, count,
-    daemon::CFG_OFF_LAST_QUEUED,
+    config::{RQ_OFFSETS, SETTINGS, TASK_OFFSETS, cfg},
+    helpers::count,
     maps::{CPU_SLOT, SAMPLES, WALK_SCRATCH},
 };
-
-// Run-queue layout for the queue walk, from vmlinux BTF.
-/// 1 when every offset below was found (else no walk).
-#[unsafe(no_mangle)]
-static CFG_RQ_WALK: u32 = 0;
-/// `task_struct.se`.
-#[unsafe(no_mangle)]
-static CFG_OFF_TASK_SE: u32 = 0;
-/// `sched_entity.cfs_rq`, `.run_node`, `.my_q`.
-#[unsafe(no_mangle)]
-static CFG_OFF_SE_CFS_RQ: u32 = 0;
-#[unsafe(no_mangle)]
-static CFG_OFF_SE_RUN_NODE: u32 = 0;
-#[unsafe(no_mangle)]
-static CFG_OFF_SE_MY_Q: u32 = 0;
-/// `sched_entity.parent`.
-#[unsafe(no_mangle)]
-static CFG_OFF_SE_PARENT: u32 = 0;
-/// `cfs_rq.rq` and `cfs_rq.tasks_timeline`.
-#[unsafe(no_mangle)]
-static CFG_OFF_CFS_RQ_RQ: u32 = 0;
-#[unsafe(no_mangle)]
-static CFG_OFF_CFS_TIMELINE: u32 = 0;
-/// `rq.cfs`, `rq.clock`, `rq.nr_running`.
-#[unsafe(no_mangle)]
-static CFG_OFF_RQ_CFS: u32 = 0;
-#[unsafe(no_mangle)]
-static CFG_OFF_RQ_CLOCK: u32 = 0;
-#[unsafe(no_mangle)]
-static CFG_OFF_RQ_NR_RUNNING: u32 = 0;
 
 /// Reads a `T` at `base + offset` of kernel memory; the default on a fault.
 #[inline(always)]
@@ -82,7 +52,7 @@ fn store(slot: &mut u64, value: u64) {
     reason = "one bounded loop the verifier must see whole; helpers would be inlined anyway"
 )]
 fn walk_queue(sample: *mut CpuSample) {
-    let Some(scratch) = WALK_SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = WALK_SCRATCH.get_ptr_mut(PER_CPU_SLOT) else {
         return;
     };
     // SAFETY: this CPU's slot of a per-CPU array; perf event programs do not nest on a CPU.
@@ -90,41 +60,44 @@ fn walk_queue(sample: *mut CpuSample) {
     // The sampled task's cfs_rq belongs to this CPU's rq, whatever group it is in.
     // SAFETY: helper without preconditions.
     let current = unsafe { bpf_get_current_task() };
-    let cfs: u64 = kread(current, cfg(&CFG_OFF_TASK_SE) + cfg(&CFG_OFF_SE_CFS_RQ));
+    let cfs: u64 = kread(
+        current,
+        cfg(&RQ_OFFSETS.task_se) + cfg(&RQ_OFFSETS.se_cfs_rq),
+    );
     if cfs == 0 {
         return;
     }
-    let rq: u64 = kread(cfs, cfg(&CFG_OFF_CFS_RQ_RQ));
+    let rq: u64 = kread(cfs, cfg(&RQ_OFFSETS.cfs_rq_rq));
     if rq == 0 {
         return;
     }
     // The rq clock now: from ktime and the offset the daemon's switch program paired (exact
     // to a microsecond), else rq->clock itself, which lags by up to a tick.
-    let offset = CPU_SLOT.get(0).map_or(0, |s| s.rq_clock_offset);
+    let offset = CPU_SLOT.get(PER_CPU_SLOT).map_or(0, |s| s.rq_clock_offset);
     let clock: u64 = if offset == 0 {
-        kread(rq, cfg(&CFG_OFF_RQ_CLOCK))
+        kread(rq, cfg(&RQ_OFFSETS.rq_clock))
     } else {
         // SAFETY: helper without preconditions.
         unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
     };
-    let timeline = cfg(&CFG_OFF_CFS_TIMELINE);
+    let timeline = cfg(&RQ_OFFSETS.cfs_timeline);
     // The running task is not in its cfs_rq's tree, and neither is any of its group entities
     // in theirs: the tasks queued next to it (same group, or next to one of its groups) are
     // only reachable from its own cfs_rq and its ancestors'. Those are walked first; the
     // root (rq->cfs) is the last ancestor. Group entities met on the way are walked too.
     let mut depth = 0u64;
     let mut level_cfs = cfs;
-    let mut se = current + u64::from(cfg(&CFG_OFF_TASK_SE));
+    let mut se = current + u64::from(cfg(&RQ_OFFSETS.task_se));
     for _ in 0..4 {
         if let Some(slot) = scratch.groups.get_mut(depth as usize) {
             store(slot, level_cfs);
             depth += 1;
         }
-        se = kread(se, cfg(&CFG_OFF_SE_PARENT));
+        se = kread(se, cfg(&RQ_OFFSETS.se_parent));
         if se == 0 {
             break;
         }
-        level_cfs = kread(se, cfg(&CFG_OFF_SE_CFS_RQ));
+        level_cfs = kread(se, cfg(&RQ_OFFSETS.se_cfs_rq));
         if level_cfs == 0 {
             break;
         }
@@ -134,7 +107,7 @@ fn walk_queue(sample: *mut CpuSample) {
     store(&mut scratch.nr_groups, depth);
     store(&mut scratch.found, 0);
     // SAFETY: `sample` points to reserved ring buffer memory.
-    unsafe { (*sample).nr_running = kread(rq, cfg(&CFG_OFF_RQ_NR_RUNNING)) };
+    unsafe { (*sample).nr_running = kread(rq, cfg(&RQ_OFFSETS.rq_nr_running)) };
     for _ in 0..WALK_STEPS {
         let node = load(&scratch.node);
         if node == 0 {
@@ -156,8 +129,8 @@ fn walk_queue(sample: *mut CpuSample) {
             store(&mut scratch.node, kread(group_cfs, timeline + 8));
             continue;
         }
-        let se = node - u64::from(cfg(&CFG_OFF_SE_RUN_NODE));
-        let my_q: u64 = kread(se, cfg(&CFG_OFF_SE_MY_Q));
+        let se = node - u64::from(cfg(&RQ_OFFSETS.se_run_node));
+        let my_q: u64 = kread(se, cfg(&RQ_OFFSETS.se_my_q));
         if my_q != 0 {
             let nr_groups = load(&scratch.nr_groups);
             if let Some(slot) = scratch.groups.get_mut(nr_groups as usize) {
@@ -165,13 +138,13 @@ fn walk_queue(sample: *mut CpuSample) {
                 store(&mut scratch.nr_groups, nr_groups + 1);
             }
         } else {
-            let task = se - u64::from(cfg(&CFG_OFF_TASK_SE));
+            let task = se - u64::from(cfg(&RQ_OFFSETS.task_se));
             let found = load(&scratch.found);
             // SAFETY: as above; the index is checked.
             if let Some(q) = unsafe { (*sample).queue.get_mut(found as usize) } {
-                q.tid = kread(task, cfg(&CFG_OFF_PID));
-                q.tgid = kread(task, cfg(&CFG_OFF_TGID));
-                let queued: u64 = kread(task, cfg(&CFG_OFF_LAST_QUEUED));
+                q.tid = kread(task, cfg(&TASK_OFFSETS.pid));
+                q.tgid = kread(task, cfg(&TASK_OFFSETS.tgid));
+                let queued: u64 = kread(task, cfg(&TASK_OFFSETS.last_queued));
                 q.wait_ns = if queued != 0 && clock > queued {
                     clock - queued
                 } else {
@@ -180,7 +153,7 @@ fn walk_queue(sample: *mut CpuSample) {
                 // SAFETY: faults safely; the destination is the entry's comm.
                 let _ = unsafe {
                     bpf_probe_read_kernel_buf(
-                        (task + u64::from(cfg(&CFG_OFF_COMM))) as *const u8,
+                        (task + u64::from(cfg(&TASK_OFFSETS.comm))) as *const u8,
                         &mut q.comm,
                     )
                 };
@@ -261,10 +234,10 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         (*sample).nr_running = 0;
         (*sample).nr_queued = 0;
         for q in &mut (*sample).queue {
-            *q = agent_common::QueuedTask::default();
+            *q = QueuedTask::default();
         }
     }
-    if cfg(&CFG_RQ_WALK) != 0 {
+    if cfg(&SETTINGS.rq_walk) != 0 {
         walk_queue(sample);
     }
     // The reader polls; samples never wake it.

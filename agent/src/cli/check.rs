@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use agent_common::names::program;
 use anyhow::Result;
 
 use crate::{
@@ -187,7 +188,7 @@ fn program_sets(stamps: bool) -> [Set; 4] {
                 sampler_hz: Some(1),
                 ..ProbeConfig::default()
             },
-            programs: &[("cpu_sample", "cpu-clock perf events")],
+            programs: &[(program::CPU_SAMPLE, "cpu-clock perf events")],
             default: true,
         },
     ]

@@ -81,8 +81,8 @@ pub fn process_exists(tgid: u32) -> bool {
     Path::new(&format!("/proc/{tgid}")).exists()
 }
 
-/// `PF_KTHREAD` (include/linux/sched.h).
-const PF_KTHREAD: u64 = 0x0020_0000;
+/// `PF_KTHREAD` (include/linux/sched.h), as wide as the flags field of `/proc/<pid>/stat`.
+const PF_KTHREAD: u64 = agent_common::PF_KTHREAD as u64;
 
 /// Task flags (field 9) from a `/proc/<pid>/stat` text.
 #[must_use]

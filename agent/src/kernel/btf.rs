@@ -1,9 +1,11 @@
 //! A small reader for the kernel's BTF (`/sys/kernel/btf/vmlinux`).
 //!
 //! aya cannot apply CO-RE relocations to Rust eBPF programs, so schedlat reads the few
-//! `task_struct` offsets it needs here and hands them to the programs as read-only globals.
+//! `task_struct` offsets it needs here and hands them to the programs as read-only globals
+//! (`agent_common::TaskOffsets`, `RqOffsets`).
 //! Format: <https://docs.kernel.org/bpf/btf.html>.
 
+use agent_common::{RqOffsets, TaskOffsets};
 use anyhow::{Context as _, Result, bail, ensure};
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -238,43 +240,28 @@ pub struct KernelLayout {
     pub daemon: Option<DaemonLayout>,
     /// What the sampler's run-queue walk reads; `None` when a field is missing (e.g. no
     /// `CONFIG_FAIR_GROUP_SCHED`).
-    pub rq: Option<RqLayout>,
+    pub rq: Option<RqOffsets>,
 }
 
-/// Scheduler structure offsets for the CPU sampler's run-queue walk (agent-ebpf/src/sampler.rs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RqLayout {
-    pub task_se: u32,
-    pub se_cfs_rq: u32,
-    pub se_run_node: u32,
-    pub se_my_q: u32,
-    pub se_parent: u32,
-    pub cfs_rq_rq: u32,
-    pub cfs_timeline: u32,
-    pub rq_cfs: u32,
-    pub rq_clock: u32,
-    pub rq_nr_running: u32,
-}
-
-impl RqLayout {
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
-        let field = |st: &str, name: &str| -> Result<u32> {
-            btf.member_offset(st, name)?
-                .with_context(|| format!("{st} has no field {name} in BTF"))
-        };
-        Ok(Self {
-            task_se: field("task_struct", "se")?,
-            se_cfs_rq: field("sched_entity", "cfs_rq")?,
-            se_run_node: field("sched_entity", "run_node")?,
-            se_my_q: field("sched_entity", "my_q")?,
-            se_parent: field("sched_entity", "parent")?,
-            cfs_rq_rq: field("cfs_rq", "rq")?,
-            cfs_timeline: field("cfs_rq", "tasks_timeline")?,
-            rq_cfs: field("rq", "cfs")?,
-            rq_clock: field("rq", "clock")?,
-            rq_nr_running: field("rq", "nr_running")?,
-        })
-    }
+/// Scheduler structure offsets for the CPU sampler's run-queue walk (agent-ebpf/src/sampler.rs),
+/// in the form the programs take them.
+fn rq_offsets_from_btf(btf: &Btf) -> Result<RqOffsets> {
+    let field = |st: &str, name: &str| -> Result<u32> {
+        btf.member_offset(st, name)?
+            .with_context(|| format!("{st} has no field {name} in BTF"))
+    };
+    Ok(RqOffsets {
+        task_se: field("task_struct", "se")?,
+        se_cfs_rq: field("sched_entity", "cfs_rq")?,
+        se_run_node: field("sched_entity", "run_node")?,
+        se_my_q: field("sched_entity", "my_q")?,
+        se_parent: field("sched_entity", "parent")?,
+        cfs_rq_rq: field("cfs_rq", "rq")?,
+        cfs_timeline: field("cfs_rq", "tasks_timeline")?,
+        rq_cfs: field("rq", "cfs")?,
+        rq_clock: field("rq", "clock")?,
+        rq_nr_running: field("rq", "nr_running")?,
+    })
 }
 
 /// `task_struct` offsets for the daemon's programs (agent-ebpf/src/daemon.rs).
@@ -323,6 +310,27 @@ impl DaemonLayout {
 }
 
 impl KernelLayout {
+    /// The `task_struct` offsets in the form the programs take them. Fields this kernel lacks
+    /// are 0: the settings keep the programs that would read them from running (the daemon's
+    /// programs need `daemon`; its stamps and the sampler's queue walk need `sched_info`).
+    #[must_use]
+    pub fn task_offsets(&self) -> TaskOffsets {
+        let daemon = self.daemon.as_ref();
+        let stamps = daemon.and_then(|d| d.sched_info.as_ref());
+        TaskOffsets {
+            pid: self.pid_offset,
+            tgid: self.tgid_offset,
+            comm: self.comm_offset,
+            state: self.state_offset,
+            last_arrival: stamps.map_or(0, |s| s.last_arrival),
+            last_queued: stamps.map_or(0, |s| s.last_queued),
+            flags: daemon.map_or(0, |d| d.flags_offset),
+            on_rq: daemon.map_or(0, |d| d.on_rq_offset),
+            group_leader: daemon.map_or(0, |d| d.group_leader_offset),
+            pcount: stamps.map_or(0, |s| s.pcount),
+        }
+    }
+
     pub fn from_btf(btf: &Btf) -> Result<Self> {
         let field = |name: &str| -> Result<u32> {
             btf.member_offset("task_struct", name)?
@@ -342,7 +350,7 @@ impl KernelLayout {
             daemon: DaemonLayout::from_btf(btf)
                 .inspect_err(|e| log::debug!("daemon layout: {e:#}"))
                 .ok(),
-            rq: RqLayout::from_btf(btf)
+            rq: rq_offsets_from_btf(btf)
                 .inspect_err(|e| log::debug!("run-queue layout: {e:#}"))
                 .ok(),
         })

@@ -3,7 +3,11 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use agent_common::{COUNTER_COUNT, Counter, HistKey, TaskStats};
+use agent_common::{
+    COUNTER_COUNT, Counter, DAEMON_CFG_MIN_EVENT_NS, HistKey, RqOffsets, Settings, TaskOffsets,
+    TaskStats,
+    names::{global, map, program, tracepoint},
+};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -24,25 +28,28 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The trace programs, in attach order: (program name, tracepoint).
 pub const TRACE_PROGRAMS: [(&str, &str); 4] = [
-    ("sched_wakeup", "sched_wakeup"),
-    ("sched_wakeup_new", "sched_wakeup_new"),
-    ("sched_migrate_task", "sched_migrate_task"),
-    ("sched_switch", "sched_switch"),
+    (program::SCHED_WAKEUP, tracepoint::SCHED_WAKEUP),
+    (program::SCHED_WAKEUP_NEW, tracepoint::SCHED_WAKEUP_NEW),
+    (program::SCHED_MIGRATE_TASK, tracepoint::SCHED_MIGRATE_TASK),
+    (program::SCHED_SWITCH, tracepoint::SCHED_SWITCH),
 ];
 
 /// The daemon's switch-only programs (agent-ebpf/src/daemon.rs).
 pub const DAEMON_PROGRAMS: [(&str, &str); 2] = [
-    ("sched_migrate_task_daemon", "sched_migrate_task"),
-    ("sched_switch_daemon", "sched_switch"),
+    (
+        program::SCHED_MIGRATE_TASK_DAEMON,
+        tracepoint::SCHED_MIGRATE_TASK,
+    ),
+    (program::SCHED_SWITCH_DAEMON, tracepoint::SCHED_SWITCH),
 ];
 
 /// The daemon's fallback set, for kernels without `CONFIG_SCHED_INFO` (or when forced): the
 /// wakeup programs stamp enqueues themselves and the daemon's switch program takes the stamps.
 pub const DAEMON_FALLBACK_PROGRAMS: [(&str, &str); 4] = [
-    ("sched_wakeup", "sched_wakeup"),
-    ("sched_wakeup_new", "sched_wakeup_new"),
-    ("sched_migrate_task", "sched_migrate_task"),
-    ("sched_switch_daemon", "sched_switch"),
+    (program::SCHED_WAKEUP, tracepoint::SCHED_WAKEUP),
+    (program::SCHED_WAKEUP_NEW, tracepoint::SCHED_WAKEUP_NEW),
+    (program::SCHED_MIGRATE_TASK, tracepoint::SCHED_MIGRATE_TASK),
+    (program::SCHED_SWITCH_DAEMON, tracepoint::SCHED_SWITCH),
 ];
 
 /// Which program set to run.
@@ -184,198 +191,219 @@ pub struct Probes {
     pub features: Features,
 }
 
-impl Probes {
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence: check, configure, load, fill filters, attach"
-    )]
-    pub fn load(config: &ProbeConfig) -> Result<Self> {
-        privileges::require_bpf()?;
-        let features = Features::probe();
-        let layout = features.require_runnable()?;
-        raise_memlock_limit();
+/// What this run loads, decided from the configuration and the kernel's features: the values
+/// of the programs' read-only globals and the program set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    mode: Mode,
+    settings: Settings,
+    task_offsets: TaskOffsets,
+    rq_offsets: RqOffsets,
+}
 
-        let uses_task_storage = features.task_storage && !config.force_pid_hash;
-        if !features.task_storage {
-            warn!(
-                "kernel {} has no task storage (Linux 5.11+): using a tid-keyed hash of 65536 \
-                 entries; enqueues beyond that are counted as enqueue_map_full",
-                features.kernel_release
-            );
-        }
-        let filter_on = u32::from(config.filter.as_ref().is_some_and(|f| !f.is_empty()));
-        let min_event_ns = config.min_event_ns.unwrap_or(u64::MAX);
-        let task_stats = u32::from(config.task_stats);
-        let use_task_storage = u32::from(uses_task_storage);
-        let switch_has_prev_state = u32::from(layout.switch_has_prev_state);
-        // Wake the reader when a quarter of the ring is pending; it polls on a timer otherwise.
-        let wakeup_bytes = u64::from(config.ringbuf_bytes / 4);
-
-        let daemon_layout = match (config.mode, layout.daemon) {
-            (Mode::Daemon, None) => bail!(
+impl Plan {
+    /// Pure: the decisions only (`Probes::load` logs what they disable).
+    fn new(config: &ProbeConfig, features: &Features, layout: &KernelLayout) -> Result<Self> {
+        if config.mode == Mode::Daemon && layout.daemon.is_none() {
+            bail!(
                 "kernel {}: task_struct.flags, on_rq or group_leader not found in BTF; the \
                  daemon's programs cannot run (`schedlat trace` still works)",
                 features.kernel_release
-            ),
-            (_, daemon) => daemon,
-        };
-        let stamps = daemon_layout.and_then(|d| d.sched_info);
-        let own_stamps =
-            config.mode == Mode::Daemon && (config.force_own_stamps || stamps.is_none());
-        if config.mode == Mode::Daemon && stamps.is_none() {
-            warn!(
-                "kernel {} has no task_struct.sched_info (CONFIG_SCHED_INFO): the daemon stamps \
-                 enqueues with the wakeup programs instead (costs a program run per wakeup); \
-                 run-queue snapshots in incidents are off",
-                features.kernel_release
             );
         }
-        let off =
-            |f: fn(&crate::kernel::btf::DaemonLayout) -> u32| daemon_layout.as_ref().map_or(0, f);
-        let stamp_off =
-            |f: fn(&crate::kernel::btf::SchedInfoLayout) -> u32| stamps.as_ref().map_or(0, f);
-        // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
-        let (off_arrival, off_queued, off_pcount) = (
-            stamp_off(|d| d.last_arrival),
-            stamp_off(|d| d.last_queued),
-            stamp_off(|d| d.pcount),
-        );
-        let (off_flags, off_on_rq, off_leader) = (
-            off(|d| d.flags_offset),
-            off(|d| d.on_rq_offset),
-            off(|d| d.group_leader_offset),
-        );
-        let daemon_own_stamps = u32::from(own_stamps);
+        let stamps = layout.daemon.is_some_and(|d| d.sched_info.is_some());
+        let own_stamps = config.mode == Mode::Daemon && (config.force_own_stamps || !stamps);
+        let settings = Settings {
+            min_event_ns: config.min_event_ns.unwrap_or(u64::MAX),
+            // Wake the reader when a quarter of the ring is pending; it polls on a timer
+            // otherwise.
+            wakeup_bytes: u64::from(config.ringbuf_bytes / 4),
+            filter: u32::from(config.filter.as_ref().is_some_and(|f| !f.is_empty())),
+            task_stats: u32::from(config.task_stats),
+            use_task_storage: u32::from(features.task_storage && !config.force_pid_hash),
+            switch_has_prev_state: u32::from(layout.switch_has_prev_state),
+            // The walk tells how long queued tasks waited from their sched_info stamps, paired
+            // with ktime by the daemon's switch program when it reads those stamps.
+            rq_walk: u32::from(layout.rq.is_some() && stamps && !own_stamps),
+            daemon_own_stamps: u32::from(own_stamps),
+            ..Settings::DEFAULT
+        };
+        Ok(Self {
+            mode: config.mode,
+            settings,
+            // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
+            task_offsets: layout.task_offsets(),
+            rq_offsets: layout.rq.unwrap_or_default(),
+        })
+    }
 
-        let rq = layout.rq;
-        let rq_off = |f: fn(&crate::kernel::btf::RqLayout) -> u32| rq.as_ref().map_or(0, f);
-        // The walk tells how long queued tasks waited from their sched_info stamps, paired with
-        // ktime by the daemon's switch program when it reads those stamps.
-        let rq_walk = u32::from(rq.is_some() && stamps.is_some() && !own_stamps);
-        let rq_offsets = [
-            ("CFG_OFF_TASK_SE", rq_off(|r| r.task_se)),
-            ("CFG_OFF_SE_CFS_RQ", rq_off(|r| r.se_cfs_rq)),
-            ("CFG_OFF_SE_RUN_NODE", rq_off(|r| r.se_run_node)),
-            ("CFG_OFF_SE_MY_Q", rq_off(|r| r.se_my_q)),
-            ("CFG_OFF_SE_PARENT", rq_off(|r| r.se_parent)),
-            ("CFG_OFF_CFS_RQ_RQ", rq_off(|r| r.cfs_rq_rq)),
-            ("CFG_OFF_CFS_TIMELINE", rq_off(|r| r.cfs_timeline)),
-            ("CFG_OFF_RQ_CFS", rq_off(|r| r.rq_cfs)),
-            ("CFG_OFF_RQ_CLOCK", rq_off(|r| r.rq_clock)),
-            ("CFG_OFF_RQ_NR_RUNNING", rq_off(|r| r.rq_nr_running)),
-        ];
-        let mut loader = EbpfLoader::new();
-        loader
-            // aya creates task storage maps but has no user-side wrapper for them; the kernel
-            // side is all schedlat needs.
-            .allow_unsupported_maps()
-            .override_global("CFG_FILTER", &filter_on, true)
-            .override_global("CFG_MIN_EVENT_NS", &min_event_ns, true)
-            .override_global("CFG_TASK_STATS", &task_stats, true)
-            .override_global("CFG_USE_TASK_STORAGE", &use_task_storage, true)
-            .override_global("CFG_SWITCH_HAS_PREV_STATE", &switch_has_prev_state, true)
-            .override_global("CFG_WAKEUP_BYTES", &wakeup_bytes, true)
-            .override_global("CFG_OFF_PID", &layout.pid_offset, true)
-            .override_global("CFG_OFF_TGID", &layout.tgid_offset, true)
-            .override_global("CFG_OFF_COMM", &layout.comm_offset, true)
-            .override_global("CFG_OFF_STATE", &layout.state_offset, true)
-            .override_global("CFG_OFF_LAST_ARRIVAL", &off_arrival, true)
-            .override_global("CFG_OFF_LAST_QUEUED", &off_queued, true)
-            .override_global("CFG_OFF_FLAGS", &off_flags, true)
-            .override_global("CFG_OFF_ON_RQ", &off_on_rq, true)
-            .override_global("CFG_OFF_GROUP_LEADER", &off_leader, true)
-            .override_global("CFG_OFF_PCOUNT", &off_pcount, true)
-            .override_global("CFG_RQ_WALK", &rq_walk, true)
-            .override_global("CFG_DAEMON_OWN_STAMPS", &daemon_own_stamps, true)
-            .map_max_entries("EVENTS", config.ringbuf_bytes);
-        for (name, value) in &rq_offsets {
-            loader.override_global(name, value, true);
+    fn uses_task_storage(&self) -> bool {
+        self.settings.use_task_storage != 0
+    }
+
+    fn own_stamps(&self) -> bool {
+        self.settings.daemon_own_stamps != 0
+    }
+
+    /// The scheduler programs to attach: (program, tracepoint).
+    fn programs(&self) -> &'static [(&'static str, &'static str)] {
+        match self.mode {
+            Mode::Trace => &TRACE_PROGRAMS,
+            Mode::Daemon if self.own_stamps() => &DAEMON_FALLBACK_PROGRAMS,
+            Mode::Daemon => &DAEMON_PROGRAMS,
+            Mode::Sampler => &[],
         }
-        // Maps a configuration does not use shrink to one entry instead of preallocating.
-        let unused: &[&str] = match config.mode {
-            Mode::Trace => &["PROC_WAITS", "PROC_INFO", "CPU_WAITS", "MIGRATED_TO"],
-            Mode::Daemon if own_stamps => &["TASK_STATS", "HIST", "FILTER_TGIDS", "FILTER_TIDS"],
+    }
+
+    /// How the enqueue stamps are kept, for the log.
+    fn stamps_label(&self) -> &'static str {
+        match self.mode {
+            Mode::Daemon if self.own_stamps() => "own enqueue stamps (no sched_info)",
+            Mode::Daemon => "kernel sched_info stamps",
+            Mode::Sampler => "sampler only",
+            Mode::Trace if self.uses_task_storage() => "task storage",
+            Mode::Trace => "tid hash",
+        }
+    }
+
+    /// Step 1: the read-only globals, one typed struct each.
+    fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader
+            .override_global(global::SETTINGS, &self.settings, true)
+            .override_global(global::TASK_OFFSETS, &self.task_offsets, true)
+            .override_global(global::RQ_OFFSETS, &self.rq_offsets, true);
+    }
+
+    /// Step 2: map sizes. Maps a configuration does not use shrink to one entry (ring buffers
+    /// to a page) instead of preallocating.
+    fn size_maps(&self, loader: &mut EbpfLoader<'_>, config: &ProbeConfig) -> Result<()> {
+        loader.map_max_entries(map::EVENTS, config.ringbuf_bytes);
+        let unused: &[&str] = match self.mode {
+            Mode::Trace => &[
+                map::PROC_WAITS,
+                map::PROC_INFO,
+                map::CPU_WAITS,
+                map::MIGRATED_TO,
+            ],
+            Mode::Daemon if self.own_stamps() => &[
+                map::TASK_STATS,
+                map::HIST,
+                map::FILTER_TGIDS,
+                map::FILTER_TIDS,
+            ],
             Mode::Daemon => &[
-                "TID_ENQUEUE",
-                "TASK_STATS",
-                "HIST",
-                "FILTER_TGIDS",
-                "FILTER_TIDS",
+                map::TID_ENQUEUE,
+                map::TASK_STATS,
+                map::HIST,
+                map::FILTER_TGIDS,
+                map::FILTER_TIDS,
             ],
             Mode::Sampler => &[
-                "PROC_WAITS",
-                "PROC_INFO",
-                "CPU_WAITS",
-                "MIGRATED_TO",
-                "TID_ENQUEUE",
-                "TASK_STATS",
-                "HIST",
-                "FILTER_TGIDS",
-                "FILTER_TIDS",
+                map::PROC_WAITS,
+                map::PROC_INFO,
+                map::CPU_WAITS,
+                map::MIGRATED_TO,
+                map::TID_ENQUEUE,
+                map::TASK_STATS,
+                map::HIST,
+                map::FILTER_TGIDS,
+                map::FILTER_TIDS,
             ],
         };
         // Ring buffers cannot shrink below a page.
         let page = 4096;
         if config.sampler_hz.is_none() {
-            loader.map_max_entries("SAMPLES", page);
+            loader.map_max_entries(map::SAMPLES, page);
         }
-        if config.mode == Mode::Sampler {
-            loader.map_max_entries("EVENTS", page);
+        if self.mode == Mode::Sampler {
+            loader.map_max_entries(map::EVENTS, page);
         }
         for name in unused {
             loader.map_max_entries(name, 1);
         }
-        if config.mode == Mode::Daemon {
+        if self.mode == Mode::Daemon {
             let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
             loader
-                .map_max_entries("MIGRATED_TO", cpus.max(1) as u32)
-                .map_max_entries("PROC_WAITS", config.proc_map_entries)
-                .map_max_entries("PROC_INFO", config.proc_map_entries);
+                .map_max_entries(map::MIGRATED_TO, cpus.max(1) as u32)
+                .map_max_entries(map::PROC_WAITS, config.proc_map_entries)
+                .map_max_entries(map::PROC_INFO, config.proc_map_entries);
         }
-        if uses_task_storage {
-            loader.map_max_entries("TID_ENQUEUE", 1);
+        if self.uses_task_storage() {
+            loader.map_max_entries(map::TID_ENQUEUE, 1);
         }
         if !config.task_stats {
             loader
-                .map_max_entries("TASK_STATS", 1)
-                .map_max_entries("HIST", 1);
+                .map_max_entries(map::TASK_STATS, 1)
+                .map_max_entries(map::HIST, 1);
         }
-        let mut ebpf = loader
+        Ok(())
+    }
+}
+
+impl Probes {
+    /// Probes the kernel, then loads and attaches the programs `config` asks for in four steps:
+    /// globals, map sizes, filter, attach.
+    pub fn load(config: &ProbeConfig) -> Result<Self> {
+        privileges::require_bpf()?;
+        let features = Features::probe();
+        let layout = features.require_runnable()?;
+        raise_memlock_limit();
+        let plan = Plan::new(config, &features, &layout)?;
+        log_degraded(config, &features, &plan);
+
+        let mut loader = EbpfLoader::new();
+        // aya creates task storage maps but has no user-side wrapper for them; the kernel
+        // side is all schedlat needs.
+        loader.allow_unsupported_maps();
+        plan.set_globals(&mut loader);
+        plan.size_maps(&mut loader, config)?;
+        let ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading schedlat's eBPF object into the kernel")?;
-
+        let mut probes = Self { ebpf, features };
         if let Some(filter) = &config.filter {
-            let mut tgids: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("FILTER_TGIDS").context("map FILTER_TGIDS")?)?;
-            for &tgid in &filter.tgids {
-                tgids
-                    .insert(tgid, 1, 0)
-                    .with_context(|| format!("adding pid {tgid} to the filter"))?;
-            }
-            let mut tids: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("FILTER_TIDS").context("map FILTER_TIDS")?)?;
-            for &tid in &filter.tids {
-                tids.insert(tid, 1, 0)
-                    .with_context(|| format!("adding tid {tid} to the filter"))?;
-            }
+            probes.fill_filter(filter)?;
         }
-        let mut probes = Self {
-            ebpf,
-            features: features.clone(),
-        };
         if config.mode == Mode::Daemon {
-            probes.set_min_event_ns(min_event_ns)?;
+            probes.set_min_event_ns(plan.settings.min_event_ns)?;
         }
+        probes.attach_scheduler_programs(&plan)?;
+        if let Some(hz) = config.sampler_hz {
+            probes.attach_sampler(hz)?;
+        }
+        Ok(probes)
+    }
 
+    /// Step 3: the tasks to measure.
+    fn fill_filter(&mut self, filter: &TaskFilter) -> Result<()> {
+        let mut tgids: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map::FILTER_TGIDS)
+                .context("map FILTER_TGIDS")?,
+        )?;
+        for &tgid in &filter.tgids {
+            tgids
+                .insert(tgid, 1, 0)
+                .with_context(|| format!("adding pid {tgid} to the filter"))?;
+        }
+        let mut tids: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map::FILTER_TIDS)
+                .context("map FILTER_TIDS")?,
+        )?;
+        for &tid in &filter.tids {
+            tids.insert(tid, 1, 0)
+                .with_context(|| format!("adding tid {tid} to the filter"))?;
+        }
+        Ok(())
+    }
+
+    /// Step 4: load (verifier) and attach the scheduler programs of the plan.
+    fn attach_scheduler_programs(&mut self, plan: &Plan) -> Result<()> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
-        let programs: &[(&str, &str)] = match config.mode {
-            Mode::Trace => &TRACE_PROGRAMS,
-            Mode::Daemon if own_stamps => &DAEMON_FALLBACK_PROGRAMS,
-            Mode::Daemon => &DAEMON_PROGRAMS,
-            Mode::Sampler => &[],
-        };
+        let programs = plan.programs();
         for &(name, tracepoint) in programs {
-            let program: &mut BtfTracePoint = probes
+            let program: &mut BtfTracePoint = self
                 .ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
@@ -393,19 +421,10 @@ impl Probes {
             "attached {} to {} on {} ({})",
             programs.iter().map(|p| p.0).collect::<Vec<_>>().join(", "),
             programs.iter().map(|p| p.1).collect::<Vec<_>>().join(", "),
-            features.kernel_release,
-            match (config.mode, uses_task_storage) {
-                (Mode::Daemon, _) if own_stamps => "own enqueue stamps (no sched_info)",
-                (Mode::Daemon, _) => "kernel sched_info stamps",
-                (Mode::Sampler, _) => "sampler only",
-                (Mode::Trace, true) => "task storage",
-                (Mode::Trace, false) => "tid hash",
-            }
+            self.features.kernel_release,
+            plan.stamps_label(),
         );
-        if let Some(hz) = config.sampler_hz {
-            probes.attach_sampler(hz)?;
-        }
-        Ok(probes)
+        Ok(())
     }
 
     /// Attaches the CPU sampler to a `cpu-clock` perf event on every online CPU.
@@ -415,7 +434,7 @@ impl Probes {
         };
         let program: &mut PerfEvent = self
             .ebpf
-            .program_mut("cpu_sample")
+            .program_mut(program::CPU_SAMPLE)
             .context("program cpu_sample missing from the eBPF object")?
             .try_into()?;
         program
@@ -445,16 +464,19 @@ impl Probes {
     pub fn take_samples(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("SAMPLES")
+            .take_map(map::SAMPLES)
             .context("ring buffer SAMPLES already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Sets the daemon's event threshold while running.
     pub fn set_min_event_ns(&mut self, min_event_ns: u64) -> Result<()> {
-        let mut cfg: Array<_, u64> =
-            Array::try_from(self.ebpf.map_mut("DAEMON_CFG").context("map DAEMON_CFG")?)?;
-        cfg.set(0, min_event_ns, 0)
+        let mut cfg: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(map::DAEMON_CFG)
+                .context("map DAEMON_CFG")?,
+        )?;
+        cfg.set(DAEMON_CFG_MIN_EVENT_NS, min_event_ns, 0)
             .context("setting the event threshold")
     }
     /// A map of the loaded object, by name.
@@ -484,7 +506,7 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
+            .take_map(map::EVENTS)
             .context("ring buffer EVENTS already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
@@ -492,7 +514,7 @@ impl Probes {
     /// Kernel counters summed over CPUs, indexed like `Counter::ALL`.
     pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
         let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS")?)?;
+            PerCpuArray::try_from(self.ebpf.map(map::COUNTERS).context("map COUNTERS")?)?;
         let mut totals = [0; COUNTER_COUNT as usize];
         for counter in Counter::ALL {
             let values = array.get(&(counter as u32), 0)?;
@@ -504,7 +526,7 @@ impl Probes {
     /// Exact per-thread totals (with `task_stats`), keyed by tid.
     pub fn task_stats(&self) -> Result<Vec<(u32, TaskStats)>> {
         let map: HashMap<_, u32, TaskStats> =
-            HashMap::try_from(self.ebpf.map("TASK_STATS").context("map TASK_STATS")?)?;
+            HashMap::try_from(self.ebpf.map(map::TASK_STATS).context("map TASK_STATS")?)?;
         map.iter()
             .map(|entry| entry.context("reading TASK_STATS"))
             .collect()
@@ -513,7 +535,7 @@ impl Probes {
     /// Per-process histograms (with `task_stats`), keyed by tgid.
     pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
         let map: PerCpuHashMap<_, HistKey, u64> =
-            PerCpuHashMap::try_from(self.ebpf.map("HIST").context("map HIST")?)?;
+            PerCpuHashMap::try_from(self.ebpf.map(map::HIST).context("map HIST")?)?;
         let mut out: StdHashMap<u32, LatencyHistogram> = StdHashMap::new();
         for entry in &map {
             let (key, per_cpu) = entry.context("reading HIST")?;
@@ -523,6 +545,34 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// Logs what this kernel (or the configuration) makes the programs do without.
+fn log_degraded(config: &ProbeConfig, features: &Features, plan: &Plan) {
+    if !features.task_storage {
+        warn!(
+            "kernel {} has no task storage (Linux 5.11+): using a tid-keyed hash of 65536 \
+             entries; enqueues beyond that are counted as enqueue_map_full",
+            features.kernel_release
+        );
+    }
+    let stamps = features
+        .layout
+        .as_ref()
+        .and_then(|l| l.daemon)
+        .is_some_and(|d| d.sched_info.is_some());
+    if config.mode == Mode::Daemon && !stamps {
+        warn!(
+            "kernel {} has no task_struct.sched_info (CONFIG_SCHED_INFO): the daemon stamps \
+             enqueues with the wakeup programs instead (costs a program run per wakeup); \
+             run-queue snapshots in incidents are off",
+            features.kernel_release
+        );
+    }
+    debug!(
+        "settings {:?}; task_struct offsets {:?}; run-queue offsets {:?}",
+        plan.settings, plan.task_offsets, plan.rq_offsets
+    );
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; later ones to the memory cgroup.
@@ -537,5 +587,156 @@ fn raise_memlock_limit() {
             "could not lift RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::names::{global, map, program};
+
+    use super::*;
+    use crate::kernel::btf::{DaemonLayout, SchedInfoLayout};
+
+    fn features(task_storage: bool) -> Features {
+        Features {
+            kernel_release: "test".to_owned(),
+            btf: true,
+            tp_btf: true,
+            task_storage,
+            ringbuf: true,
+            perf_event: true,
+            layout: None,
+        }
+    }
+
+    fn layout(sched_info: bool) -> KernelLayout {
+        KernelLayout {
+            pid_offset: 10,
+            tgid_offset: 14,
+            comm_offset: 20,
+            state_offset: 24,
+            switch_has_prev_state: true,
+            daemon: Some(DaemonLayout {
+                flags_offset: 30,
+                on_rq_offset: 34,
+                group_leader_offset: 40,
+                sched_info: sched_info.then_some(SchedInfoLayout {
+                    last_arrival: 50,
+                    last_queued: 58,
+                    pcount: 48,
+                }),
+            }),
+            rq: Some(RqOffsets {
+                task_se: 100,
+                ..RqOffsets::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn every_contract_name_is_a_symbol_of_the_object() {
+        // ELF string tables hold names between NULs; a name the eBPF side renamed or dropped
+        // would otherwise only fail at load time, as root.
+        for name in global::ALL.iter().chain(&map::ALL).chain(&program::ALL) {
+            let symbol = format!("\0{name}\0");
+            assert!(
+                EBPF_OBJECT
+                    .windows(symbol.len())
+                    .any(|window| window == symbol.as_bytes()),
+                "{name} (agent_common::names) is not a symbol of the eBPF object"
+            );
+        }
+    }
+
+    #[test]
+    fn daemon_plan_uses_the_kernel_stamps_and_walks_the_queue() {
+        let config = ProbeConfig {
+            mode: Mode::Daemon,
+            min_event_ns: Some(5_000_000),
+            ..ProbeConfig::default()
+        };
+        let plan = Plan::new(&config, &features(true), &layout(true)).expect("plan");
+        assert_eq!(
+            plan.settings,
+            Settings {
+                min_event_ns: 5_000_000,
+                wakeup_bytes: u64::from(config.ringbuf_bytes / 4),
+                rq_walk: 1,
+                ..Settings::DEFAULT
+            }
+        );
+        assert_eq!(plan.programs(), &DAEMON_PROGRAMS);
+        assert_eq!(plan.task_offsets.last_queued, 58);
+        assert_eq!(plan.task_offsets.group_leader, 40);
+        assert_eq!(plan.rq_offsets.task_se, 100);
+    }
+
+    #[test]
+    fn daemon_without_sched_info_stamps_itself_and_has_no_walk() {
+        let config = ProbeConfig {
+            mode: Mode::Daemon,
+            ..ProbeConfig::default()
+        };
+        let plan = Plan::new(&config, &features(true), &layout(false)).expect("plan");
+        assert_eq!(plan.settings.daemon_own_stamps, 1);
+        assert_eq!(plan.settings.rq_walk, 0);
+        assert_eq!(plan.programs(), &DAEMON_FALLBACK_PROGRAMS);
+        assert_eq!(plan.task_offsets.last_queued, 0);
+        assert_eq!(plan.task_offsets.flags, 30);
+        let forced = ProbeConfig {
+            force_own_stamps: true,
+            ..config
+        };
+        let plan = Plan::new(&forced, &features(true), &layout(true)).expect("plan");
+        assert_eq!(
+            (plan.settings.daemon_own_stamps, plan.settings.rq_walk),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn trace_plan_sets_filter_stats_and_storage() {
+        let config = ProbeConfig {
+            filter: Some(TaskFilter {
+                tgids: vec![42],
+                tids: Vec::new(),
+            }),
+            task_stats: true,
+            ..ProbeConfig::default()
+        };
+        let plan = Plan::new(&config, &features(false), &layout(true)).expect("plan");
+        assert_eq!(
+            (
+                plan.settings.filter,
+                plan.settings.task_stats,
+                plan.settings.use_task_storage,
+                plan.settings.daemon_own_stamps,
+            ),
+            (1, 1, 0, 0)
+        );
+        assert_eq!(plan.programs(), &TRACE_PROGRAMS);
+        let empty_filter = ProbeConfig {
+            filter: Some(TaskFilter::default()),
+            force_pid_hash: true,
+            ..ProbeConfig::default()
+        };
+        let plan = Plan::new(&empty_filter, &features(true), &layout(true)).expect("plan");
+        assert_eq!(
+            (plan.settings.filter, plan.settings.use_task_storage),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn daemon_needs_the_daemon_layout() {
+        let config = ProbeConfig {
+            mode: Mode::Daemon,
+            ..ProbeConfig::default()
+        };
+        let mut bare = layout(true);
+        bare.daemon = None;
+        let err = Plan::new(&config, &features(true), &bare).expect_err("no daemon layout");
+        assert!(err.to_string().contains("group_leader"), "{err}");
+        assert!(Plan::new(&ProbeConfig::default(), &features(true), &bare).is_ok());
     }
 }

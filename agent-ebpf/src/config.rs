@@ -1,0 +1,53 @@
+//! Every configuration global of the programs, as the types of the kernel/user contract
+//! (`agent_common::{Settings, TaskOffsets, RqOffsets}`).
+//!
+//! They are read-only globals the loader sets before loading (`EbpfLoader::override_global`),
+//! like libbpf's `const volatile`: the kernel freezes them, so the verifier knows every field
+//! as a constant, prunes the branches of settings that are off, and sees the offsets the
+//! daemon's trusted-pointer field loads use as constants. Read them with [`cfg`], one field at
+//! a time (`cfg(&SETTINGS.filter)`): a scalar load at a constant offset is what the verifier
+//! resolves to a constant.
+
+use agent_common::{RqOffsets, Settings, TaskOffsets};
+
+/// What the programs do (global `names::global::SETTINGS`).
+#[unsafe(no_mangle)]
+pub static SETTINGS: Settings = Settings::DEFAULT;
+
+/// `task_struct` field offsets (global `names::global::TASK_OFFSETS`).
+#[unsafe(no_mangle)]
+pub static TASK_OFFSETS: TaskOffsets = TaskOffsets {
+    pid: 0,
+    tgid: 0,
+    comm: 0,
+    state: 0,
+    last_arrival: 0,
+    last_queued: 0,
+    flags: 0,
+    on_rq: 0,
+    group_leader: 0,
+    pcount: 0,
+};
+
+/// Run-queue layout for the sampler's queue walk (global `names::global::RQ_OFFSETS`).
+#[unsafe(no_mangle)]
+pub static RQ_OFFSETS: RqOffsets = RqOffsets {
+    task_se: 0,
+    se_cfs_rq: 0,
+    se_run_node: 0,
+    se_my_q: 0,
+    se_parent: 0,
+    cfs_rq_rq: 0,
+    cfs_timeline: 0,
+    rq_cfs: 0,
+    rq_clock: 0,
+    rq_nr_running: 0,
+};
+
+/// The value of one configuration field, e.g. `cfg(&SETTINGS.filter)`.
+#[inline(always)]
+pub fn cfg<T: Copy>(value: &'static T) -> T {
+    // SAFETY: a valid reference into a static; the volatile read keeps the compiler from
+    // folding the compiled-in default, so the program loads the value the loader set.
+    unsafe { core::ptr::read_volatile(value) }
+}

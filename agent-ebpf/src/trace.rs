@@ -1,0 +1,205 @@
+//! The programs of `schedlat trace`: per-event detail, including the waker, for filtered
+//! ad-hoc tracing (and, with `Settings::daemon_own_stamps`, the daemon's enqueue stamps).
+//!
+//! A task is *enqueued* when it is woken (`sched_wakeup`, `sched_wakeup_new`) or when it is
+//! switched out while still runnable (preempted); it is *dequeued* when `sched_switch` picks it.
+//! The difference is its wait. Who woke it is the task current at wakeup; who ran instead is the
+//! task switched out in favour of it; `sched_migrate_task` while it waits marks it migrated.
+
+use agent_common::{
+    Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, HistKey, TASK_COMM_LEN,
+    TaskStats, WaitEvent, hist_slot,
+};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, task_struct},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    config::{SETTINGS, TASK_OFFSETS, cfg},
+    helpers::{count, enqueue, read_field, record_of, submit_flags, task_comm, task_ids},
+    maps::{EVENTS, HIST, TASK_STATS, TID_ENQUEUE},
+};
+
+#[inline(always)]
+fn on_wakeup(ctx: &BtfTracePointContext, flags: u32) -> Result<(), ()> {
+    let task: *mut task_struct = ctx.arg(0);
+    let (tid, tgid) = task_ids(task)?;
+    enqueue(task, tid, tgid, bpf_get_current_pid_tgid(), flags);
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    let _ = on_wakeup(&ctx, 0);
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    let _ = on_wakeup(&ctx, FLAG_NEW_TASK);
+    0
+}
+
+#[btf_tracepoint(function = "sched_migrate_task")]
+pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
+    let task: *mut task_struct = ctx.arg(0);
+    if let Some(record) = record_of(task)
+        && record.enqueue_ts != 0
+    {
+        record.flags |= FLAG_MIGRATED;
+    }
+    0
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
+    //          [, unsigned int prev_state  -- since v5.18, commit fa2c3254d7cf])
+    let preempt: u64 = ctx.arg(0);
+    let prev: *mut task_struct = ctx.arg(1);
+    let next: *mut task_struct = ctx.arg(2);
+    let prev_state: u32 = if cfg(&SETTINGS.switch_has_prev_state) != 0 {
+        ctx.arg::<u64>(3) as u32
+    } else {
+        read_field(prev, cfg(&TASK_OFFSETS.state))?
+    };
+    // The tracepoint runs before the context switch, so `current` is still `prev`.
+    let prev_pid_tgid = bpf_get_current_pid_tgid();
+    // A preempted task stays on the run queue even if it had begun to sleep (state set, not yet
+    // dequeued), so it waits like a runnable one.
+    if prev_state == 0 || preempt & 0xff != 0 {
+        enqueue(
+            prev,
+            prev_pid_tgid as u32,
+            (prev_pid_tgid >> 32) as u32,
+            0,
+            FLAG_PREEMPTED,
+        );
+    }
+
+    let Some(record) = record_of(next) else {
+        return Ok(());
+    };
+    if record.enqueue_ts == 0 {
+        return Ok(());
+    }
+    let queued = *record;
+    record.enqueue_ts = 0;
+    if cfg(&SETTINGS.use_task_storage) == 0 {
+        // Free the slot: a bounded hash must not fill up with threads that exited.
+        let _ = TID_ENQUEUE.remove(queued.tid);
+    }
+
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now < queued.enqueue_ts {
+        count(Counter::NegativeDelta);
+        return Ok(());
+    }
+    let wait_ns = now - queued.enqueue_ts;
+    if wait_ns > cfg(&SETTINGS.max_wait_ns) {
+        count(Counter::AbsurdDelta);
+        return Ok(());
+    }
+    count(Counter::Samples);
+    if cfg(&SETTINGS.task_stats) != 0 {
+        account(next, &queued, wait_ns);
+    }
+    if wait_ns >= cfg(&SETTINGS.min_event_ns) {
+        emit(next, &queued, prev_pid_tgid, now, wait_ns);
+    }
+    Ok(())
+}
+
+/// Adds one sample to the thread's exact totals and its process's histogram.
+#[inline(always)]
+fn account(task: *mut task_struct, queued: &EnqueueRecord, wait_ns: u64) {
+    if let Some(stats) = TASK_STATS.get_ptr_mut(queued.tid) {
+        // SAFETY: only this thread's switch-in updates its entry, and those are serialised.
+        let stats = unsafe { &mut *stats };
+        stats.count += 1;
+        stats.total_wait_ns += wait_ns;
+        if wait_ns > stats.max_wait_ns {
+            stats.max_wait_ns = wait_ns;
+        }
+    } else {
+        let mut stats = TaskStats {
+            count: 1,
+            total_wait_ns: wait_ns,
+            max_wait_ns: wait_ns,
+            tgid: queued.tgid,
+            lost_events: 0,
+            comm: [0; TASK_COMM_LEN],
+        };
+        task_comm(task, &mut stats.comm);
+        if TASK_STATS
+            .insert(queued.tid, stats, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
+            count(Counter::StatsMapFull);
+        }
+    }
+
+    // Per-CPU buckets: threads of one process run on several CPUs at once, and the bpf target
+    // has no stable atomic read-modify-write; user space sums the CPUs.
+    let key = HistKey {
+        tgid: queued.tgid,
+        slot: hist_slot(wait_ns),
+    };
+    if let Some(bucket) = HIST.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy of a live value; programs do not migrate mid-run.
+        unsafe { *bucket += 1 };
+    } else if HIST.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
+        count(Counter::HistMapFull);
+    }
+}
+
+#[inline(always)]
+fn emit(
+    task: *mut task_struct,
+    queued: &EnqueueRecord,
+    prev_pid_tgid: u64,
+    now: u64,
+    wait_ns: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve(0) else {
+        count(Counter::RingbufFull);
+        if cfg(&SETTINGS.task_stats) != 0
+            && let Some(stats) = TASK_STATS.get_ptr_mut(queued.tid)
+        {
+            // SAFETY: as in account().
+            unsafe { (*stats).lost_events += 1 };
+        }
+        return;
+    };
+    let mut event = WaitEvent {
+        ts_ns: now,
+        wait_ns,
+        tid: queued.tid,
+        tgid: queued.tgid,
+        // SAFETY: helper without preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        waker_tid: queued.waker_tid,
+        waker_tgid: queued.waker_tgid,
+        preemptor_tid: prev_pid_tgid as u32,
+        preemptor_tgid: (prev_pid_tgid >> 32) as u32,
+        flags: queued.flags,
+        comm: [0; TASK_COMM_LEN],
+        preemptor_comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
+    };
+    task_comm(task, &mut event.comm);
+    entry.write(event);
+    count(Counter::EventsSubmitted);
+    entry.submit(submit_flags());
+}
