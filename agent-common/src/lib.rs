@@ -427,6 +427,22 @@ pub struct TaskOffsets {
 }
 const _: () = assert!(size_of::<TaskOffsets>() == 40);
 
+impl TaskOffsets {
+    /// No offset known: what the object holds until the loader sets the real ones.
+    pub const UNKNOWN: Self = Self {
+        pid: 0,
+        tgid: 0,
+        comm: 0,
+        state: 0,
+        last_arrival: 0,
+        last_queued: 0,
+        flags: 0,
+        on_rq: 0,
+        group_leader: 0,
+        pcount: 0,
+    };
+}
+
 /// Scheduler structure offsets for the CPU sampler's run-queue walk, from vmlinux BTF (the
 /// global `names::global::RQ_OFFSETS`).
 #[repr(C)]
@@ -448,6 +464,22 @@ pub struct RqOffsets {
     pub rq_nr_running: u32,
 }
 const _: () = assert!(size_of::<RqOffsets>() == 40);
+
+impl RqOffsets {
+    /// No offset known: what the object holds until the loader sets the real ones.
+    pub const UNKNOWN: Self = Self {
+        task_se: 0,
+        se_cfs_rq: 0,
+        se_run_node: 0,
+        se_my_q: 0,
+        se_parent: 0,
+        cfs_rq_rq: 0,
+        cfs_timeline: 0,
+        rq_cfs: 0,
+        rq_clock: 0,
+        rq_nr_running: 0,
+    };
+}
 
 /// Index of the daemon's event threshold (ns) in `DAEMON_CFG`, the settings user space may
 /// change while the programs run.

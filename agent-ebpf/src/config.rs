@@ -16,33 +16,11 @@ pub static SETTINGS: Settings = Settings::DEFAULT;
 
 /// `task_struct` field offsets (global `names::global::TASK_OFFSETS`).
 #[unsafe(no_mangle)]
-pub static TASK_OFFSETS: TaskOffsets = TaskOffsets {
-    pid: 0,
-    tgid: 0,
-    comm: 0,
-    state: 0,
-    last_arrival: 0,
-    last_queued: 0,
-    flags: 0,
-    on_rq: 0,
-    group_leader: 0,
-    pcount: 0,
-};
+pub static TASK_OFFSETS: TaskOffsets = TaskOffsets::UNKNOWN;
 
 /// Run-queue layout for the sampler's queue walk (global `names::global::RQ_OFFSETS`).
 #[unsafe(no_mangle)]
-pub static RQ_OFFSETS: RqOffsets = RqOffsets {
-    task_se: 0,
-    se_cfs_rq: 0,
-    se_run_node: 0,
-    se_my_q: 0,
-    se_parent: 0,
-    cfs_rq_rq: 0,
-    cfs_timeline: 0,
-    rq_cfs: 0,
-    rq_clock: 0,
-    rq_nr_running: 0,
-};
+pub static RQ_OFFSETS: RqOffsets = RqOffsets::UNKNOWN;
 
 /// The value of one configuration field, e.g. `cfg(&SETTINGS.filter)`.
 #[inline(always)]
