@@ -376,21 +376,15 @@ impl Probes {
 
     /// Step 3: the tasks to measure.
     fn fill_filter(&mut self, filter: &TaskFilter) -> Result<()> {
-        let mut tgids: HashMap<_, u32, u8> = HashMap::try_from(
-            self.ebpf
-                .map_mut(map::FILTER_TGIDS)
-                .context("map FILTER_TGIDS")?,
-        )?;
+        let mut tgids: HashMap<_, u32, u8> =
+            HashMap::try_from(self.required_map_mut(map::FILTER_TGIDS)?)?;
         for &tgid in &filter.tgids {
             tgids
                 .insert(tgid, 1, 0)
                 .with_context(|| format!("adding pid {tgid} to the filter"))?;
         }
-        let mut tids: HashMap<_, u32, u8> = HashMap::try_from(
-            self.ebpf
-                .map_mut(map::FILTER_TIDS)
-                .context("map FILTER_TIDS")?,
-        )?;
+        let mut tids: HashMap<_, u32, u8> =
+            HashMap::try_from(self.required_map_mut(map::FILTER_TIDS)?)?;
         for &tid in &filter.tids {
             tids.insert(tid, 1, 0)
                 .with_context(|| format!("adding tid {tid} to the filter"))?;
@@ -435,11 +429,16 @@ impl Probes {
         let program: &mut PerfEvent = self
             .ebpf
             .program_mut(program::CPU_SAMPLE)
-            .context("program cpu_sample missing from the eBPF object")?
+            .with_context(|| {
+                format!(
+                    "program {} missing from the eBPF object",
+                    program::CPU_SAMPLE
+                )
+            })?
             .try_into()?;
         program
             .load()
-            .context("loading the cpu_sample program (verifier)")?;
+            .with_context(|| format!("loading the {} program (verifier)", program::CPU_SAMPLE))?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         for cpu in &cpus {
             program
@@ -465,20 +464,29 @@ impl Probes {
         let map = self
             .ebpf
             .take_map(map::SAMPLES)
-            .context("ring buffer SAMPLES already taken")?;
+            .with_context(|| format!("ring buffer {} already taken", map::SAMPLES))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Sets the daemon's event threshold while running.
     pub fn set_min_event_ns(&mut self, min_event_ns: u64) -> Result<()> {
-        let mut cfg: Array<_, u64> = Array::try_from(
-            self.ebpf
-                .map_mut(map::DAEMON_CFG)
-                .context("map DAEMON_CFG")?,
-        )?;
+        let mut cfg: Array<_, u64> = Array::try_from(self.required_map_mut(map::DAEMON_CFG)?)?;
         cfg.set(DAEMON_CFG_MIN_EVENT_NS, min_event_ns, 0)
             .context("setting the event threshold")
     }
+    /// A map of the object that must exist (names in `agent_common::names::map`).
+    fn required_map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
+    fn required_map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
     /// A map of the loaded object, by name.
     #[must_use]
     pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
@@ -507,14 +515,13 @@ impl Probes {
         let map = self
             .ebpf
             .take_map(map::EVENTS)
-            .context("ring buffer EVENTS already taken")?;
+            .with_context(|| format!("ring buffer {} already taken", map::EVENTS))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Kernel counters summed over CPUs, indexed like `Counter::ALL`.
     pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map::COUNTERS).context("map COUNTERS")?)?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(self.required_map(map::COUNTERS)?)?;
         let mut totals = [0; COUNTER_COUNT as usize];
         for counter in Counter::ALL {
             let values = array.get(&(counter as u32), 0)?;
@@ -526,19 +533,19 @@ impl Probes {
     /// Exact per-thread totals (with `task_stats`), keyed by tid.
     pub fn task_stats(&self) -> Result<Vec<(u32, TaskStats)>> {
         let map: HashMap<_, u32, TaskStats> =
-            HashMap::try_from(self.ebpf.map(map::TASK_STATS).context("map TASK_STATS")?)?;
+            HashMap::try_from(self.required_map(map::TASK_STATS)?)?;
         map.iter()
-            .map(|entry| entry.context("reading TASK_STATS"))
+            .map(|entry| entry.with_context(|| format!("reading {}", map::TASK_STATS)))
             .collect()
     }
 
     /// Per-process histograms (with `task_stats`), keyed by tgid.
     pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
         let map: PerCpuHashMap<_, HistKey, u64> =
-            PerCpuHashMap::try_from(self.ebpf.map(map::HIST).context("map HIST")?)?;
+            PerCpuHashMap::try_from(self.required_map(map::HIST)?)?;
         let mut out: StdHashMap<u32, LatencyHistogram> = StdHashMap::new();
         for entry in &map {
-            let (key, per_cpu) = entry.context("reading HIST")?;
+            let (key, per_cpu) = entry.with_context(|| format!("reading {}", map::HIST))?;
             out.entry(key.tgid)
                 .or_default()
                 .add_slot(key.slot, per_cpu.iter().sum());
