@@ -17,6 +17,15 @@ use clap::{Parser, Subcommand};
 
 use crate::{UsageError, daemon, daemon::config, profile::flamegraph, trace};
 
+/// Output format of the commands that print records (`trace`, `incidents`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people: aligned columns, names escaped.
+    Text,
+    /// For programs: one JSON object per line.
+    Json,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "schedlat",
@@ -65,7 +74,7 @@ pub enum Command {
         duration: Option<Duration>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
+        format: OutputFormat,
         /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
         #[arg(long, hide = true)]
         force_pid_hash: bool,
@@ -167,7 +176,7 @@ pub enum IncidentsAction {
         #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
         incident_dir: std::path::PathBuf,
         #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
+        format: OutputFormat,
     },
     /// One incident: trigger, victim, preemptor, run queues, files.
     Show {
@@ -176,7 +185,7 @@ pub enum IncidentsAction {
         #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
         incident_dir: std::path::PathBuf,
         #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
+        format: OutputFormat,
     },
 }
 

@@ -305,13 +305,12 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                         summary.node_p99_ns.map_or("-".into(), events::human_ns),
                         summary.processes,
                         summary.folded_processes,
-                        summary
-                            .worst
-                            .as_ref()
-                            .map_or("-".into(), |(cg, p, ns)| format!(
-                                "{} ({p} in {cg})",
-                                events::human_ns(*ns)
-                            )),
+                        summary.worst.as_ref().map_or("-".into(), |w| format!(
+                            "{} ({} in {})",
+                            events::human_ns(w.p99_ns),
+                            w.process,
+                            w.cgroup
+                        )),
                     );
                 }
                 Err(e) => warn!("reading the kernel maps: {e:#}"),

@@ -303,7 +303,15 @@ pub struct WindowSummary {
     pub processes: usize,
     pub folded_processes: usize,
     pub node_p99_ns: Option<u64>,
-    pub worst: Option<(String, String, u64)>,
+    pub worst: Option<WorstSeries>,
+}
+
+/// The series whose process had the highest p99 in a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorstSeries {
+    pub cgroup: String,
+    pub process: String,
+    pub p99_ns: u64,
 }
 
 impl Aggregator {
@@ -319,19 +327,59 @@ impl Aggregator {
         self.config = config;
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one pass over the window; splitting it scatters the folding rules"
-    )]
+    /// Folds one window's input into the exported state: process histograms labelled and
+    /// bounded, per-CPU histograms, this window's quantiles; then expires old series.
     pub fn window(&mut self, input: &WindowInput, names: &mut dyn Names) -> WindowSummary {
         self.exported.windows += 1;
         let now = self.exported.windows;
         let cfg = self.config.clone();
+        let procs = self.collect_processes(input, names, &cfg);
+        let cgroup_labels = self.label_cgroups(&procs, names, &cfg);
+        let top = top_processes(&procs, cfg.top_k);
+        let mut window = WindowGauges {
+            folded_processes: procs.len().saturating_sub(top.len()),
+            ..WindowGauges::default()
+        };
+        let (node, worst) = self.export_processes(
+            now,
+            &procs,
+            &ProcessLabels {
+                cgroups: &cgroup_labels,
+                top: &top,
+            },
+            names,
+            &mut window,
+        );
+        self.export_cpus(input, &mut window);
+        self.expire(now, &cfg);
+        let summary = WindowSummary {
+            waits: node.count(),
+            total_wait_ns: node.total_ns(),
+            processes: procs.len(),
+            folded_processes: window.folded_processes,
+            node_p99_ns: node.quantile(0.99),
+            worst,
+        };
+        self.exported.window = window;
+        summary
+    }
 
-        let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
+    /// The window's processes: their histograms, waits per class and exact maxima (from
+    /// events); kernel threads left out when so configured.
+    fn collect_processes(
+        &mut self,
+        input: &WindowInput,
+        names: &mut dyn Names,
+        cfg: &AggregatorConfig,
+    ) -> HashMap<ProcKey, Proc> {
+        let mut procs: HashMap<ProcKey, Proc> = HashMap::new();
         for d in &input.procs {
             self.exported.process_waits += d.slots.iter().map(|&(_, n)| n).sum::<u64>();
-            let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
+            let key = ProcKey {
+                cgroup_id: d.cgroup_id,
+                tgid: d.tgid,
+            };
+            let p = procs.entry(key).or_default();
             for &(slot, n) in &d.slots {
                 let (lo, hi) = proc_hist_slot_bounds(slot);
                 p.hist.add_range(lo, hi, n);
@@ -347,22 +395,30 @@ impl Aggregator {
             let m = event_max.entry(tgid).or_default();
             *m = (*m).max(wait);
         }
-        for (&(_, tgid), p) in &mut procs {
-            p.hist.note_exact(event_max.get(&tgid).copied());
+        for (key, p) in &mut procs {
+            p.hist.note_exact(event_max.get(&key.tgid).copied());
         }
         if !cfg.kernel_threads {
-            procs.retain(|&(_, tgid), _| tgid == OVERFLOW_TGID || !names.is_kernel_thread(tgid));
+            procs.retain(|key, _| key.tgid == OVERFLOW_TGID || !names.is_kernel_thread(key.tgid));
         }
+        procs
+    }
 
-        // Rank cgroups and processes by total wait; fold the tail.
+    /// Labels the `max_cgroups` cgroups with the most wait this window; the rest are `other`.
+    fn label_cgroups(
+        &mut self,
+        procs: &HashMap<ProcKey, Proc>,
+        names: &mut dyn Names,
+        cfg: &AggregatorConfig,
+    ) -> HashMap<u64, String> {
         let mut cgroup_totals: HashMap<u64, u64> = HashMap::new();
-        for (&(cg, _), p) in &procs {
-            *cgroup_totals.entry(cg).or_default() += p.hist.total_ns();
+        for (key, p) in procs {
+            *cgroup_totals.entry(key.cgroup_id).or_default() += p.hist.total_ns();
         }
-        let mut ranked_cgroups: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
-        ranked_cgroups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut cgroup_label: HashMap<u64, String> = HashMap::new();
-        for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
+        let mut ranked: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut labels = HashMap::new();
+        for (rank, &(cg, _)) in ranked.iter().enumerate() {
             let label = if rank < cfg.max_cgroups && cg != OVERFLOW_CGROUP {
                 let path = names.cgroup_path(cg);
                 let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
@@ -371,26 +427,31 @@ impl Aggregator {
             } else {
                 OTHER.to_owned()
             };
-            cgroup_label.insert(cg, label);
+            labels.insert(cg, label);
         }
-        let mut ranked: Vec<((u64, u32), u64)> =
-            procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top: HashSet<(u64, u32)> = ranked.iter().take(cfg.top_k).map(|(k, _)| *k).collect();
-        let folded = procs.len().saturating_sub(top.len());
+        labels
+    }
 
-        let mut window = WindowGauges {
-            folded_processes: folded,
-            ..WindowGauges::default()
-        };
+    /// Adds the window's processes to their series (cumulative), the preemptor classes of
+    /// their cgroups, and this window's quantiles; returns the node's histogram and the
+    /// series with the worst p99.
+    fn export_processes(
+        &mut self,
+        now: u64,
+        procs: &HashMap<ProcKey, Proc>,
+        labels: &ProcessLabels<'_>,
+        names: &mut dyn Names,
+        window: &mut WindowGauges,
+    ) -> (WindowHistogram, Option<WorstSeries>) {
         let mut series_hist: BTreeMap<SeriesKey, WindowHistogram> = BTreeMap::new();
         let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
         let mut node = WindowHistogram::default();
-        let mut worst: Option<(String, String, u64)> = None;
-        for (key, p) in &procs {
-            let cg = cgroup_label[&key.0].clone();
-            let process = if top.contains(key) && key.1 != OVERFLOW_TGID {
-                names.process(key.1)
+        let mut worst: Option<WorstSeries> = None;
+        for (key, p) in procs {
+            let cg = labels.cgroups[&key.cgroup_id].clone();
+            let named = labels.top.contains(key) && key.tgid != OVERFLOW_TGID;
+            let process = if named {
+                names.process(key.tgid)
             } else {
                 OTHER.to_owned()
             };
@@ -418,10 +479,14 @@ impl Aggregator {
             series_hist.entry(skey.clone()).or_default().merge(&p.hist);
             cgroup_hist.entry(cg).or_default().merge(&p.hist);
             node.merge(&p.hist);
-            if top.contains(key) {
-                let p99 = p.hist.quantile(0.99).unwrap_or(0);
-                if worst.as_ref().is_none_or(|w| p99 > w.2) {
-                    worst = Some((skey.0, skey.1, p99));
+            if labels.top.contains(key) {
+                let p99_ns = p.hist.quantile(0.99).unwrap_or(0);
+                if worst.as_ref().is_none_or(|w| p99_ns > w.p99_ns) {
+                    worst = Some(WorstSeries {
+                        cgroup: skey.0,
+                        process: skey.1,
+                        p99_ns,
+                    });
                 }
             }
         }
@@ -436,8 +501,11 @@ impl Aggregator {
             }
         }
         window.node = node.quantiles_seconds();
+        (node, worst)
+    }
 
-        // Per CPU: cumulative histogram, window quantiles, Little's law queue length.
+    /// Per CPU: cumulative histogram, window quantiles, Little's law queue length.
+    fn export_cpus(&mut self, input: &WindowInput, window: &mut WindowGauges) {
         for (cpu, slots) in input.cpus.iter().enumerate() {
             let cpu = cpu as u32;
             let mut h = WindowHistogram::default();
@@ -460,31 +528,45 @@ impl Aggregator {
                     .insert(cpu, h.total_ns() as f64 / input.duration_ns as f64);
             }
         }
+    }
 
-        // Bounded state: drop series idle past the TTL (their counters restart if they come
-        // back, which Prometheus's rate() treats as a reset).
+    /// Bounded state: drops series idle past the TTL (their counters restart if they come
+    /// back, which Prometheus's `rate()` treats as a reset), applies the series bound, and
+    /// forgets the cgroups no series has any more.
+    fn expire(&mut self, now: u64, cfg: &AggregatorConfig) {
         let ttl = cfg.series_ttl_windows;
         self.exported
             .series
             .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
-        self.bound_series(&cfg);
+        self.bound_series(cfg);
         let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.0).collect();
         self.exported.classes.retain(|(cg, _), _| live.contains(cg));
         self.exported
             .cgroup_paths
             .retain(|label, _| live.contains(label));
-
-        let summary = WindowSummary {
-            waits: node.count(),
-            total_wait_ns: node.total_ns(),
-            processes: procs.len(),
-            folded_processes: folded,
-            node_p99_ns: node.quantile(0.99),
-            worst,
-        };
-        self.exported.window = window;
-        summary
     }
+}
+
+/// A process of one window, in the cgroup it waited in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ProcKey {
+    cgroup_id: u64,
+    tgid: u32,
+}
+
+/// How the window's processes are labelled: cgroup id → label, and the processes that keep
+/// series of their own.
+struct ProcessLabels<'a> {
+    cgroups: &'a HashMap<u64, String>,
+    top: &'a HashSet<ProcKey>,
+}
+
+/// The `top_k` processes with the most wait this window.
+fn top_processes(procs: &HashMap<ProcKey, Proc>, top_k: usize) -> HashSet<ProcKey> {
+    let mut ranked: Vec<(ProcKey, u64)> =
+        procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.iter().take(top_k).map(|(k, _)| *k).collect()
 }
 
 impl Aggregator {
