@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::hist::slot_quantile;
+
 use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds,
     proc_hist_slot_bounds,
@@ -162,15 +164,7 @@ impl WindowHistogram {
                 _ => hi - 1,
             });
         }
-        let rank = ((q.max(0.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (lo, hi, n) in self.slots() {
-            seen += n;
-            if seen >= rank {
-                return Some(lo + (hi - lo - 1) / 2);
-            }
-        }
-        None
+        slot_quantile(self.slots(), self.count, q)
     }
 
     /// All of `QUANTILES`, in seconds.
@@ -624,6 +618,8 @@ impl Aggregator {
 mod tests {
     use agent_common::{hist_slot, proc_hist_slot};
 
+    use crate::stats::hist::exact_quantile;
+
     use super::*;
 
     struct Table;
@@ -679,11 +675,6 @@ mod tests {
                 (1e3 * (1e5f64).powf(u)) as u64
             })
             .collect()
-    }
-
-    fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
     }
 
     #[test]
