@@ -20,7 +20,9 @@ use crate::{
     config::IncidentConfig,
     events::{comm_str, decode_as, human_ns},
     flamegraph::process_label,
-    incident::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
+    incident::{
+        Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
+    },
     recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
     snapshot::{self, Snapshot},
     symbolize::{KernelSymbols, UserSymbolizer},
@@ -86,8 +88,9 @@ fn unix_ns() -> u64 {
 
 impl Capture {
     /// Opens the incident directory and loads kernel symbols (call before dropping
-    /// privileges: /proc/kallsyms hides addresses from the unprivileged).
-    pub fn new(config: &IncidentConfig) -> Result<Self> {
+    /// privileges: /proc/kallsyms hides addresses from the unprivileged). Fails only when the
+    /// incident directory cannot be used.
+    pub fn new(config: &IncidentConfig) -> Result<Self, DirError> {
         let store = Store::open(&config.dir)?;
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let keep = config.before.0 + config.after.0 + Duration::from_secs(1);

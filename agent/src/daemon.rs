@@ -33,6 +33,7 @@ use crate::{
     config::{Config, Overrides},
     events::{self, comm_str},
     http::{self, Response},
+    incident::{self, DirStatus},
     loader::{Mode, ProbeConfig, Probes},
     metrics::{self, ProgramStats, SelfStats},
     privileges, procinfo,
@@ -72,13 +73,35 @@ fn aggregator_config(config: &Config) -> AggregatorConfig {
     }
 }
 
-/// `--check-config`: validates and prints the effective configuration.
+/// Loads and validates the configuration (file and flags); changes nothing.
+pub fn validate(options: &RunOptions) -> Result<Config> {
+    Config::load(options.config_path.as_deref(), &options.overrides)
+}
+
+/// `--check-config`: validates and prints the effective configuration. Also fails when
+/// incidents are on and their directory cannot be used (the daemon would run without them);
+/// a directory that does not exist yet is not created, only checked that it can be.
 pub fn check_config(options: &RunOptions) -> Result<String> {
-    let config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    let config = validate(options)?;
+    let dir = &config.incidents.dir;
+    let dir_state = if config.incidents.enabled {
+        match incident::check_dir(dir) {
+            Ok(DirStatus::Exists { .. }) => "usable".to_owned(),
+            Ok(DirStatus::Missing { parent }) => {
+                format!("does not exist; will be created in {}", parent.display())
+            }
+            Err(e) => anyhow::bail!(
+                "{e}; the daemon would run without incidents (fix the directory, choose another \
+                 with --incident-dir, or set incidents.enabled = false)"
+            ),
+        }
+    } else {
+        "not used".to_owned()
+    };
     Ok(format!(
         "configuration OK: listen {}, window {:?}, top_k {}, max_cgroups {}, event_threshold \
          {:?}, series_ttl {:?}, kernel_map_entries {}, cgroup_names {}, kernel_threads {}, \
-         incidents {} (threshold {:?}, dir {})",
+         incidents {} (threshold {:?}, dir {}: {dir_state})",
         config.listen,
         config.window.0,
         config.top_k,
@@ -94,7 +117,7 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
             "off"
         },
         config.incidents.threshold.0,
-        config.incidents.dir.display(),
+        dir.display(),
     ))
 }
 
@@ -103,16 +126,16 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
     reason = "the daemon's life cycle, start to detach, reads best in one place"
 )]
 pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
-    let mut config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    let mut config = validate(options)?;
+    // Before dropping privileges: the incident directory and the kernel's symbols. First, so
+    // that the CPU sampler only runs when there is somewhere to put its flame graphs.
+    let (mut capture, mut incidents_disabled) = open_capture(&config);
     let probe_config = ProbeConfig {
         mode: Mode::Daemon,
         min_event_ns: Some(min_event_ns(&config)),
         proc_map_entries: config.kernel_map_entries,
         force_own_stamps: options.force_wakeup_probes,
-        sampler_hz: config
-            .incidents
-            .enabled
-            .then_some(config.incidents.sample_hz),
+        sampler_hz: capture.as_ref().map(|c| c.config().sample_hz),
         ..ProbeConfig::default()
     };
     let mut probes = match Probes::load(&probe_config) {
@@ -133,24 +156,41 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     };
     let mut ring = probes.take_events()?;
     let mut sample_ring = probes.take_samples()?;
-    // Before dropping privileges: the incident directory and the kernel's symbols.
-    let mut capture = if config.incidents.enabled {
-        match Capture::new(&config.incidents) {
-            Ok(capture) => Some(capture),
-            Err(e) => {
-                warn!("incidents disabled: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
+    let mut aggregator = Aggregator::new(aggregator_config(&config));
+    let mut reader = KernelReader::default();
+    let mut names = ProcNames::default();
+    // Complete before the first scrape: what is known now is exported now, what only a window
+    // tells (quantiles, map use) is absent until the first window closes.
+    let mut stats = SelfStats {
+        kernel_release: probes.features.kernel_release.clone(),
+        kernel_map_capacity: config.kernel_map_entries,
+        window_seconds: config.window.0.as_secs_f64(),
+        incidents: capture.as_ref().map(Capture::stats).unwrap_or_default(),
+        incidents_disabled,
+        programs: program_stats(&probes),
+        ..SelfStats::default()
     };
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let process_collector = prometheus::process_collector::ProcessCollector::for_self();
+    let mut last_lost = [0u64; COUNTER_COUNT as usize];
+    if let Ok(mut kernel) = probes.counters() {
+        // Samples are counted from CPU_WAITS at each window (see below): none read yet.
+        kernel[Counter::Samples as usize] = 0;
+        last_lost = kernel;
+        stats.kernel = kernel;
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        exported: aggregator.exported.clone(),
+        stats: stats.clone(),
+    }));
     let handler_shared = Arc::clone(&shared);
     let handler: http::Handler = Arc::new(move |path: &str| match path {
         "/metrics" => {
-            use prometheus::core::Collector as _;
+            let process = match crate::selfstat::read_self() {
+                Ok(p) => metrics::process_families(&p),
+                Err(e) => {
+                    debug!("own process metrics: {e:#}");
+                    Vec::new()
+                }
+            };
             let families = {
                 let mut s = handler_shared
                     .lock()
@@ -162,7 +202,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics::encode(families, process_collector.collect()),
+                body: metrics::encode(families, process),
             }
         }
         "/healthz" => Response {
@@ -202,19 +242,9 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         config.window.0
     );
 
-    let mut aggregator = Aggregator::new(aggregator_config(&config));
-    let mut reader = KernelReader::default();
-    let mut names = ProcNames::default();
-    let mut stats = SelfStats {
-        kernel_release: probes.features.kernel_release.clone(),
-        kernel_map_capacity: config.kernel_map_entries,
-        window_seconds: config.window.0.as_secs_f64(),
-        ..SelfStats::default()
-    };
     let mut event_waits: Vec<(u32, u32, u64)> = Vec::new();
     let mut events: Vec<WaitEvent> = Vec::new();
     let mut window_start = Instant::now();
-    let mut last_lost = [0u64; COUNTER_COUNT as usize];
     let mut last_poll = Instant::now();
     let max_events_per_window = 100_000;
 
@@ -252,16 +282,32 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
 
         if signals.reload.swap(false, Ordering::Relaxed) {
             match reload(options, &config, &mut probes, &mut server, &handler).and_then(|new| {
-                match capture.as_mut() {
-                    Some(capture) => capture.reconfigure(&new.incidents)?,
-                    None if new.incidents.enabled => {
-                        warn!("incidents were off at start; enabling them needs a restart");
-                    }
-                    None => {}
+                if let Some(capture) = capture.as_mut()
+                    && new.incidents.enabled
+                {
+                    capture.reconfigure(&new.incidents)?;
                 }
                 Ok(new)
             }) {
                 Ok(new) => {
+                    match (&mut capture, new.incidents.enabled) {
+                        (Some(c), false) => {
+                            c.flush_due(true);
+                            capture = None;
+                            incidents_disabled = Some(metrics::INCIDENTS_OFF_CONFIG);
+                            info!("incidents turned off by the reload");
+                        }
+                        (None, true) => {
+                            warn!(
+                                "incidents stay off (they were off at start); enabling them \
+                                 needs a restart"
+                            );
+                            incidents_disabled = Some(metrics::INCIDENTS_OFF_RESTART_NEEDED);
+                        }
+                        (None, false) => incidents_disabled = Some(metrics::INCIDENTS_OFF_CONFIG),
+                        (Some(_), true) => {}
+                    }
+                    stats.incidents_disabled = incidents_disabled;
                     config = new;
                     aggregator.set_config(aggregator_config(&config));
                     stats.window_seconds = config.window.0.as_secs_f64();
@@ -319,14 +365,15 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 last_lost = kernel;
                 stats.kernel = kernel;
             }
-            stats.kernel_map_entries = reader.entries;
+            stats.kernel_map_entries = Some(reader.entries);
             if let Some(capture) = capture.as_ref() {
                 stats.incidents = capture.stats();
             }
             stats.programs = program_stats(&probes);
             stats.last_window_unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+                .ok()
+                .map(|d| d.as_secs_f64());
             let mut s = shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -400,6 +447,31 @@ fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &m
     }
 }
 
+/// The cgroup label of a task whose cgroup could not be found.
+pub const UNKNOWN: &str = "unknown";
+/// The process and cgroup labels of the idle task (the CPU was idle: wakeup latency).
+pub const IDLE: &str = "[idle]";
+
+/// Opens the incident capture if incidents are on; otherwise, or when the directory cannot be
+/// used, `None` and the reason for `schedlat_incidents_disabled_info`.
+fn open_capture(config: &Config) -> (Option<Capture>, Option<&'static str>) {
+    if !config.incidents.enabled {
+        info!("incidents off (incidents.enabled = false)");
+        return (None, Some(metrics::INCIDENTS_OFF_CONFIG));
+    }
+    match Capture::new(&config.incidents) {
+        Ok(capture) => (Some(capture), None),
+        Err(e) => {
+            warn!(
+                "incidents disabled (reason {}): {e}; everything else runs (`schedlat run \
+                 --check-config` checks the directory)",
+                e.reason.name()
+            );
+            (None, Some(e.reason.name()))
+        }
+    }
+}
+
 /// Counts a long wait under its preemptor (bounded: see `schedlat_preemptor_waits_total`).
 fn account_preemptor(
     e: &WaitEvent,
@@ -409,18 +481,23 @@ fn account_preemptor(
     config: &Config,
 ) {
     const MAX_SETS: usize = 1000;
-    let victim_cgroup = reader
-        .cgroup_of
-        .get(&e.tgid)
-        .map_or_else(|| "-".to_owned(), |&id| cgroup_label(names, id, config));
+    // A victim whose process entry the kernel has not recorded yet (its first wait in this
+    // window), or a preemptor gone before /proc was read.
+    let victim_cgroup = match reader.cgroup_of.get(&e.tgid) {
+        Some(&id) => cgroup_label(names, id, config),
+        None => names.proc_cgroup_path(e.tgid).map_or_else(
+            || UNKNOWN.to_owned(),
+            |path| crate::cgroups::label(&path, config.labels.cgroup_names),
+        ),
+    };
     let (preemptor_cgroup, preemptor) = if e.preemptor_tid == 0 {
-        ("-".to_owned(), "[idle]".to_owned())
+        (IDLE.to_owned(), IDLE.to_owned())
     } else {
         let cgroup = match reader.cgroup_of.get(&e.preemptor_tgid) {
             Some(&id) => cgroup_label(names, id, config),
             // A preemptor that has not waited itself yet: its cgroup from /proc.
             None => names.proc_cgroup_path(e.preemptor_tgid).map_or_else(
-                || "-".to_owned(),
+                || UNKNOWN.to_owned(),
                 |path| crate::cgroups::label(&path, config.labels.cgroup_names),
             ),
         };
@@ -650,6 +727,9 @@ impl KernelReader {
     }
 }
 
+/// `pid-N`: the name of a process that exited before its name was read (its pid).
+const EXITED_PREFIX: &str = "pid-";
+
 /// Process and cgroup names: the kernel's record of each process's name (kept even after it
 /// exits), else /proc; cgroup paths from the cgroup2 file system.
 #[derive(Default)]
@@ -709,7 +789,7 @@ impl Names for ProcNames {
             .get(&tgid)
             .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
             .cloned()
-            .unwrap_or_else(|| format!("pid-{tgid}"))
+            .unwrap_or_else(|| format!("{EXITED_PREFIX}{tgid}"))
     }
 
     fn cgroup_path(&mut self, cgroup_id: u64) -> String {

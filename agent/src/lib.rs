@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod procinfo;
 pub mod recorder;
+pub mod selfstat;
 pub mod snapshot;
 pub mod symbolize;
 pub mod trace;
