@@ -256,7 +256,12 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         }
         drain_events(&mut ring, &mut events, &mut stats);
         for e in events.drain(..) {
-            account_preemptor(&e, &mut stats, &mut names, &reader, &config);
+            let lookup = Lookup {
+                reader: &reader,
+                probes: &probes,
+                config: &config,
+            };
+            account_preemptor(&e, &mut stats, &mut names, &lookup);
             // Only the per-window maxima matter here; the cap bounds memory in a storm.
             if event_waits.len() < max_events_per_window {
                 event_waits.push((e.tgid, e.cpu, e.wait_ns));
@@ -266,10 +271,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 && !names.is_kernel_thread(e.tgid)
                 && e.tgid != std::process::id()
             {
-                let cgroup = reader
-                    .cgroup_of
-                    .get(&e.tgid)
-                    .map(|&id| cgroup_label(&mut names, id, &config));
+                let cgroup = lookup.cgroup(&mut names, e.tgid);
                 let process = names.process(e.tgid);
                 if capture.config().watches(&process, cgroup.as_deref()) {
                     capture.on_wait(&e, cgroup.as_deref(), &aggregator.exported);
@@ -472,36 +474,63 @@ fn open_capture(config: &Config) -> (Option<Capture>, Option<&'static str>) {
     }
 }
 
+/// Where the labels of a long wait's processes come from between two reads of the maps.
+struct Lookup<'a> {
+    reader: &'a KernelReader,
+    probes: &'a Probes,
+    config: &'a Config,
+}
+
+impl Lookup<'_> {
+    /// What the kernel recorded of a process (at its first wait): it outlives the process until
+    /// the next read frees it, so it names processes that exited since their wait.
+    fn kernel_info(&self, tgid: u32) -> Option<ProcInfo> {
+        let map: BpfHashMap<_, u32, ProcInfo> =
+            BpfHashMap::try_from(self.probes.map("PROC_INFO")?).ok()?;
+        map.get(&tgid, 0).ok()
+    }
+
+    /// A process's cgroup label: as the kernel recorded it (last read, else now), else from
+    /// /proc (a preemptor that has not waited since the agent started); `None` when the process
+    /// exited unrecorded.
+    fn cgroup(&self, names: &mut ProcNames, tgid: u32) -> Option<String> {
+        let id = self.reader.cgroup_of.get(&tgid).copied().or_else(|| {
+            self.kernel_info(tgid)
+                .map(|info| info.cgroup_id)
+                .filter(|&id| id != 0)
+        });
+        match id {
+            Some(id) => Some(cgroup_label(names, id, self.config)),
+            None => names
+                .proc_cgroup_path(tgid)
+                .map(|path| crate::cgroups::label(&path, self.config.labels.cgroup_names)),
+        }
+    }
+}
+
 /// Counts a long wait under its preemptor (bounded: see `schedlat_preemptor_waits_total`).
-fn account_preemptor(
-    e: &WaitEvent,
-    stats: &mut SelfStats,
-    names: &mut ProcNames,
-    reader: &KernelReader,
-    config: &Config,
-) {
+fn account_preemptor(e: &WaitEvent, stats: &mut SelfStats, names: &mut ProcNames, lookup: &Lookup) {
     const MAX_SETS: usize = 1000;
-    // A victim whose process entry the kernel has not recorded yet (its first wait in this
-    // window), or a preemptor gone before /proc was read.
-    let victim_cgroup = match reader.cgroup_of.get(&e.tgid) {
-        Some(&id) => cgroup_label(names, id, config),
-        None => names.proc_cgroup_path(e.tgid).map_or_else(
-            || UNKNOWN.to_owned(),
-            |path| crate::cgroups::label(&path, config.labels.cgroup_names),
-        ),
-    };
+    let victim_cgroup = lookup
+        .cgroup(names, e.tgid)
+        .unwrap_or_else(|| UNKNOWN.to_owned());
     let (preemptor_cgroup, preemptor) = if e.preemptor_tid == 0 {
         (IDLE.to_owned(), IDLE.to_owned())
     } else {
-        let cgroup = match reader.cgroup_of.get(&e.preemptor_tgid) {
-            Some(&id) => cgroup_label(names, id, config),
-            // A preemptor that has not waited itself yet: its cgroup from /proc.
-            None => names.proc_cgroup_path(e.preemptor_tgid).map_or_else(
-                || UNKNOWN.to_owned(),
-                |path| crate::cgroups::label(&path, config.labels.cgroup_names),
-            ),
-        };
-        (cgroup, names.process(e.preemptor_tgid))
+        let cgroup = lookup
+            .cgroup(names, e.preemptor_tgid)
+            .unwrap_or_else(|| UNKNOWN.to_owned());
+        // A preemptor gone before its name was read: the kernel's record, else the name of
+        // its thread that ran (in the event), rather than `pid-N`.
+        let name = names
+            .known_process(e.preemptor_tgid)
+            .or_else(|| {
+                lookup
+                    .kernel_info(e.preemptor_tgid)
+                    .map(|info| comm_str(&info.comm))
+            })
+            .unwrap_or_else(|| comm_str(&e.preemptor_comm));
+        (cgroup, name)
     };
     let mut key = (victim_cgroup, preemptor_cgroup, preemptor);
     if !stats.preemptors.contains_key(&key) && stats.preemptors.len() >= MAX_SETS {
@@ -587,8 +616,11 @@ struct KernelReader {
     procs: HashMap<u32, Box<ProcWaits>>,
     /// The overflow entry as last read.
     overflow: ProcWaits,
-    /// Each process's cgroup as the kernel last recorded it.
+    /// Each process's cgroup as the kernel last recorded it; exited ones until the read after
+    /// the one that freed them (their last long waits may still be in the ring buffer).
     cgroup_of: HashMap<u32, u64>,
+    /// Processes whose kernel entries the last read freed.
+    freed_last: HashSet<u32>,
     cpus: Vec<Vec<(u64, u64)>>,
     entries: usize,
 }
@@ -625,6 +657,9 @@ impl KernelReader {
         names: &mut ProcNames,
     ) -> Result<(Vec<ProcDelta>, CpuDeltas)> {
         let mut procs = Vec::new();
+        for tgid in std::mem::take(&mut self.freed_last) {
+            self.cgroup_of.remove(&tgid);
+        }
         let info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
         for item in &info {
@@ -686,14 +721,14 @@ impl KernelReader {
                 BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
             for tgid in &gone {
                 let _ = info.remove(tgid);
-                self.cgroup_of.remove(tgid);
             }
             debug!(
                 "freed the kernel entries of {} exited processes",
                 gone.len()
             );
-            // Their names are forgotten after this window is labelled (`ProcNames::forget`).
-            names.gone.extend(gone);
+            // Their names are forgotten after this window is labelled (`ProcNames::forget_gone`).
+            names.gone.extend(gone.iter().copied());
+            self.freed_last = gone;
         }
 
         let cpu_map: PerCpuArray<_, WaitBucket> =
@@ -749,6 +784,25 @@ struct ProcNames {
 }
 
 impl ProcNames {
+    /// The current name while the process lives (it changes at exec; /proc is read at most
+    /// once per window), else the last one known: read from /proc earlier, or recorded by the
+    /// kernel at its first wait; `None` when it exited before either.
+    fn known_process(&mut self, tgid: u32) -> Option<String> {
+        if let Some((window, comm)) = self.comms.get(&tgid)
+            && *window == self.window
+        {
+            return Some(comm.clone());
+        }
+        if let Some(comm) = procinfo::process_comm(tgid) {
+            self.comms.insert(tgid, (self.window, comm.clone()));
+            return Some(comm);
+        }
+        self.kernel_comms
+            .get(&tgid)
+            .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
+            .cloned()
+    }
+
     /// Forgets the processes found exited in the last read, once their last window is out.
     fn forget_gone(&mut self) {
         self.window += 1;
@@ -772,23 +826,9 @@ impl ProcNames {
 }
 
 impl Names for ProcNames {
-    /// The current name while the process lives (it changes at exec; /proc is read at most
-    /// once per window), else the last one known: read from /proc earlier, or recorded by the
-    /// kernel at its last new histogram key.
+    /// `known_process`, else `pid-N`.
     fn process(&mut self, tgid: u32) -> String {
-        if let Some((window, comm)) = self.comms.get(&tgid)
-            && *window == self.window
-        {
-            return comm.clone();
-        }
-        if let Some(comm) = procinfo::process_comm(tgid) {
-            self.comms.insert(tgid, (self.window, comm.clone()));
-            return comm;
-        }
-        self.kernel_comms
-            .get(&tgid)
-            .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
-            .cloned()
+        self.known_process(tgid)
             .unwrap_or_else(|| format!("{EXITED_PREFIX}{tgid}"))
     }
 

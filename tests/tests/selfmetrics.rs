@@ -109,6 +109,30 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
     let pid = agent.child.id();
     let mut workload = Workload::start(4000, 200, 300);
     workload.go();
+    // Short-lived processes on busy CPUs: their long waits reach the agent after they exited
+    // (often after the window that freed their kernel entries), and must still be labelled
+    // with their cgroup, not `unknown`.
+    let hogs: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new("timeout")
+                .args(["4", "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("spawn a hog")
+        })
+        .collect();
+    // A shell reaps them as they exit (zombies would keep their /proc entries).
+    let churn = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "for n in $(seq 300); do \
+               sh -c 'i=0; while [ $i -lt 300 ]; do i=$((i+1)); done' & \
+             done; wait",
+        )
+        .spawn()
+        .expect("spawn the churn");
+    for mut child in std::iter::once(churn).chain(hogs) {
+        child.wait().expect("wait for the churn");
+    }
     let busy_until = Instant::now() + Duration::from_secs(6);
     let mut scrapes = 0;
     while Instant::now() < busy_until {
@@ -177,7 +201,10 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
         .find_map(|l| l.strip_prefix("Max open files"))
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .expect("Max open files");
-    assert_eq!(one(&m, "process_max_fds"), soft);
+    assert!(
+        (one(&m, "process_max_fds") - soft).abs() < 0.5,
+        "process_max_fds vs the soft limit {soft}"
+    );
     let btime: f64 = std::fs::read_to_string("/proc/stat")
         .unwrap()
         .lines()
@@ -191,6 +218,13 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
     );
 
     // The preemptor breakdown, busy by now, uses only documented label values.
+    assert_documented_label_values(&m);
+    assert!(agent.stop(libc::SIGTERM).success());
+}
+
+/// No `-` or empty label values (build info's `kernel` aside); the idle preemptor's cgroup is
+/// `[idle]`.
+fn assert_documented_label_values(m: &[MetricSample]) {
     let preemptors: Vec<&MetricSample> = m
         .iter()
         .filter(|(n, _, _)| n == "schedlat_preemptor_waits_total")
@@ -199,7 +233,7 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
         !preemptors.is_empty(),
         "with a 10us event threshold and a contended CPU there must be preemptors"
     );
-    for (name, labels, _) in &m {
+    for (name, labels, _) in m {
         for (key, value) in labels {
             assert!(
                 (value != "-" && !value.is_empty()) || key == "kernel",
@@ -207,6 +241,29 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
             );
         }
     }
+    let idle = preemptors
+        .iter()
+        .filter(|(_, labels, _)| labels["preemptor"] == "[idle]")
+        .count();
+    let unknown = preemptors
+        .iter()
+        .filter(|(_, l, _)| l["cgroup"] == "unknown" || l["preemptor_cgroup"] == "unknown")
+        .count();
+    let waits = preemptors.iter().fold(0.0, |total, (_, _, v)| total + v);
+    let unknown_waits = preemptors
+        .iter()
+        .filter(|(_, l, _)| l["cgroup"] == "unknown" || l["preemptor_cgroup"] == "unknown")
+        .fold(0.0, |total, (_, _, v)| total + v);
+    eprintln!(
+        "{} preemptor label sets, {idle} with the idle task, {unknown} with an unknown cgroup \
+         ({unknown_waits} of {waits} waits)",
+        preemptors.len()
+    );
+    assert!(
+        unknown_waits <= waits * 0.002,
+        "{unknown_waits} of {waits} long waits have an unknown cgroup: the kernel's record of \
+         an exited process must label its last waits"
+    );
     for (_, labels, _) in &preemptors {
         if labels["preemptor"] == "[idle]" {
             assert_eq!(
@@ -215,7 +272,6 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
             );
         }
     }
-    assert!(agent.stop(libc::SIGTERM).success());
 }
 
 #[test]
