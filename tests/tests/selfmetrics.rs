@@ -100,18 +100,10 @@ fn check_config(dir: &Path) -> (i32, String, String) {
     )
 }
 
-#[test]
-#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
-fn own_cpu_and_memory_metrics_agree_with_proc() {
-    // Every wait of 10 us or more is an event: with a hog and a sleeper sharing CPU 0 and
-    // scrapes back to back, the agent is busy.
-    let agent = Agent::start(&["--event-threshold", "10us", "--window", "1s"]);
-    let pid = agent.child.id();
-    let mut workload = Workload::start(4000, 200, 300);
-    workload.go();
-    // Short-lived processes on busy CPUs: their long waits reach the agent after they exited
-    // (often after the window that freed their kernel entries), and must still be labelled
-    // with their cgroup, not `unknown`.
+/// Short-lived processes on busy CPUs: their long waits reach the agent after they exited
+/// (often after the window that freed their kernel entries), and must still be labelled with
+/// their cgroup, not `unknown`.
+fn churn_short_processes() {
     let hogs: Vec<std::process::Child> = (0..2)
         .map(|_| {
             Command::new("timeout")
@@ -133,6 +125,18 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
     for mut child in std::iter::once(churn).chain(hogs) {
         child.wait().expect("wait for the churn");
     }
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn own_cpu_and_memory_metrics_agree_with_proc() {
+    // Every wait of 10 us or more is an event: with a hog and a sleeper sharing CPU 0 and
+    // scrapes back to back, the agent is busy.
+    let agent = Agent::start(&["--event-threshold", "10us", "--window", "1s"]);
+    let pid = agent.child.id();
+    let mut workload = Workload::start(4000, 200, 300);
+    workload.go();
+    churn_short_processes();
     let busy_until = Instant::now() + Duration::from_secs(6);
     let mut scrapes = 0;
     while Instant::now() < busy_until {
