@@ -253,6 +253,10 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         // Samples first: a trigger's run-queue snapshot wants the latest ones.
         if let Some(capture) = capture.as_mut() {
             capture.drain_samples(&mut sample_ring);
+        } else {
+            // Incidents turned off by a reload: the sampler runs on until a restart; its
+            // samples go nowhere rather than count as lost.
+            while sample_ring.next().is_some() {}
         }
         drain_events(&mut ring, &mut events, &mut stats);
         for e in events.drain(..) {
@@ -301,10 +305,13 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                         }
                         (None, true) => {
                             warn!(
-                                "incidents stay off (they were off at start); enabling them \
-                                 needs a restart"
+                                "incidents stay off until a restart (off since the start: {})",
+                                incidents_disabled.unwrap_or(metrics::INCIDENTS_OFF_CONFIG)
                             );
-                            incidents_disabled = Some(metrics::INCIDENTS_OFF_RESTART_NEEDED);
+                            // An unusable directory stays the reason: a restart alone may not do.
+                            if incidents_disabled == Some(metrics::INCIDENTS_OFF_CONFIG) {
+                                incidents_disabled = Some(metrics::INCIDENTS_OFF_RESTART_NEEDED);
+                            }
                         }
                         (None, false) => incidents_disabled = Some(metrics::INCIDENTS_OFF_CONFIG),
                         (Some(_), true) => {}

@@ -278,6 +278,30 @@ fn assert_documented_label_values(m: &[MetricSample]) {
     }
 }
 
+/// Sends SIGHUP and waits (up to 12 s: the metrics move at window ends) until the agent
+/// counted `reloads` successful reloads; returns that scrape.
+fn reload_and_scrape(agent: &Agent, reloads: f64) -> Vec<MetricSample> {
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let m = parse_metrics(&agent.metrics());
+        let done = sum(
+            &m,
+            "schedlat_config_reloads_total",
+            &[("result", "success")],
+        );
+        if (done - reloads).abs() < 1e-9 {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload {reloads} not counted within 12 s (counted {done}); stderr:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn metrics_are_complete_from_the_first_scrape() {
@@ -359,6 +383,18 @@ fn an_unusable_incident_directory_is_reported_not_hidden() {
             && stderr.contains(file.to_str().unwrap()),
         "a log line with the reason and the directory: {stderr}"
     );
+    // A reload keeps the reason: the directory is still what is wrong.
+    let m = reload_and_scrape(&agent, 1.0);
+    assert!(
+        (sum(
+            &m,
+            "schedlat_incidents_disabled_info",
+            &[("reason", "not_a_directory")]
+        ) - 1.0)
+            .abs()
+            < 1e-9,
+        "after a reload the reason is still not_a_directory: {m:?}"
+    );
     assert!(agent.stop(libc::SIGTERM).success());
 
     // --check-config fails, names the directory and the reason.
@@ -429,4 +465,61 @@ fn an_unusable_incident_directory_is_reported_not_hidden() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("permission_denied"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn a_reload_turns_incidents_off_and_on_again_only_with_a_restart() {
+    let scratch = Scratch::new("incident-reload");
+    let config = scratch.0.join("schedlat.toml");
+    std::fs::write(&config, "window = \"1s\"\n[incidents]\nenabled = true\n").unwrap();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    let m = parse_metrics(&agent.metrics());
+    assert!((one(&m, "schedlat_incidents_enabled") - 1.0).abs() < 1e-9);
+    assert!(!has(&m, "schedlat_incidents_disabled_info"));
+
+    std::fs::write(&config, "window = \"1s\"\n[incidents]\nenabled = false\n").unwrap();
+    let m = reload_and_scrape(&agent, 1.0);
+    assert!(
+        one(&m, "schedlat_incidents_enabled").abs() < 1e-9,
+        "incidents off after the reload"
+    );
+    assert!(
+        (sum(
+            &m,
+            "schedlat_incidents_disabled_info",
+            &[("reason", "config")]
+        ) - 1.0)
+            .abs()
+            < 1e-9,
+        "reason config: {m:?}"
+    );
+
+    std::fs::write(&config, "window = \"1s\"\n[incidents]\nenabled = true\n").unwrap();
+    let m = reload_and_scrape(&agent, 2.0);
+    assert!(
+        one(&m, "schedlat_incidents_enabled").abs() < 1e-9,
+        "turning them on again takes a restart"
+    );
+    assert!(
+        (sum(
+            &m,
+            "schedlat_incidents_disabled_info",
+            &[("reason", "restart_needed")]
+        ) - 1.0)
+            .abs()
+            < 1e-9,
+        "reason restart_needed: {m:?}"
+    );
+    assert!(
+        sum(
+            &m,
+            "schedlat_events_lost_total",
+            &[("reason", "cpu_samples_lost")]
+        )
+        .abs()
+            < 1e-9,
+        "the sampler's samples are discarded, not lost, while incidents are off"
+    );
+    assert!(agent.stop(libc::SIGTERM).success());
 }
