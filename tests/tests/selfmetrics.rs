@@ -397,74 +397,7 @@ fn an_unusable_incident_directory_is_reported_not_hidden() {
     );
     assert!(agent.stop(libc::SIGTERM).success());
 
-    // --check-config fails, names the directory and the reason.
-    let link = scratch.0.join("a-link");
-    std::os::unix::fs::symlink(&scratch.0, &link).unwrap();
-    let nobody = scratch.0.join("nobody");
-    std::fs::create_dir(&nobody).unwrap();
-    std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).unwrap();
-    let read_only = scratch.0.join("read-only");
-    std::fs::create_dir(&read_only).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=1m", "schedlat-test"])
-        .arg(&read_only)
-        .status()
-        .expect("run mount");
-    assert!(mounted.success(), "mounting a read-only tmpfs");
-    let cases = [
-        (file.clone(), "not_a_directory"),
-        (file.join("below"), "not_a_directory"),
-        (link, "symlink"),
-        (nobody, "wrong_owner"),
-        (read_only.join("incidents"), "read_only"),
-    ];
-    let mut failures = Vec::new();
-    for (dir, reason) in &cases {
-        let (code, stdout, stderr) = check_config(dir);
-        eprintln!(
-            "--check-config --incident-dir {}: exit {code}: {}",
-            dir.display(),
-            stderr.trim()
-        );
-        if code != 2 || !stderr.contains(reason) || !stderr.contains(dir.to_str().unwrap()) {
-            failures.push(format!(
-                "{}: want exit 2 naming it and `{reason}`, got exit {code}\nstdout: {stdout}\nstderr: {stderr}",
-                dir.display()
-            ));
-        }
-    }
-    let _ = Command::new("umount").arg(&read_only).status();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-
-    // A directory that does not exist but can be: OK, and not created by the check.
-    let missing = scratch.0.join("new/incidents");
-    let (code, stdout, stderr) = check_config(&missing);
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(
-        stdout.contains("configuration OK") && stdout.contains("will be created"),
-        "{stdout}"
-    );
-    assert!(
-        !scratch.0.join("new").exists(),
-        "--check-config must not create the directory"
-    );
-
-    // Permission denied: the check as an unprivileged user, for a directory under root's 0755.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(schedlat_bin())
-        .args(["run", "--check-config", "--incident-dir"])
-        .arg(scratch.0.join("incidents"))
-        .output()
-        .expect("run setpriv");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("permission_denied"), "{stderr}");
+    check_config_names_every_bad_directory(&scratch.0, &file);
 }
 
 #[test]
@@ -522,4 +455,77 @@ fn a_reload_turns_incidents_off_and_on_again_only_with_a_restart() {
         "the sampler's samples are discarded, not lost, while incidents are off"
     );
     assert!(agent.stop(libc::SIGTERM).success());
+}
+
+/// `--check-config` exits 2 naming the directory and the reason for every kind of unusable
+/// directory, and accepts (without creating it) one that can be created.
+fn check_config_names_every_bad_directory(scratch: &Path, file: &Path) {
+    // --check-config fails, names the directory and the reason.
+    let link = scratch.join("a-link");
+    std::os::unix::fs::symlink(scratch, &link).unwrap();
+    let nobody = scratch.join("nobody");
+    std::fs::create_dir(&nobody).unwrap();
+    std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).unwrap();
+    let read_only = scratch.join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "schedlat-test"])
+        .arg(&read_only)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mounting a read-only tmpfs");
+    let cases = [
+        (file.to_path_buf(), "not_a_directory"),
+        (file.join("below"), "not_a_directory"),
+        (link, "symlink"),
+        (nobody, "wrong_owner"),
+        (read_only.join("incidents"), "read_only"),
+    ];
+    let mut failures = Vec::new();
+    for (dir, reason) in &cases {
+        let (code, stdout, stderr) = check_config(dir);
+        eprintln!(
+            "--check-config --incident-dir {}: exit {code}: {}",
+            dir.display(),
+            stderr.trim()
+        );
+        if code != 2 || !stderr.contains(reason) || !stderr.contains(dir.to_str().unwrap()) {
+            failures.push(format!(
+                "{}: want exit 2 naming it and `{reason}`, got exit {code}\nstdout: {stdout}\nstderr: {stderr}",
+                dir.display()
+            ));
+        }
+    }
+    let _ = Command::new("umount").arg(&read_only).status();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A directory that does not exist but can be: OK, and not created by the check.
+    let missing = scratch.join("new/incidents");
+    let (code, stdout, stderr) = check_config(&missing);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("configuration OK") && stdout.contains("will be created"),
+        "{stdout}"
+    );
+    assert!(
+        !scratch.join("new").exists(),
+        "--check-config must not create the directory"
+    );
+
+    // Permission denied: the check as an unprivileged user, for a directory under root's 0755.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(schedlat_bin())
+        .args(["run", "--check-config", "--incident-dir"])
+        .arg(scratch.join("incidents"))
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("permission_denied"), "{stderr}");
 }
