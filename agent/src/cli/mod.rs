@@ -321,8 +321,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{report}");
                 return Ok(ExitCode::SUCCESS);
             }
-            // A bad file is bad input (exit 2), found before anything is loaded.
-            daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
+            // A bad file is bad input (exit 2), found before anything is loaded. An unusable
+            // incident directory is not: the daemon runs without incidents and says why.
+            daemon::validate(&options).map_err(|e| UsageError(format!("{e:#}")))?;
             let signals = daemon::Signals {
                 stop: stop_flag()?,
                 reload: reload_flag()?,

@@ -33,26 +33,34 @@ pub struct SelfStats {
     pub events_received: u64,
     /// `None` when the kernel does not collect BPF run-time statistics.
     pub programs: Option<Vec<ProgramStats>>,
-    /// Entries in the kernel's per-process aggregation map, and its capacity.
-    pub kernel_map_entries: usize,
+    /// Entries in the kernel's per-process aggregation map (`None` before the first read),
+    /// and its capacity.
+    pub kernel_map_entries: Option<usize>,
     pub kernel_map_capacity: u32,
     /// Kernel release, for build info.
     pub kernel_release: String,
     /// Configured window length in seconds.
     pub window_seconds: f64,
-    /// Unix time at which the last window closed (0 before the first).
-    pub last_window_unix: f64,
+    /// Unix time at which the last window closed (`None` before the first).
+    pub last_window_unix: Option<f64>,
     /// Long waits (>= event threshold) by (victim cgroup, preemptor cgroup, preemptor process):
     /// (waits, wait ns).
     pub preemptors: std::collections::BTreeMap<(String, String, String), (u64, u64)>,
     /// Incident capture counters (all zero when incidents are off).
     pub incidents: crate::incident::capture::IncidentStats,
+    /// Why incidents are off (`INCIDENTS_OFF_*` or a `DirReason` name); `None` when they are on.
+    pub incidents_disabled: Option<&'static str>,
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
     /// The HTTP server's connection counters.
     pub http: crate::daemon::http::Counters,
 }
+
+/// `schedlat_incidents_disabled_info{reason}` when `incidents.enabled = false`.
+pub const INCIDENTS_OFF_CONFIG: &str = "config";
+/// ... when a reload turned them on but the agent started without them.
+pub const INCIDENTS_OFF_RESTART_NEEDED: &str = "restart_needed";
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -259,12 +267,17 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .map(|(cpu, v)| gauge(&[("cpu", &cpu.to_string())], *v))
             .collect(),
     ));
+    // Before the first window there is no last window: absent, not 0.
     out.push(family(
         "schedlat_window_folded_processes",
         "Processes that waited in the last window but had no series of their own (folded into \
          process=\"other\").",
         GAUGE,
-        vec![gauge(&[], w.folded_processes as f64)],
+        stats
+            .last_window_unix
+            .map(|_| gauge(&[], w.folded_processes as f64))
+            .into_iter()
+            .collect(),
     ));
 
     let mut waits = Vec::new();
@@ -355,10 +368,22 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .collect(),
     ));
     out.push(family(
+        "schedlat_kernel_map_folded_waits_total",
+        "Waits counted in the node-wide overflow entry (cgroup=\"other\", process=\"other\") \
+         because the kernel's per-process map was full: counted in every node and CPU total, \
+         but not under their process or cgroup. Raise kernel_map_entries if it grows.",
+        COUNTER,
+        vec![counter(&[], k(Counter::ProcMapFolded))],
+    ));
+    out.push(family(
         "schedlat_kernel_map_entries",
         "Entries in the kernel's per-process aggregation map (capacity: kernel_map_entries).",
         GAUGE,
-        vec![gauge(&[], stats.kernel_map_entries as f64)],
+        stats
+            .kernel_map_entries
+            .map(|n| gauge(&[], n as f64))
+            .into_iter()
+            .collect(),
     ));
     out.push(family(
         "schedlat_kernel_map_capacity",
@@ -446,6 +471,29 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         ],
     ));
     out.push(family(
+        "schedlat_incidents_enabled",
+        "1 when incidents are captured, 0 when they are off (schedlat_incidents_disabled_info \
+         says why).",
+        GAUGE,
+        vec![gauge(
+            &[],
+            f64::from(u8::from(stats.incidents_disabled.is_none())),
+        )],
+    ));
+    out.push(family(
+        "schedlat_incidents_disabled_info",
+        "Present (1) while incidents are off, with the reason: config (incidents.enabled = \
+         false), restart_needed (enabled by a reload; takes a restart), or why the incident \
+         directory cannot be used: not_absolute, symlink, not_a_directory, wrong_owner, \
+         permission_denied, read_only, io_error (the log has the details).",
+        GAUGE,
+        stats
+            .incidents_disabled
+            .map(|reason| gauge(&[("reason", reason)], 1.0))
+            .into_iter()
+            .collect(),
+    ));
+    out.push(family(
         "schedlat_incident_write_errors_total",
         "Incident bundles that could not be written (see the log).",
         COUNTER,
@@ -472,9 +520,13 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     ));
     out.push(family(
         "schedlat_last_window_timestamp_seconds",
-        "Unix time at which the last window closed.",
+        "Unix time at which the last window closed (absent before the first).",
         GAUGE,
-        vec![gauge(&[], stats.last_window_unix)],
+        stats
+            .last_window_unix
+            .map(|t| gauge(&[], t))
+            .into_iter()
+            .collect(),
     ));
     out.push(family(
         "schedlat_config_reloads_total",
@@ -512,7 +564,60 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     out
 }
 
-/// The text exposition of `families` plus whatever `extra` holds (the process collector).
+/// Prometheus's standard process metrics for the agent itself.
+#[must_use]
+pub fn process_families(p: &crate::daemon::selfstat::ProcessStats) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut out = vec![
+        family(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            COUNTER,
+            vec![counter(&[], p.cpu_seconds)],
+        ),
+        family(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            GAUGE,
+            vec![gauge(&[], p.resident_bytes as f64)],
+        ),
+        family(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            GAUGE,
+            vec![gauge(&[], p.virtual_bytes as f64)],
+        ),
+        family(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            GAUGE,
+            vec![gauge(&[], p.open_fds as f64)],
+        ),
+        family(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            GAUGE,
+            vec![gauge(&[], p.start_time_seconds)],
+        ),
+        family(
+            "process_threads",
+            "Number of OS threads in the process.",
+            GAUGE,
+            vec![gauge(&[], p.threads as f64)],
+        ),
+    ];
+    if let Some(max) = p.max_fds {
+        out.push(family(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            GAUGE,
+            vec![gauge(&[], max as f64)],
+        ));
+    }
+    out
+}
+
+/// The text exposition of `families` plus whatever `extra` holds (the process metrics).
 #[must_use]
 pub fn encode(mut families: Vec<MetricFamily>, extra: Vec<MetricFamily>) -> Vec<u8> {
     families.extend(extra);
@@ -546,6 +651,76 @@ mod tests {
         fn is_kernel_thread(&mut self, _: u32) -> bool {
             false
         }
+    }
+
+    #[test]
+    fn before_the_first_window_only_what_is_known_is_exported() {
+        let mut kernel = [0; COUNTER_COUNT as usize];
+        kernel[Counter::ProcMapFolded as usize] = 7;
+        let stats = SelfStats {
+            kernel,
+            kernel_release: "6.18.0".into(),
+            kernel_map_capacity: 16384,
+            window_seconds: 5.0,
+            incidents_disabled: Some(crate::incident::store::DirReason::NotADirectory.name()),
+            ..SelfStats::default()
+        };
+        let process = crate::daemon::selfstat::ProcessStats {
+            cpu_seconds: 0.37,
+            max_fds: None,
+            ..crate::daemon::selfstat::ProcessStats::default()
+        };
+        let text = String::from_utf8(encode(
+            families(&Exported::default(), &stats),
+            process_families(&process),
+        ))
+        .unwrap();
+        for needle in [
+            "schedlat_build_info{version=\"",
+            "kernel=\"6.18.0\"} 1",
+            "schedlat_kernel_map_capacity 16384",
+            "schedlat_window_seconds 5",
+            "schedlat_kernel_map_folded_waits_total 7",
+            "# TYPE schedlat_kernel_map_folded_waits_total counter",
+            "schedlat_incidents_enabled 0",
+            "schedlat_incidents_disabled_info{reason=\"not_a_directory\"} 1",
+            "process_cpu_seconds_total 0.37",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        for absent in [
+            "schedlat_last_window_timestamp_seconds",
+            "schedlat_window_folded_processes",
+            "schedlat_kernel_map_entries",
+            "schedlat_node_window_latency_seconds",
+            "process_max_fds",
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(absent)),
+                "{absent} must be absent before it is known:\n{text}"
+            );
+        }
+        let on = SelfStats {
+            last_window_unix: Some(1.0),
+            kernel_map_entries: Some(3),
+            ..SelfStats::default()
+        };
+        let text = String::from_utf8(encode(families(&Exported::default(), &on), vec![])).unwrap();
+        for needle in [
+            "schedlat_incidents_enabled 1",
+            "schedlat_kernel_map_entries 3",
+            "schedlat_window_folded_processes 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("schedlat_incidents_disabled_info")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod selfstat;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -34,6 +35,7 @@ use crate::{
     host::cgroups::CgroupResolver,
     host::procinfo,
     incident::capture::Capture,
+    incident::store::{self, DirStatus},
     kernel::events::{self, comm_str},
     kernel::loader::{Mode, ProbeConfig, Probes},
     kernel::privileges,
@@ -77,13 +79,35 @@ fn aggregator_config(config: &Config) -> AggregatorConfig {
     }
 }
 
-/// `--check-config`: validates and prints the effective configuration.
+/// Loads and validates the configuration (file and flags); changes nothing.
+pub fn validate(options: &RunOptions) -> Result<Config> {
+    Config::load(options.config_path.as_deref(), &options.overrides)
+}
+
+/// `--check-config`: validates and prints the effective configuration. Also fails when
+/// incidents are on and their directory cannot be used (the daemon would run without them);
+/// a directory that does not exist yet is not created, only checked that it can be.
 pub fn check_config(options: &RunOptions) -> Result<String> {
-    let config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    let config = validate(options)?;
+    let dir = &config.incidents.dir;
+    let dir_state = if config.incidents.enabled {
+        match store::check_dir(dir) {
+            Ok(DirStatus::Exists { .. }) => "usable".to_owned(),
+            Ok(DirStatus::Missing { parent }) => {
+                format!("does not exist; will be created in {}", parent.display())
+            }
+            Err(e) => anyhow::bail!(
+                "{e}; the daemon would run without incidents (fix the directory, choose another \
+                 with --incident-dir, or set incidents.enabled = false)"
+            ),
+        }
+    } else {
+        "not used".to_owned()
+    };
     Ok(format!(
         "configuration OK: listen {}, window {:?}, top_k {}, max_cgroups {}, event_threshold \
          {:?}, series_ttl {:?}, kernel_map_entries {}, cgroup_names {}, kernel_threads {}, \
-         incidents {} (threshold {:?}, dir {})",
+         incidents {} (threshold {:?}, dir {}: {dir_state})",
         config.listen,
         config.window.0,
         config.top_k,
@@ -99,7 +123,7 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
             "off"
         },
         config.incidents.threshold.0,
-        config.incidents.dir.display(),
+        dir.display(),
     ))
 }
 
@@ -108,16 +132,16 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
     reason = "the daemon's life cycle, start to detach, reads best in one place"
 )]
 pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
-    let mut config = Config::load(options.config_path.as_deref(), &options.overrides)?;
+    let mut config = validate(options)?;
+    // Before dropping privileges: the incident directory and the kernel's symbols. First, so
+    // that the CPU sampler only runs when there is somewhere to put its flame graphs.
+    let (mut capture, mut incidents_disabled) = open_capture(&config);
     let probe_config = ProbeConfig {
         mode: Mode::Daemon,
         min_event_ns: Some(min_event_ns(&config)),
         proc_map_entries: config.kernel_map_entries,
         force_own_stamps: options.force_wakeup_probes,
-        sampler_hz: config
-            .incidents
-            .enabled
-            .then_some(config.incidents.sample_hz),
+        sampler_hz: capture.as_ref().map(|c| c.config().sample_hz),
         ..ProbeConfig::default()
     };
     let mut probes = match Probes::load(&probe_config) {
@@ -138,24 +162,41 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     };
     let mut ring = probes.take_events()?;
     let mut sample_ring = probes.take_samples()?;
-    // Before dropping privileges: the incident directory and the kernel's symbols.
-    let mut capture = if config.incidents.enabled {
-        match Capture::new(&config.incidents) {
-            Ok(capture) => Some(capture),
-            Err(e) => {
-                warn!("incidents disabled: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
+    let mut aggregator = Aggregator::new(aggregator_config(&config));
+    let mut reader = KernelReader::default();
+    let mut names = ProcNames::default();
+    // Complete before the first scrape: what is known now is exported now, what only a window
+    // tells (quantiles, map use) is absent until the first window closes.
+    let mut stats = SelfStats {
+        kernel_release: probes.features.kernel_release.clone(),
+        kernel_map_capacity: config.kernel_map_entries,
+        window_seconds: config.window.0.as_secs_f64(),
+        incidents: capture.as_ref().map(Capture::stats).unwrap_or_default(),
+        incidents_disabled,
+        programs: program_stats(&probes),
+        ..SelfStats::default()
     };
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let process_collector = prometheus::process_collector::ProcessCollector::for_self();
+    let mut last_lost = [0u64; COUNTER_COUNT as usize];
+    if let Ok(mut kernel) = probes.counters() {
+        // Samples are counted from CPU_WAITS at each window (see below): none read yet.
+        kernel[Counter::Samples as usize] = 0;
+        last_lost = kernel;
+        stats.kernel = kernel;
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        exported: aggregator.exported.clone(),
+        stats: stats.clone(),
+    }));
     let handler_shared = Arc::clone(&shared);
     let handler: http::Handler = Arc::new(move |path: &str| match path {
         "/metrics" => {
-            use prometheus::core::Collector as _;
+            let process = match selfstat::read_self() {
+                Ok(p) => metrics::process_families(&p),
+                Err(e) => {
+                    debug!("own process metrics: {e:#}");
+                    Vec::new()
+                }
+            };
             let families = {
                 let mut s = handler_shared
                     .lock()
@@ -167,7 +208,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
             Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics::encode(families, process_collector.collect()),
+                body: metrics::encode(families, process),
             }
         }
         "/healthz" => Response {
@@ -207,19 +248,9 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         config.window.0
     );
 
-    let mut aggregator = Aggregator::new(aggregator_config(&config));
-    let mut reader = KernelReader::default();
-    let mut names = ProcNames::default();
-    let mut stats = SelfStats {
-        kernel_release: probes.features.kernel_release.clone(),
-        kernel_map_capacity: config.kernel_map_entries,
-        window_seconds: config.window.0.as_secs_f64(),
-        ..SelfStats::default()
-    };
     let mut event_waits: Vec<(u32, u32, u64)> = Vec::new();
     let mut events: Vec<WaitEvent> = Vec::new();
     let mut window_start = Instant::now();
-    let mut last_lost = [0u64; COUNTER_COUNT as usize];
     let mut last_poll = Instant::now();
     let max_events_per_window = 100_000;
 
@@ -228,10 +259,19 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         // Samples first: a trigger's run-queue snapshot wants the latest ones.
         if let Some(capture) = capture.as_mut() {
             capture.drain_samples(&mut sample_ring);
+        } else {
+            // Incidents turned off by a reload: the sampler runs on until a restart; its
+            // samples go nowhere rather than count as lost.
+            while sample_ring.next().is_some() {}
         }
         drain_events(&mut ring, &mut events, &mut stats);
         for e in events.drain(..) {
-            account_preemptor(&e, &mut stats, &mut names, &reader, &config);
+            let lookup = Lookup {
+                reader: &reader,
+                probes: &probes,
+                config: &config,
+            };
+            account_preemptor(&e, &mut stats, &mut names, &lookup);
             // Only the per-window maxima matter here; the cap bounds memory in a storm.
             if event_waits.len() < max_events_per_window {
                 event_waits.push((e.tgid, e.cpu, e.wait_ns));
@@ -241,10 +281,7 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 && !names.is_kernel_thread(e.tgid)
                 && e.tgid != std::process::id()
             {
-                let cgroup = reader
-                    .cgroup_of
-                    .get(&e.tgid)
-                    .map(|&id| cgroup_label(&mut names, id, &config));
+                let cgroup = lookup.cgroup(&mut names, e.tgid);
                 let process = names.process(e.tgid);
                 if capture.config().watches(&process, cgroup.as_deref()) {
                     capture.on_wait(&e, cgroup.as_deref(), &aggregator.exported);
@@ -257,16 +294,35 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
 
         if signals.reload.swap(false, Ordering::Relaxed) {
             match reload(options, &config, &mut probes, &mut server, &handler).and_then(|new| {
-                match capture.as_mut() {
-                    Some(capture) => capture.reconfigure(&new.incidents)?,
-                    None if new.incidents.enabled => {
-                        warn!("incidents were off at start; enabling them needs a restart");
-                    }
-                    None => {}
+                if let Some(capture) = capture.as_mut()
+                    && new.incidents.enabled
+                {
+                    capture.reconfigure(&new.incidents)?;
                 }
                 Ok(new)
             }) {
                 Ok(new) => {
+                    match (&mut capture, new.incidents.enabled) {
+                        (Some(c), false) => {
+                            c.flush_due(true);
+                            capture = None;
+                            incidents_disabled = Some(metrics::INCIDENTS_OFF_CONFIG);
+                            info!("incidents turned off by the reload");
+                        }
+                        (None, true) => {
+                            warn!(
+                                "incidents stay off until a restart (off since the start: {})",
+                                incidents_disabled.unwrap_or(metrics::INCIDENTS_OFF_CONFIG)
+                            );
+                            // An unusable directory stays the reason: a restart alone may not do.
+                            if incidents_disabled == Some(metrics::INCIDENTS_OFF_CONFIG) {
+                                incidents_disabled = Some(metrics::INCIDENTS_OFF_RESTART_NEEDED);
+                            }
+                        }
+                        (None, false) => incidents_disabled = Some(metrics::INCIDENTS_OFF_CONFIG),
+                        (Some(_), true) => {}
+                    }
+                    stats.incidents_disabled = incidents_disabled;
                     config = new;
                     aggregator.set_config(aggregator_config(&config));
                     stats.window_seconds = config.window.0.as_secs_f64();
@@ -323,14 +379,15 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
                 last_lost = kernel;
                 stats.kernel = kernel;
             }
-            stats.kernel_map_entries = reader.entries;
+            stats.kernel_map_entries = Some(reader.entries);
             if let Some(capture) = capture.as_ref() {
                 stats.incidents = capture.stats();
             }
             stats.programs = program_stats(&probes);
             stats.last_window_unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+                .ok()
+                .map(|d| d.as_secs_f64());
             let mut s = shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -404,31 +461,88 @@ fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &m
     }
 }
 
+/// The cgroup label of a task whose cgroup could not be found.
+pub const UNKNOWN: &str = "unknown";
+/// The process and cgroup labels of the idle task (the CPU was idle: wakeup latency).
+pub const IDLE: &str = "[idle]";
+
+/// Opens the incident capture if incidents are on; otherwise, or when the directory cannot be
+/// used, `None` and the reason for `schedlat_incidents_disabled_info`.
+fn open_capture(config: &Config) -> (Option<Capture>, Option<&'static str>) {
+    if !config.incidents.enabled {
+        info!("incidents off (incidents.enabled = false)");
+        return (None, Some(metrics::INCIDENTS_OFF_CONFIG));
+    }
+    match Capture::new(&config.incidents) {
+        Ok(capture) => (Some(capture), None),
+        Err(e) => {
+            warn!(
+                "incidents disabled (reason {}): {e}; everything else runs (`schedlat run \
+                 --check-config` checks the directory)",
+                e.reason.name()
+            );
+            (None, Some(e.reason.name()))
+        }
+    }
+}
+
+/// Where the labels of a long wait's processes come from between two reads of the maps.
+struct Lookup<'a> {
+    reader: &'a KernelReader,
+    probes: &'a Probes,
+    config: &'a Config,
+}
+
+impl Lookup<'_> {
+    /// What the kernel recorded of a process (at its first wait): it outlives the process until
+    /// the next read frees it, so it names processes that exited since their wait.
+    fn kernel_info(&self, tgid: u32) -> Option<ProcInfo> {
+        let map: BpfHashMap<_, u32, ProcInfo> =
+            BpfHashMap::try_from(self.probes.map("PROC_INFO")?).ok()?;
+        map.get(&tgid, 0).ok()
+    }
+
+    /// A process's cgroup label: as the kernel recorded it (last read, else now), else from
+    /// /proc (a preemptor that has not waited since the agent started); `None` when the process
+    /// exited unrecorded.
+    fn cgroup(&self, names: &mut ProcNames, tgid: u32) -> Option<String> {
+        let id = self.reader.cgroup_of.get(&tgid).copied().or_else(|| {
+            self.kernel_info(tgid)
+                .map(|info| info.cgroup_id)
+                .filter(|&id| id != 0)
+        });
+        match id {
+            Some(id) => Some(cgroup_label(names, id, self.config)),
+            None => names
+                .proc_cgroup_path(tgid)
+                .map(|path| crate::host::cgroups::label(&path, self.config.labels.cgroup_names)),
+        }
+    }
+}
+
 /// Counts a long wait under its preemptor (bounded: see `schedlat_preemptor_waits_total`).
-fn account_preemptor(
-    e: &WaitEvent,
-    stats: &mut SelfStats,
-    names: &mut ProcNames,
-    reader: &KernelReader,
-    config: &Config,
-) {
+fn account_preemptor(e: &WaitEvent, stats: &mut SelfStats, names: &mut ProcNames, lookup: &Lookup) {
     const MAX_SETS: usize = 1000;
-    let victim_cgroup = reader
-        .cgroup_of
-        .get(&e.tgid)
-        .map_or_else(|| "-".to_owned(), |&id| cgroup_label(names, id, config));
+    let victim_cgroup = lookup
+        .cgroup(names, e.tgid)
+        .unwrap_or_else(|| UNKNOWN.to_owned());
     let (preemptor_cgroup, preemptor) = if e.preemptor_tid == 0 {
-        ("-".to_owned(), "[idle]".to_owned())
+        (IDLE.to_owned(), IDLE.to_owned())
     } else {
-        let cgroup = match reader.cgroup_of.get(&e.preemptor_tgid) {
-            Some(&id) => cgroup_label(names, id, config),
-            // A preemptor that has not waited itself yet: its cgroup from /proc.
-            None => names.proc_cgroup_path(e.preemptor_tgid).map_or_else(
-                || "-".to_owned(),
-                |path| crate::host::cgroups::label(&path, config.labels.cgroup_names),
-            ),
-        };
-        (cgroup, names.process(e.preemptor_tgid))
+        let cgroup = lookup
+            .cgroup(names, e.preemptor_tgid)
+            .unwrap_or_else(|| UNKNOWN.to_owned());
+        // A preemptor gone before its name was read: the kernel's record, else the name of
+        // its thread that ran (in the event), rather than `pid-N`.
+        let name = names
+            .known_process(e.preemptor_tgid)
+            .or_else(|| {
+                lookup
+                    .kernel_info(e.preemptor_tgid)
+                    .map(|info| comm_str(&info.comm))
+            })
+            .unwrap_or_else(|| comm_str(&e.preemptor_comm));
+        (cgroup, name)
     };
     let mut key = (victim_cgroup, preemptor_cgroup, preemptor);
     if !stats.preemptors.contains_key(&key) && stats.preemptors.len() >= MAX_SETS {
@@ -514,8 +628,11 @@ struct KernelReader {
     procs: HashMap<u32, Box<ProcWaits>>,
     /// The overflow entry as last read.
     overflow: ProcWaits,
-    /// Each process's cgroup as the kernel last recorded it.
+    /// Each process's cgroup as the kernel last recorded it; exited ones until the read after
+    /// the one that freed them (their last long waits may still be in the ring buffer).
     cgroup_of: HashMap<u32, u64>,
+    /// Processes whose kernel entries the last read freed.
+    freed_last: HashSet<u32>,
     cpus: Vec<Vec<(u64, u64)>>,
     entries: usize,
 }
@@ -552,6 +669,9 @@ impl KernelReader {
         names: &mut ProcNames,
     ) -> Result<(Vec<ProcDelta>, CpuDeltas)> {
         let mut procs = Vec::new();
+        for tgid in std::mem::take(&mut self.freed_last) {
+            self.cgroup_of.remove(&tgid);
+        }
         let info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
         for item in &info {
@@ -613,14 +733,14 @@ impl KernelReader {
                 BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
             for tgid in &gone {
                 let _ = info.remove(tgid);
-                self.cgroup_of.remove(tgid);
             }
             debug!(
                 "freed the kernel entries of {} exited processes",
                 gone.len()
             );
-            // Their names are forgotten after this window is labelled (`ProcNames::forget`).
-            names.gone.extend(gone);
+            // Their names are forgotten after this window is labelled (`ProcNames::forget_gone`).
+            names.gone.extend(gone.iter().copied());
+            self.freed_last = gone;
         }
 
         let cpu_map: PerCpuArray<_, WaitBucket> =
@@ -654,6 +774,9 @@ impl KernelReader {
     }
 }
 
+/// `pid-N`: the name of a process that exited before its name was read (its pid).
+const EXITED_PREFIX: &str = "pid-";
+
 /// Process and cgroup names: the kernel's record of each process's name (kept even after it
 /// exits), else /proc; cgroup paths from the cgroup2 file system.
 #[derive(Default)]
@@ -673,6 +796,25 @@ struct ProcNames {
 }
 
 impl ProcNames {
+    /// The current name while the process lives (it changes at exec; /proc is read at most
+    /// once per window), else the last one known: read from /proc earlier, or recorded by the
+    /// kernel at its first wait; `None` when it exited before either.
+    fn known_process(&mut self, tgid: u32) -> Option<String> {
+        if let Some((window, comm)) = self.comms.get(&tgid)
+            && *window == self.window
+        {
+            return Some(comm.clone());
+        }
+        if let Some(comm) = procinfo::process_comm(tgid) {
+            self.comms.insert(tgid, (self.window, comm.clone()));
+            return Some(comm);
+        }
+        self.kernel_comms
+            .get(&tgid)
+            .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
+            .cloned()
+    }
+
     /// Forgets the processes found exited in the last read, once their last window is out.
     fn forget_gone(&mut self) {
         self.window += 1;
@@ -696,24 +838,10 @@ impl ProcNames {
 }
 
 impl Names for ProcNames {
-    /// The current name while the process lives (it changes at exec; /proc is read at most
-    /// once per window), else the last one known: read from /proc earlier, or recorded by the
-    /// kernel at its last new histogram key.
+    /// `known_process`, else `pid-N`.
     fn process(&mut self, tgid: u32) -> String {
-        if let Some((window, comm)) = self.comms.get(&tgid)
-            && *window == self.window
-        {
-            return comm.clone();
-        }
-        if let Some(comm) = procinfo::process_comm(tgid) {
-            self.comms.insert(tgid, (self.window, comm.clone()));
-            return comm;
-        }
-        self.kernel_comms
-            .get(&tgid)
-            .or_else(|| self.comms.get(&tgid).map(|(_, comm)| comm))
-            .cloned()
-            .unwrap_or_else(|| format!("pid-{tgid}"))
+        self.known_process(tgid)
+            .unwrap_or_else(|| format!("{EXITED_PREFIX}{tgid}"))
     }
 
     fn cgroup_path(&mut self, cgroup_id: u64) -> String {

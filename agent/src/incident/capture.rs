@@ -18,7 +18,9 @@ use serde_json::json;
 use crate::{
     daemon::config::IncidentConfig,
     incident::snapshot::{self, Snapshot},
-    incident::store::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
+    incident::store::{
+        Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
+    },
     kernel::events::{comm_str, decode_as, human_ns},
     profile::flamegraph::process_label,
     profile::recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
@@ -87,8 +89,9 @@ fn unix_ns() -> u64 {
 
 impl Capture {
     /// Opens the incident directory and loads kernel symbols (call before dropping
-    /// privileges: /proc/kallsyms hides addresses from the unprivileged).
-    pub fn new(config: &IncidentConfig) -> Result<Self> {
+    /// privileges: /proc/kallsyms hides addresses from the unprivileged). Fails only when the
+    /// incident directory cannot be used.
+    pub fn new(config: &IncidentConfig) -> Result<Self, DirError> {
         let store = Store::open(&config.dir)?;
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let keep = config.before.0 + config.after.0 + Duration::from_secs(1);
