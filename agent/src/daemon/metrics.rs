@@ -149,16 +149,23 @@ fn summary(
     m
 }
 
-/// Every schedlat metric family.
+/// Every schedlat metric family, grouped by subject.
 #[must_use]
-#[expect(
-    clippy::too_many_lines,
-    reason = "a flat list of families reads best as one list"
-)]
 pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE, HISTOGRAM, SUMMARY};
     let mut out = Vec::new();
+    latency_families(exported, &mut out);
+    window_families(exported, stats, &mut out);
+    attribution_families(exported, &mut out);
+    kernel_families(exported, stats, &mut out);
+    preemptors_families(stats, &mut out);
+    incidents_families(stats, &mut out);
+    agent_families(stats, &mut out);
+    out
+}
 
+/// The cumulative latency histograms: per (cgroup, process) series and per CPU.
+fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
+    use MetricType::HISTOGRAM;
     let series: Vec<Metric> = exported
         .series
         .iter()
@@ -183,7 +190,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         HISTOGRAM,
         cpus,
     ));
+}
 
+/// The last window: quantiles per process, cgroup, CPU and node, run-queue lengths.
+fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{GAUGE, SUMMARY};
     let w = &exported.window;
     let mut cgroup_totals: std::collections::BTreeMap<&str, (u64, u64)> =
         std::collections::BTreeMap::new();
@@ -279,7 +290,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .into_iter()
             .collect(),
     ));
+}
 
+/// Who made tasks wait, by class of preemptor; migrations; what cgroup labels stand for.
+fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     let mut waits = Vec::new();
     let mut wait_seconds = Vec::new();
     for ((cg, class), c) in &exported.classes {
@@ -325,7 +340,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .map(|(label, path)| gauge(&[("cgroup", label), ("path", path)], 1.0))
             .collect(),
     ));
+}
 
+/// What the kernel programs counted and lost, the aggregation map, BPF run time.
+fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     // Self-metrics.
     let k = |c: Counter| stats.kernel[c as usize] as f64;
     out.push(family(
@@ -419,6 +438,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         GAUGE,
         vec![gauge(&[], f64::from(u8::from(stats.programs.is_some())))],
     ));
+}
+
+/// Long waits by the process that ran instead (bounded label sets).
+fn preemptors_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::COUNTER;
     let mut waits = Vec::new();
     let mut seconds = Vec::new();
     for ((cg, pcg, p), (n, ns)) in &stats.preemptors {
@@ -444,6 +468,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         COUNTER,
         seconds,
     ));
+}
+
+/// Incident capture and the flight recorder.
+fn incidents_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     let i = &stats.incidents;
     out.push(family(
         "schedlat_incidents_total",
@@ -512,6 +541,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         COUNTER,
         vec![counter(&[], i.cpu_samples as f64)],
     ));
+}
+
+/// The agent itself: window, reloads, HTTP connections, build.
+fn agent_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     out.push(family(
         "schedlat_window_seconds",
         "Configured aggregation window.",
@@ -561,7 +595,6 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             1.0,
         )],
     ));
-    out
 }
 
 /// Prometheus's standard process metrics for the agent itself.
