@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::stats::aggregate::{
-    CumulativeHistogram, EXPORT_BUCKETS, Exported, QUANTILES, export_bucket_le_seconds,
+    CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
 };
 
 /// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
@@ -123,19 +123,14 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
 /// A summary: this window's quantiles (`quantile="1"` is the maximum) with the cumulative
 /// count and sum, the way Prometheus client summaries pair sliding-window quantiles with
 /// cumulative totals.
-fn summary(
-    pairs: &[(&str, &str)],
-    values: &[f64; QUANTILES.len()],
-    count: u64,
-    sum_ns: u64,
-) -> Metric {
-    let quantiles: Vec<Quantile> = QUANTILES
+fn summary(pairs: &[(&str, &str)], values: &Quantiles, count: u64, sum_ns: u64) -> Metric {
+    let quantiles: Vec<Quantile> = values
+        .pairs()
         .iter()
-        .zip(values)
-        .map(|(q, v)| {
+        .map(|&(q, v)| {
             let mut quantile = Quantile::default();
-            quantile.set_quantile(*q);
-            quantile.set_value(*v);
+            quantile.set_quantile(q);
+            quantile.set_value(v);
             quantile
         })
         .collect();

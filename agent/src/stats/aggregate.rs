@@ -34,8 +34,30 @@ pub const OTHER: &str = "other";
 /// cgroup id that goes with `OVERFLOW_TGID` (no real cgroup has it).
 pub const OVERFLOW_CGROUP: u64 = u64::MAX;
 
-/// The quantiles reported per window; 1.0 is the maximum.
-pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+/// A window's quantiles of one histogram, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    /// The maximum: exact when a long-wait event told it, else its slot's upper bound.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// (quantile, value) pairs as a Prometheus summary lists them; 1 is the maximum.
+    #[must_use]
+    pub fn pairs(&self) -> [(f64, f64); 5] {
+        [
+            (0.5, self.p50),
+            (0.9, self.p90),
+            (0.99, self.p99),
+            (0.999, self.p999),
+            (1.0, self.max),
+        ]
+    }
+}
 
 /// Upper bound in seconds of exported bucket `i`. The one documented conversion: bucket `i`
 /// counts waits shorter than 2^(`EXPORT_MIN_EXP` + i) ns.
@@ -169,12 +191,15 @@ impl WindowHistogram {
 
     /// All of `QUANTILES`, in seconds.
     #[must_use]
-    pub fn quantiles_seconds(&self) -> Option<[f64; QUANTILES.len()]> {
-        let mut out = [0.0; QUANTILES.len()];
-        for (o, q) in out.iter_mut().zip(QUANTILES) {
-            *o = self.quantile(q)? as f64 * 1e-9;
-        }
-        Some(out)
+    pub fn quantiles_seconds(&self) -> Option<Quantiles> {
+        let seconds = |q: f64| self.quantile(q).map(|ns| ns as f64 * 1e-9);
+        Some(Quantiles {
+            p50: seconds(0.5)?,
+            p90: seconds(0.9)?,
+            p99: seconds(0.99)?,
+            p999: seconds(0.999)?,
+            max: seconds(1.0)?,
+        })
     }
 }
 
@@ -251,10 +276,10 @@ pub struct Series {
 /// Per-window gauges: replaced every window.
 #[derive(Clone, Debug, Default)]
 pub struct WindowGauges {
-    pub series: BTreeMap<SeriesKey, [f64; QUANTILES.len()]>,
-    pub cgroups: BTreeMap<String, [f64; QUANTILES.len()]>,
-    pub cpus: BTreeMap<u32, [f64; QUANTILES.len()]>,
-    pub node: Option<[f64; QUANTILES.len()]>,
+    pub series: BTreeMap<SeriesKey, Quantiles>,
+    pub cgroups: BTreeMap<String, Quantiles>,
+    pub cpus: BTreeMap<u32, Quantiles>,
+    pub node: Option<Quantiles>,
     /// Mean number of tasks waiting on each CPU's run queue over the window.
     pub runqueue_length: BTreeMap<u32, f64>,
     /// Processes with waits this window that were folded into `other`.
@@ -923,7 +948,7 @@ mod tests {
         assert_eq!(s.hist.sum_ns, 20_000_000);
         assert_eq!(agg.exported.cpus[&0].count, 20);
         let q = agg.exported.window.series[&("cg5.service".to_owned(), "p100".to_owned())];
-        assert!((q[4] - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q[4]);
+        assert!((q.max - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q.max);
         let classes =
             agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
         assert_eq!(
