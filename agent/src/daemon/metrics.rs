@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::stats::aggregate::{
-    CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
+    ClassWaits, CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
 };
 
 /// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
@@ -22,6 +22,15 @@ pub struct ProgramStats {
     pub name: String,
     pub run_time_ns: u64,
     pub run_count: u64,
+}
+
+/// Label set of the preemptor metrics: the waiting task's cgroup, and the process that ran
+/// instead with its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PreemptorKey {
+    pub cgroup: String,
+    pub preemptor_cgroup: String,
+    pub preemptor: String,
 }
 
 /// The agent's own health.
@@ -45,7 +54,7 @@ pub struct SelfStats {
     pub last_window_unix: Option<f64>,
     /// Long waits (>= event threshold) by (victim cgroup, preemptor cgroup, preemptor process):
     /// (waits, wait ns).
-    pub preemptors: std::collections::BTreeMap<(String, String, String), (u64, u64)>,
+    pub preemptors: std::collections::BTreeMap<PreemptorKey, ClassWaits>,
     /// Incident capture counters (all zero when incidents are off).
     pub incidents: crate::incident::capture::IncidentStats,
     /// Why incidents are off (`INCIDENTS_OFF_*` or a `DirReason` name); `None` when they are on.
@@ -440,14 +449,14 @@ fn preemptors_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
     use MetricType::COUNTER;
     let mut waits = Vec::new();
     let mut seconds = Vec::new();
-    for ((cg, pcg, p), (n, ns)) in &stats.preemptors {
+    for (key, w) in &stats.preemptors {
         let labels = [
-            ("cgroup", cg.as_str()),
-            ("preemptor_cgroup", pcg.as_str()),
-            ("preemptor", p.as_str()),
+            ("cgroup", key.cgroup.as_str()),
+            ("preemptor_cgroup", key.preemptor_cgroup.as_str()),
+            ("preemptor", key.preemptor.as_str()),
         ];
-        waits.push(counter(&labels, *n as f64));
-        seconds.push(counter(&labels, *ns as f64 * 1e-9));
+        waits.push(counter(&labels, w.waits as f64));
+        seconds.push(counter(&labels, w.wait_ns as f64 * 1e-9));
     }
     out.push(family(
         "schedlat_preemptor_waits_total",
@@ -665,7 +674,7 @@ mod tests {
 
     use super::*;
     use crate::stats::aggregate::{
-        Aggregator, AggregatorConfig, ClassWaits, Names, ProcDelta, WindowInput,
+        Aggregator, AggregatorConfig, Names, ProcDelta, SlotDelta, WindowInput,
     };
 
     struct N;
@@ -775,7 +784,11 @@ mod tests {
                         c
                     },
                 }],
-                cpus: vec![vec![(hist_slot(3_000_000), 4, 12_000_000)]],
+                cpus: vec![vec![SlotDelta {
+                    slot: hist_slot(3_000_000),
+                    waits: 4,
+                    wait_ns: 12_000_000,
+                }]],
                 event_waits: vec![],
                 duration_ns: 5_000_000_000,
             },

@@ -28,7 +28,7 @@ use log::{debug, info, warn};
 use crate::{
     daemon::config::{Config, Overrides},
     daemon::http::Response,
-    daemon::metrics::{ProgramStats, SelfStats},
+    daemon::metrics::{PreemptorKey, ProgramStats, SelfStats},
     host::cgroups::CgroupResolver,
     host::procinfo,
     incident::capture::Capture,
@@ -37,7 +37,9 @@ use crate::{
     kernel::events::{self, comm_str},
     kernel::loader::{Mode, ProbeConfig, Probes},
     kernel::privileges,
-    stats::aggregate::{Aggregator, AggregatorConfig, Exported, Names, WindowInput, WindowSummary},
+    stats::aggregate::{
+        Aggregator, AggregatorConfig, EventWait, Exported, Names, OTHER, WindowInput, WindowSummary,
+    },
 };
 
 /// How often the ring buffer is drained (the kernel wakes the reader only on a backlog).
@@ -171,7 +173,7 @@ struct Daemon {
     server: http::Server,
     handler: http::Handler,
     /// (tgid, cpu, wait ns) of this window's events: their exact maxima.
-    event_waits: Vec<(u32, u32, u64)>,
+    event_waits: Vec<EventWait>,
     events: Vec<WaitEvent>,
     window_start: Instant,
 }
@@ -266,7 +268,11 @@ impl Daemon {
             };
             account_preemptor(&e, &mut self.stats, &mut self.names, &lookup);
             if self.event_waits.len() < MAX_EVENTS_PER_WINDOW {
-                self.event_waits.push((e.tgid, e.cpu, e.wait_ns));
+                self.event_waits.push(EventWait {
+                    tgid: e.tgid,
+                    cpu: e.cpu,
+                    wait_ns: e.wait_ns,
+                });
             }
             if let Some(capture) = self.capture.as_mut()
                 && e.wait_ns >= capture.config().threshold.0.as_nanos() as u64
@@ -641,13 +647,18 @@ fn account_preemptor(e: &WaitEvent, stats: &mut SelfStats, names: &mut ProcNames
             .unwrap_or_else(|| comm_str(&e.preemptor_comm));
         (cgroup, name)
     };
-    let mut key = (victim_cgroup, preemptor_cgroup, preemptor);
+    let mut key = PreemptorKey {
+        cgroup: victim_cgroup,
+        preemptor_cgroup,
+        preemptor,
+    };
     if !stats.preemptors.contains_key(&key) && stats.preemptors.len() >= MAX_SETS {
-        key = (key.0, "other".to_owned(), "other".to_owned());
+        OTHER.clone_into(&mut key.preemptor_cgroup);
+        OTHER.clone_into(&mut key.preemptor);
     }
     let entry = stats.preemptors.entry(key).or_default();
-    entry.0 += 1;
-    entry.1 += e.wait_ns;
+    entry.waits += 1;
+    entry.wait_ns += e.wait_ns;
 }
 
 /// The label the metrics use for a cgroup id.

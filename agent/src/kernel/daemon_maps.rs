@@ -15,7 +15,7 @@ use log::debug;
 use crate::{
     host::procinfo,
     kernel::{events::comm_str, loader::Probes},
-    stats::aggregate::{ClassWaits, OVERFLOW_CGROUP, ProcDelta},
+    stats::aggregate::{ClassWaits, OVERFLOW_CGROUP, ProcDelta, SlotDelta},
 };
 
 /// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
@@ -63,7 +63,7 @@ pub fn proc_delta(
 }
 
 /// Per CPU (index = CPU number): (fine slot, waits, wait ns) since the last read.
-pub type CpuDeltas = Vec<Vec<(u32, u64, u64)>>;
+pub type CpuDeltas = Vec<Vec<SlotDelta>>;
 
 /// One window's reading of the daemon's maps.
 pub struct KernelWindow {
@@ -168,7 +168,11 @@ impl KernelReader {
                 let prev = &mut self.cpus[cpu][slot as usize];
                 let dc = bucket.count.wrapping_sub(prev.0);
                 if dc > 0 {
-                    cpus[cpu].push((slot, dc, bucket.total_ns.wrapping_sub(prev.1)));
+                    cpus[cpu].push(SlotDelta {
+                        slot,
+                        waits: dc,
+                        wait_ns: bucket.total_ns.wrapping_sub(prev.1),
+                    });
                 }
                 *prev = (bucket.count, bucket.total_ns);
             }

@@ -230,14 +230,30 @@ impl ProcDelta {
     }
 }
 
+/// Waits of one fine (per-CPU) histogram slot since the last window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotDelta {
+    pub slot: u32,
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
+/// The exact wait of one long-wait event (its process and CPU), for exact maxima.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWait {
+    pub tgid: u32,
+    pub cpu: u32,
+    pub wait_ns: u64,
+}
+
 /// One window's input.
 #[derive(Clone, Debug, Default)]
 pub struct WindowInput {
     pub procs: Vec<ProcDelta>,
     /// Per CPU (index = CPU number): (slot, count, `total_ns`) since the last window.
-    pub cpus: Vec<Vec<(u32, u64, u64)>>,
+    pub cpus: Vec<Vec<SlotDelta>>,
     /// Exact waits of the events received this window: (tgid, cpu, wait ns).
-    pub event_waits: Vec<(u32, u32, u64)>,
+    pub event_waits: Vec<EventWait>,
     /// Length of the window in ns (measured, not configured).
     pub duration_ns: u64,
 }
@@ -410,9 +426,9 @@ impl Aggregator {
             }
         }
         let mut event_max: HashMap<u32, u64> = HashMap::new();
-        for &(tgid, _, wait) in &input.event_waits {
-            let m = event_max.entry(tgid).or_default();
-            *m = (*m).max(wait);
+        for e in &input.event_waits {
+            let m = event_max.entry(e.tgid).or_default();
+            *m = (*m).max(e.wait_ns);
         }
         for (key, p) in &mut procs {
             p.hist.note_exact(event_max.get(&key.tgid).copied());
@@ -529,13 +545,13 @@ impl Aggregator {
             let cpu = cpu as u32;
             let mut h = WindowHistogram::default();
             let cum = self.exported.cpus.entry(cpu).or_default();
-            for &(slot, n, ns) in slots {
-                h.add(slot, n, ns);
-                cum.add(hist_slot_bounds(slot).0, n, ns);
+            for d in slots {
+                h.add(d.slot, d.waits, d.wait_ns);
+                cum.add(hist_slot_bounds(d.slot).0, d.waits, d.wait_ns);
             }
-            for &(_, ecpu, wait) in &input.event_waits {
-                if ecpu == cpu {
-                    h.note_exact(Some(wait));
+            for e in &input.event_waits {
+                if e.cpu == cpu {
+                    h.note_exact(Some(e.wait_ns));
                 }
             }
             if let Some(q) = h.quantiles_seconds() {
@@ -873,7 +889,11 @@ mod tests {
                 delta(5, 102, 100_000, 10),   // 1 ms -> other
                 delta(6, 200, 500_000, 10),   // 5 ms -> other (cg6)
             ],
-            cpus: vec![vec![(hist_slot(1_000_000), 40, 36_000_000)]],
+            cpus: vec![vec![SlotDelta {
+                slot: hist_slot(1_000_000),
+                waits: 40,
+                wait_ns: 36_000_000,
+            }]],
             event_waits: vec![],
             duration_ns: 1_000_000_000,
         };
@@ -937,8 +957,16 @@ mod tests {
         let mut agg = Aggregator::new(config());
         let input = WindowInput {
             procs: vec![delta(5, 100, 1_000_000, 10)],
-            cpus: vec![vec![(hist_slot(1_000_000), 10, 10_000_000)]],
-            event_waits: vec![(100, 0, 1_000_123)],
+            cpus: vec![vec![SlotDelta {
+                slot: hist_slot(1_000_000),
+                waits: 10,
+                wait_ns: 10_000_000,
+            }]],
+            event_waits: vec![EventWait {
+                tgid: 100,
+                cpu: 0,
+                wait_ns: 1_000_123,
+            }],
             duration_ns: 5_000_000_000,
         };
         agg.window(&input, &mut Table);
