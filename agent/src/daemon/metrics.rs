@@ -173,7 +173,7 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     let series: Vec<Metric> = exported
         .series
         .iter()
-        .map(|((cg, p), s)| histogram(&[("cgroup", cg), ("process", p)], &s.hist))
+        .map(|(k, s)| histogram(&[("cgroup", &k.cgroup), ("process", &k.process)], &s.hist))
         .collect();
     out.push(family(
         "schedlat_runqueue_latency_seconds",
@@ -202,18 +202,18 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     let w = &exported.window;
     let mut cgroup_totals: std::collections::BTreeMap<&str, (u64, u64)> =
         std::collections::BTreeMap::new();
-    for ((cg, _), series) in &exported.series {
-        let t = cgroup_totals.entry(cg).or_default();
+    for (key, series) in &exported.series {
+        let t = cgroup_totals.entry(&key.cgroup).or_default();
         t.0 += series.hist.count;
         t.1 += series.hist.sum_ns;
     }
     let m = w
         .series
         .iter()
-        .filter_map(|((cg, p), q)| {
-            let s = exported.series.get(&(cg.clone(), p.clone()))?;
+        .filter_map(|(key, q)| {
+            let s = exported.series.get(key)?;
             Some(summary(
-                &[("cgroup", cg), ("process", p)],
+                &[("cgroup", &key.cgroup), ("process", &key.process)],
                 q,
                 s.hist.count,
                 s.hist.sum_ns,
@@ -331,7 +331,12 @@ fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
         exported
             .series
             .iter()
-            .map(|((cg, p), s)| counter(&[("cgroup", cg), ("process", p)], s.migrations as f64))
+            .map(|(k, s)| {
+                counter(
+                    &[("cgroup", &k.cgroup), ("process", &k.process)],
+                    s.migrations as f64,
+                )
+            })
             .collect(),
     ));
     out.push(family(

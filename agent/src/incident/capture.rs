@@ -212,9 +212,9 @@ impl Capture {
                 .window
                 .series
                 .iter()
-                .filter(|((cg, _), _)| *cg == cgroup)
+                .filter(|(key, _)| key.cgroup == cgroup)
                 .max_by(|a, b| a.1.p99.total_cmp(&b.1.p99))
-                .map(|((_, p), _)| p.clone())
+                .map(|(key, _)| key.process.clone())
                 .unwrap_or_default();
             let victim = TaskRef {
                 tid: 0,

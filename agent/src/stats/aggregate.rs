@@ -279,8 +279,23 @@ pub struct AggregatorConfig {
     pub cgroup_names: bool,
 }
 
-/// A (cgroup, process) series label pair.
-pub type SeriesKey = (String, String);
+/// The labels of one latency series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub cgroup: String,
+    pub process: String,
+}
+
+impl SeriesKey {
+    #[cfg(test)]
+    #[must_use]
+    pub fn new(cgroup: &str, process: &str) -> Self {
+        Self {
+            cgroup: cgroup.to_owned(),
+            process: process.to_owned(),
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Series {
@@ -490,7 +505,10 @@ impl Aggregator {
             } else {
                 OTHER.to_owned()
             };
-            let skey = (cg.clone(), process);
+            let skey = SeriesKey {
+                cgroup: cg.clone(),
+                process,
+            };
             let series = self.exported.series.entry(skey.clone()).or_default();
             series.last_window = now;
             for (lo, _, n) in p.hist.slots() {
@@ -518,8 +536,8 @@ impl Aggregator {
                 let p99_ns = p.hist.quantile(0.99).unwrap_or(0);
                 if worst.as_ref().is_none_or(|w| p99_ns > w.p99_ns) {
                     worst = Some(WorstSeries {
-                        cgroup: skey.0,
-                        process: skey.1,
+                        cgroup: skey.cgroup,
+                        process: skey.process,
                         p99_ns,
                     });
                 }
@@ -574,7 +592,7 @@ impl Aggregator {
             .series
             .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
         self.bound_series(cfg);
-        let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.0).collect();
+        let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.cgroup).collect();
         self.exported.classes.retain(|(cg, _), _| live.contains(cg));
         self.exported
             .cgroup_paths
@@ -613,9 +631,9 @@ impl Aggregator {
     fn bound_series(&mut self, cfg: &AggregatorConfig) {
         // Per cgroup label: (last window it was updated, cumulative wait).
         let mut cgroups: HashMap<&str, (u64, u64)> = HashMap::new();
-        for ((cg, _), series) in &self.exported.series {
-            if cg != OTHER {
-                let e = cgroups.entry(cg.as_str()).or_default();
+        for (key, series) in &self.exported.series {
+            if key.cgroup != OTHER {
+                let e = cgroups.entry(key.cgroup.as_str()).or_default();
                 e.0 = e.0.max(series.last_window);
                 e.1 += series.hist.sum_ns;
             }
@@ -629,20 +647,20 @@ impl Aggregator {
                 .collect();
             self.exported
                 .series
-                .retain(|(cg, _), _| !evicted.contains(cg));
+                .retain(|key, _| !evicted.contains(&key.cgroup));
         }
         let named = self
             .exported
             .series
             .keys()
-            .filter(|(_, process)| process != OTHER)
+            .filter(|key| key.process != OTHER)
             .count();
         if named > cfg.top_k {
             let mut ranked: Vec<(&SeriesKey, (u64, u64))> = self
                 .exported
                 .series
                 .iter()
-                .filter(|((_, process), _)| process != OTHER)
+                .filter(|(key, _)| key.process != OTHER)
                 .map(|(key, s)| (key, (s.last_window, s.hist.sum_ns)))
                 .collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -790,13 +808,13 @@ mod tests {
         };
         let summary = agg.window(&input, &mut Table);
         assert_eq!(summary.waits, 17, "every wait counted, overflow included");
-        let other = &agg.exported.series[&(OTHER.to_owned(), OTHER.to_owned())];
+        let other = &agg.exported.series[&SeriesKey::new(OTHER, OTHER)];
         assert_eq!(other.hist.count, 7);
         assert_eq!(other.hist.sum_ns, 14_001_000);
         assert!(
             agg.exported
                 .series
-                .contains_key(&("cg5.service".to_owned(), "p100".to_owned())),
+                .contains_key(&SeriesKey::new("cg5.service", "p100")),
             "{:?}",
             agg.exported.series.keys()
         );
@@ -828,8 +846,13 @@ mod tests {
             };
             agg.window(&input, &mut Table);
             let series = agg.exported.series.len();
-            let named = agg.exported.series.keys().filter(|k| k.1 != OTHER).count();
-            let cgroups: HashSet<&String> = agg.exported.series.keys().map(|k| &k.0).collect();
+            let named = agg
+                .exported
+                .series
+                .keys()
+                .filter(|k| k.process != OTHER)
+                .count();
+            let cgroups: HashSet<&String> = agg.exported.series.keys().map(|k| &k.cgroup).collect();
             assert!(named <= cfg.top_k, "window {window}: {named} named series");
             assert!(
                 cgroups.len() <= cfg.max_cgroups + 1,
@@ -905,10 +928,10 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                ("cg5.service".to_owned(), "other".to_owned()),
-                ("cg5.service".to_owned(), "p100".to_owned()),
-                ("cg5.service".to_owned(), "p101".to_owned()),
-                ("cg6.service".to_owned(), "other".to_owned()),
+                SeriesKey::new("cg5.service", "other"),
+                SeriesKey::new("cg5.service", "p100"),
+                SeriesKey::new("cg5.service", "p101"),
+                SeriesKey::new("cg6.service", "other"),
             ]
         );
         let total: u64 = agg.exported.series.values().map(|s| s.hist.sum_ns).sum();
@@ -937,7 +960,7 @@ mod tests {
         assert!(
             agg.exported
                 .series
-                .contains_key(&("other".to_owned(), "p200".to_owned()))
+                .contains_key(&SeriesKey::new("other", "p200"))
         );
         let quiet = WindowInput::default();
         for _ in 0..2 {
@@ -971,11 +994,11 @@ mod tests {
         };
         agg.window(&input, &mut Table);
         agg.window(&input, &mut Table);
-        let s = &agg.exported.series[&("cg5.service".to_owned(), "p100".to_owned())];
+        let s = &agg.exported.series[&SeriesKey::new("cg5.service", "p100")];
         assert_eq!(s.hist.count, 20);
         assert_eq!(s.hist.sum_ns, 20_000_000);
         assert_eq!(agg.exported.cpus[&0].count, 20);
-        let q = agg.exported.window.series[&("cg5.service".to_owned(), "p100".to_owned())];
+        let q = agg.exported.window.series[&SeriesKey::new("cg5.service", "p100")];
         assert!((q.max - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q.max);
         let classes =
             agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
