@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn none_without_a_cgroup2_mount() {
-        assert_eq!(cgroup2_mount_in(b"22 1 0:21 / /proc rw - proc proc rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_in(b"22 1 0:21 / /proc rw - proc proc rw\n"),
+            None
+        );
         // v1 only: the type is `cgroup`, not `cgroup2`.
         assert_eq!(
             cgroup2_mount_in(b"35 33 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"),
@@ -116,10 +119,7 @@ mod tests {
             Some(PathBuf::from("/mnt/with space"))
         );
         let all = b"26 25 0:23 / /a\\011b\\012c\\134d rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            cgroup2_mount_in(all),
-            Some(PathBuf::from("/a\tb\nc\\d"))
-        );
+        assert_eq!(cgroup2_mount_in(all), Some(PathBuf::from("/a\tb\nc\\d")));
     }
 
     #[test]

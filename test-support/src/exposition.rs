@@ -189,13 +189,15 @@ fn parse_line(text: &str) -> Result<Sample, String> {
                 break;
             }
             if !line.eat(',') {
-                return Err(format!("expected `,` or `}}` after the value of label {label}"));
+                return Err(format!(
+                    "expected `,` or `}}` after the value of label {label}"
+                ));
             }
         }
     }
     let value_text = line.token();
-    let value = parse_value(value_text)
-        .ok_or_else(|| format!("expected a value, found {value_text:?}"))?;
+    let value =
+        parse_value(value_text).ok_or_else(|| format!("expected a value, found {value_text:?}"))?;
     let timestamp = line.token();
     if !timestamp.is_empty() && timestamp.parse::<i64>().is_err() {
         return Err(format!(
@@ -331,7 +333,10 @@ mod tests {
         .unwrap();
         assert_eq!(sum(&samples, "w", &[]), 7.0);
         assert_eq!(sum(&samples, "w", &[("cgroup", "/a")]), 3.0);
-        assert_eq!(sum(&samples, "w", &[("cgroup", "/a"), ("process", "p")]), 1.0);
+        assert_eq!(
+            sum(&samples, "w", &[("cgroup", "/a"), ("process", "p")]),
+            1.0
+        );
         assert_eq!(sum(&samples, "w", &[("cgroup", "/c")]), 0.0);
         assert_eq!(sum(&samples, "w", &[("missing", "")]), 0.0);
     }

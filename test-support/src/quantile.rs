@@ -142,11 +142,19 @@ mod tests {
         let h = [b(1.0, 10.0), b(2.0, 100.0), b(f64::INFINITY, 100.0)];
         let q = |q| histogram_quantile(q, &h);
         assert!(close(q(0.05), 0.5), "rank 5 of 10 in (0, 1]: {}", q(0.05));
-        assert!(close(q(0.1), 1.0), "rank 10 ends the first bucket: {}", q(0.1));
+        assert!(
+            close(q(0.1), 1.0),
+            "rank 10 ends the first bucket: {}",
+            q(0.1)
+        );
         assert!(close(q(0.5), 1.0 + 40.0 / 90.0), "rank 50: {}", q(0.5));
         assert!(close(q(0.99), 1.0 + 89.0 / 90.0), "rank 99: {}", q(0.99));
         assert!(close(q(1.0), 2.0), "the maximum is the bound: {}", q(1.0));
-        assert!(close(q(0.0), 0.0), "q=0 starts the first bucket: {}", q(0.0));
+        assert!(
+            close(q(0.0), 0.0),
+            "q=0 starts the first bucket: {}",
+            q(0.0)
+        );
     }
 
     #[test]
@@ -182,7 +190,12 @@ mod tests {
     #[test]
     fn order_duplicates_and_decreasing_counts() {
         let sorted = [b(1.0, 10.0), b(2.0, 100.0), b(f64::INFINITY, 100.0)];
-        let shuffled = [b(f64::INFINITY, 100.0), b(2.0, 60.0), b(1.0, 10.0), b(2.0, 40.0)];
+        let shuffled = [
+            b(f64::INFINITY, 100.0),
+            b(2.0, 60.0),
+            b(1.0, 10.0),
+            b(2.0, 40.0),
+        ];
         assert!(close(
             histogram_quantile(0.5, &shuffled),
             histogram_quantile(0.5, &sorted)
