@@ -14,4 +14,4 @@ pub mod quantile;
 
 pub use cgroup::cgroup2_mount;
 pub use exposition::{ParseError, Sample, parse_metrics, sum};
-pub use quantile::{Bucket, buckets, histogram_quantile};
+pub use quantile::{Bucket, buckets, histogram_quantile, increase};

@@ -38,6 +38,32 @@ pub fn buckets(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Vec<Buc
     out
 }
 
+/// What each bucket gained from `earlier` to `later` (two scrapes of the same histogram), for
+/// the quantile of the observations in between: `histogram_quantile(q, increase(...))`.
+/// A bucket missing from `earlier` counts from 0; a bucket that went down (the exporter
+/// restarted) gained nothing, where Prometheus's `increase` would assume a reset. Buckets only
+/// in `earlier` are dropped.
+#[must_use]
+#[expect(
+    clippy::float_cmp,
+    reason = "bounds parsed from `le` values written by one formatter: equal bounds are equal floats"
+)]
+pub fn increase(earlier: &[Bucket], later: &[Bucket]) -> Vec<Bucket> {
+    later
+        .iter()
+        .map(|bucket| {
+            let before = earlier
+                .iter()
+                .find(|b| b.upper_bound == bucket.upper_bound)
+                .map_or(0.0, |b| b.count);
+            Bucket {
+                upper_bound: bucket.upper_bound,
+                count: (bucket.count - before).max(0.0),
+            }
+        })
+        .collect()
+}
+
 /// The `q`-quantile of the observations counted by cumulative `buckets`, with the semantics
 /// of Prometheus's `histogram_quantile` (`bucketQuantile` in `promql/quantile.go`) for classic
 /// histograms; the result is in the unit of the upper bounds:
@@ -210,6 +236,37 @@ mod tests {
     fn a_first_bucket_at_or_below_zero_gives_its_bound() {
         let h = [b(-1.0, 5.0), b(1.0, 10.0), b(f64::INFINITY, 10.0)];
         assert_eq!(histogram_quantile(0.2, &h), -1.0);
+    }
+
+    #[test]
+    fn increase_between_two_scrapes() {
+        let earlier = [b(1.0, 10.0), b(2.0, 10.0), b(f64::INFINITY, 10.0)];
+        let later = [
+            b(1.0, 10.0),
+            b(2.0, 110.0),
+            b(4.0, 5.0),
+            b(f64::INFINITY, 115.0),
+        ];
+        let gained = increase(&earlier, &later);
+        assert_eq!(
+            gained,
+            vec![
+                b(1.0, 0.0),
+                b(2.0, 100.0),
+                b(4.0, 5.0),
+                b(f64::INFINITY, 105.0)
+            ]
+        );
+        assert!(close(histogram_quantile(0.5, &gained), 1.0 + 52.5 / 100.0));
+        assert!(
+            histogram_quantile(0.5, &increase(&later, &later)).is_nan(),
+            "nothing happened in between"
+        );
+        assert_eq!(
+            increase(&later, &earlier)[1],
+            b(2.0, 0.0),
+            "a bucket that went down gained nothing"
+        );
     }
 
     #[test]
