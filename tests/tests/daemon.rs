@@ -313,10 +313,6 @@ fn write_config(path: &Path, text: &str) {
 
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one agent's life: bad files, then reloads, then shutdown"
-)]
 fn config_errors_name_the_key_and_sighup_reloads_without_losing_counters() {
     let dir = std::env::temp_dir().join(format!("schedlat-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
