@@ -81,6 +81,9 @@ pub fn increase(earlier: &[Bucket], later: &[Bucket]) -> Vec<Bucket> {
 /// - A rank that falls in the `+Inf` bucket gives the highest finite upper bound: nothing is
 ///   known above it. A rank in the first bucket with an upper bound ≤ 0 gives that bound.
 ///
+/// The unit tests' cases were checked against Prometheus 2.42 (`promtool test rules`), the
+/// NaN of `q = 0` over an empty first bucket included.
+///
 /// So the answer is an estimate whose error is at most the width of the bucket that holds the
 /// rank. Prometheus also ignores tiny floating-point decreases (relative 1e-12) between
 /// buckets; here any decrease is raised, which gives the same result for such inputs.
@@ -204,6 +207,10 @@ mod tests {
             "only +Inf"
         );
         assert!(histogram_quantile(f64::NAN, &[b(1.0, 1.0), b(f64::INFINITY, 1.0)]).is_nan());
+        // Prometheus too: q=0 lands in an empty first bucket, 0/0 observations within it.
+        assert!(
+            histogram_quantile(0.0, &[b(1.0, 0.0), b(2.0, 5.0), b(f64::INFINITY, 5.0)]).is_nan()
+        );
     }
 
     #[test]
