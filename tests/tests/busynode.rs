@@ -18,7 +18,8 @@ use std::{
 };
 
 mod common;
-use common::{Agent, parse_metrics, sum};
+use common::Agent;
+use schedlat_test_support::{cgroup2_mount, sum};
 
 const BUSY_SERVICES: usize = 200;
 const CHURN_PROCESSES: u64 = 20_000;
@@ -92,15 +93,12 @@ struct Scrape {
 }
 
 fn scrape(agent: &Agent) -> Scrape {
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     let series: Vec<_> = m
         .iter()
-        .filter(|(name, _, _)| name == "schedlat_runqueue_latency_seconds_count")
+        .filter(|s| s.name == "schedlat_runqueue_latency_seconds_count")
         .collect();
-    let cgroups: BTreeSet<&String> = series
-        .iter()
-        .filter_map(|(_, labels, _)| labels.get("cgroup"))
-        .collect();
+    let cgroups: BTreeSet<&str> = series.iter().filter_map(|s| s.label("cgroup")).collect();
     Scrape {
         events_total: sum(&m, "schedlat_events_total", &[]),
         process_waits: sum(&m, "schedlat_process_waits_total", &[]),
@@ -131,18 +129,6 @@ fn after_next_window(agent: &Agent) -> Scrape {
     }
 }
 
-fn cgroup2_root() -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    mountinfo
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .expect("a cgroup2 file system is mounted (unified or hybrid)")
-}
-
 /// 2,000 cgroups of the test's own under one parent, removed on drop.
 struct Cgroups {
     parent: PathBuf,
@@ -151,7 +137,9 @@ struct Cgroups {
 
 impl Cgroups {
     fn create(count: usize) -> Self {
-        let parent = cgroup2_root().join(format!("schedlat-busynode-{}", std::process::id()));
+        let parent = cgroup2_mount()
+            .expect("a cgroup2 file system is mounted (unified or hybrid)")
+            .join(format!("schedlat-busynode-{}", std::process::id()));
         std::fs::create_dir_all(&parent).expect("create parent cgroup");
         let procs_files = (0..count)
             .map(|i| {

@@ -14,7 +14,8 @@ use std::{
 };
 
 mod common;
-use common::{Agent, http_get, parse_metrics, programs_left_after, schedlat_bpf_objects, sum};
+use common::{Agent, http_get, programs_left_after, schedlat_bpf_objects};
+use schedlat_test_support::sum;
 
 const IDLE_CONNECTIONS: usize = 50;
 const SCRAPES: usize = 200;
@@ -127,7 +128,7 @@ fn terminate(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
 
 /// `schedlat_http_connections_total` by result: (accepted, refused, `timed_out`).
 fn http_connections(agent: &Agent) -> (f64, f64, f64) {
-    let metrics = parse_metrics(&agent.metrics());
+    let metrics = agent.samples();
     let count = |result: &str| {
         sum(
             &metrics,

@@ -11,7 +11,8 @@ use std::{
 use serde_json::Value;
 
 mod common;
-use common::{Agent, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, parse_metrics, schedlat_bin, sum};
+use common::{Agent, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, schedlat_bin};
+use schedlat_test_support::sum;
 
 /// The hog's function in `schedlat-workload`.
 const HOG_FUNCTION: &str = "schedlat_workload_hog_spin";
@@ -179,7 +180,7 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         1,
         "cooldown should allow one incident per victim: {ours:?}"
     );
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     assert!(sum(&m, "schedlat_incidents_total", &[("reason", "wait")]) >= 1.0);
     assert!(
         sum(

@@ -10,7 +10,8 @@ use std::{
 };
 
 mod common;
-use common::{Agent, MetricSample, Workload, parse_metrics, schedlat_bin, sum};
+use common::{Agent, Workload, samples_of, schedlat_bin};
+use schedlat_test_support::{Sample, sum};
 
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -49,11 +50,11 @@ fn status_field(pid: u32, key: &str) -> u64 {
     }
 }
 
-fn one(samples: &[MetricSample], name: &str) -> f64 {
+fn one(samples: &[Sample], name: &str) -> f64 {
     let values: Vec<f64> = samples
         .iter()
-        .filter(|(n, _, _)| n == name)
-        .map(|(_, _, v)| *v)
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
         .collect();
     assert_eq!(
         values.len(),
@@ -63,8 +64,8 @@ fn one(samples: &[MetricSample], name: &str) -> f64 {
     values[0]
 }
 
-fn has(samples: &[MetricSample], name: &str) -> bool {
-    samples.iter().any(|(n, _, _)| n == name)
+fn has(samples: &[Sample], name: &str) -> bool {
+    samples.iter().any(|s| s.name == name)
 }
 
 /// A scratch directory of this test, removed on drop.
@@ -151,7 +152,7 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
     let text = agent.metrics();
     let cpu_after = cpu_seconds(pid);
     let rss_after = status_field(pid, "VmRSS");
-    let m = parse_metrics(&text);
+    let m = samples_of(&text);
     let cpu = one(&m, "process_cpu_seconds_total");
     let tick = 1.0 / clock_ticks();
     eprintln!(
@@ -228,16 +229,16 @@ fn own_cpu_and_memory_metrics_agree_with_proc() {
 
 /// No `-` or empty label values (build info's `kernel` aside); the idle preemptor's cgroup is
 /// `[idle]`.
-fn assert_documented_label_values(m: &[MetricSample]) {
-    let preemptors: Vec<&MetricSample> = m
+fn assert_documented_label_values(m: &[Sample]) {
+    let preemptors: Vec<&Sample> = m
         .iter()
-        .filter(|(n, _, _)| n == "schedlat_preemptor_waits_total")
+        .filter(|s| s.name == "schedlat_preemptor_waits_total")
         .collect();
     assert!(
         !preemptors.is_empty(),
         "with a 10us event threshold and a contended CPU there must be preemptors"
     );
-    for (name, labels, _) in m {
+    for Sample { name, labels, .. } in m {
         for (key, value) in labels {
             assert!(
                 (value != "-" && !value.is_empty()) || key == "kernel",
@@ -247,17 +248,17 @@ fn assert_documented_label_values(m: &[MetricSample]) {
     }
     let idle = preemptors
         .iter()
-        .filter(|(_, labels, _)| labels["preemptor"] == "[idle]")
+        .filter(|s| s.labels["preemptor"] == "[idle]")
         .count();
     let unknown = preemptors
         .iter()
-        .filter(|(_, l, _)| l["cgroup"] == "unknown" || l["preemptor_cgroup"] == "unknown")
+        .filter(|s| s.labels["cgroup"] == "unknown" || s.labels["preemptor_cgroup"] == "unknown")
         .count();
-    let waits = preemptors.iter().fold(0.0, |total, (_, _, v)| total + v);
+    let waits = preemptors.iter().fold(0.0, |total, s| total + s.value);
     let unknown_waits = preemptors
         .iter()
-        .filter(|(_, l, _)| l["cgroup"] == "unknown" || l["preemptor_cgroup"] == "unknown")
-        .fold(0.0, |total, (_, _, v)| total + v);
+        .filter(|s| s.labels["cgroup"] == "unknown" || s.labels["preemptor_cgroup"] == "unknown")
+        .fold(0.0, |total, s| total + s.value);
     eprintln!(
         "{} preemptor label sets, {idle} with the idle task, {unknown} with an unknown cgroup \
          ({unknown_waits} of {waits} waits)",
@@ -268,7 +269,7 @@ fn assert_documented_label_values(m: &[MetricSample]) {
         "{unknown_waits} of {waits} long waits have an unknown cgroup: the kernel's record of \
          an exited process must label its last waits"
     );
-    for (_, labels, _) in &preemptors {
+    for Sample { labels, .. } in &preemptors {
         if labels["preemptor"] == "[idle]" {
             assert_eq!(
                 labels["preemptor_cgroup"], "[idle]",
@@ -280,11 +281,11 @@ fn assert_documented_label_values(m: &[MetricSample]) {
 
 /// Sends SIGHUP and waits (up to 12 s: the metrics move at window ends) until the agent
 /// counted `reloads` successful reloads; returns that scrape.
-fn reload_and_scrape(agent: &Agent, reloads: f64) -> Vec<MetricSample> {
+fn reload_and_scrape(agent: &Agent, reloads: f64) -> Vec<Sample> {
     agent.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(12);
     loop {
-        let m = parse_metrics(&agent.metrics());
+        let m = agent.samples();
         let done = sum(
             &m,
             "schedlat_config_reloads_total",
@@ -310,15 +311,15 @@ fn metrics_are_complete_from_the_first_scrape() {
     let agent = Agent::start(&["--window", "60s"]);
     let text = agent.metrics();
     let ready_after = started.elapsed();
-    let m = parse_metrics(&text);
+    let m = samples_of(&text);
     let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let build: Vec<_> = m
         .iter()
-        .filter(|(n, _, _)| n == "schedlat_build_info")
+        .filter(|s| s.name == "schedlat_build_info")
         .collect();
     assert_eq!(build.len(), 1, "{text}");
     assert_eq!(
-        build[0].1.get("kernel").map(String::as_str),
+        build[0].label("kernel"),
         Some(osrelease.trim()),
         "build info at the first scrape ({ready_after:?} after start) carries the kernel"
     );
@@ -361,7 +362,7 @@ fn an_unusable_incident_directory_is_reported_not_hidden() {
 
     // The daemon runs without incidents and says why: metrics and log.
     let agent = Agent::start(&["--incident-dir", file.to_str().unwrap()]);
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     assert!(
         one(&m, "schedlat_incidents_enabled").abs() < 1e-9,
         "incidents_enabled must be 0 for a regular file"
@@ -407,7 +408,7 @@ fn a_reload_turns_incidents_off_and_on_again_only_with_a_restart() {
     let config = scratch.0.join("schedlat.toml");
     std::fs::write(&config, "window = \"1s\"\n[incidents]\nenabled = true\n").unwrap();
     let agent = Agent::start(&["--config", config.to_str().unwrap()]);
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     assert!((one(&m, "schedlat_incidents_enabled") - 1.0).abs() < 1e-9);
     assert!(!has(&m, "schedlat_incidents_disabled_info"));
 

@@ -236,6 +236,7 @@ const HOST_PACKAGES: &[&str] = &[
     "agent-common",
     "xtask",
     "schedlat-integration-tests",
+    "schedlat-test-support",
     "demo-feed",
 ];
 
@@ -285,6 +286,8 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
             "agent-common",
             "-p",
             "xtask",
+            "-p",
+            "schedlat-test-support",
             "-p",
             "demo-feed",
             "--lib",
