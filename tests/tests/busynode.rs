@@ -31,8 +31,9 @@ const TOP_K: usize = 20;
 const MAX_CGROUPS: usize = 100;
 
 /// `sched_info.pcount` (schedstat field 3) of every task on the machine: how many times each
-/// got a CPU after waiting on a run queue, i.e. the kernel's own count of waits.
-fn all_pcounts() -> HashMap<u32, u64> {
+/// got a CPU after waiting on a run queue, i.e. the kernel's own count of waits. Keyed by tid
+/// and start time: with `pid_max` 32768 and 20,000 processes spawned, tids are reused.
+fn all_pcounts() -> HashMap<(u32, u64), u64> {
     let mut out = HashMap::new();
     for proc_entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(tasks) = std::fs::read_dir(proc_entry.path().join("task")) else {
@@ -42,12 +43,27 @@ fn all_pcounts() -> HashMap<u32, u64> {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            if let Some(pcount) = pcount(&task.path().join("schedstat")) {
-                out.insert(tid, pcount);
+            if let (Some(start), Some(pcount)) = (
+                start_time(&task.path().join("stat")),
+                pcount(&task.path().join("schedstat")),
+            ) {
+                out.insert((tid, start), pcount);
             }
         }
     }
     out
+}
+
+/// Start time of a task (field 22 of its stat, clock ticks since boot).
+fn start_time(stat: &Path) -> Option<u64> {
+    let stat = std::fs::read(stat).ok()?;
+    let end = stat.iter().rposition(|&b| b == b')')?;
+    std::str::from_utf8(&stat[end + 1..])
+        .ok()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 fn pcount(schedstat: &Path) -> Option<u64> {
