@@ -4,6 +4,12 @@
 //! of every task), no wait may be dropped for lack of kernel map space, and `/metrics` must
 //! stay within the documented series bound the whole time.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     collections::{BTreeSet, HashMap},
     ffi::CString,

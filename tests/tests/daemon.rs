@@ -1,6 +1,12 @@
 //! Privileged integration tests of `schedlat run`, the node daemon: the real binary and kernel,
 //! a controlled workload in a cgroup of its own, promtool and a real Prometheus server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     io::Write as _,
     net::TcpListener,

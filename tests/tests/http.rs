@@ -1,6 +1,12 @@
 //! Privileged integration test of the agent's HTTP endpoint: the real `schedlat run`, a crowd of
 //! idle and slow clients next to a burst of scrapes, then SIGTERM. Loopback only.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     collections::HashSet,
     io::{ErrorKind, Read as _, Write as _},

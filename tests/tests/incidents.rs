@@ -1,6 +1,12 @@
 //! Privileged integration tests of incident capture and flame graphs: a hog (with a named,
 //! frame-pointer-unwindable function) and a latency-sensitive thread pinned to one CPU.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},

@@ -2,6 +2,12 @@
 //! /proc files, the incident state and an unusable incident directory, `/metrics` before the
 //! first window, and the label values of the preemptor breakdown.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},

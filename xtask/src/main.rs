@@ -107,10 +107,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    // xtask/ is a direct child of the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
