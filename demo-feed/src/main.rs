@@ -127,8 +127,7 @@ fn main() -> ExitCode {
         }
         Cmd::Noisy { threads, duration } => {
             set_process_name("noisy-neighbour");
-            noisy::run(threads, duration);
-            Ok(())
+            anyhow::Context::context(noisy::run(threads, duration), "starting the noisy threads")
         }
         Cmd::Scenario {
             schedlat,

@@ -15,9 +15,9 @@ pub extern "C" fn noisy_neighbour_burn(rounds: u64) -> u64 {
 }
 
 /// Burns `threads` threads for `duration`.
-pub fn run(threads: usize, duration: Duration) {
+pub fn run(threads: usize, duration: Duration) -> std::io::Result<()> {
     let end = Instant::now() + duration;
-    let workers: Vec<_> = (0..threads.max(1))
+    let workers: Vec<std::thread::JoinHandle<()>> = (0..threads.max(1))
         .map(|i| {
             std::thread::Builder::new()
                 .name(format!("noisy-{i}"))
@@ -26,10 +26,10 @@ pub fn run(threads: usize, duration: Duration) {
                         std::hint::black_box(noisy_neighbour_burn(1_000_000));
                     }
                 })
-                .expect("spawn a noisy thread")
         })
-        .collect();
+        .collect::<std::io::Result<_>>()?;
     for w in workers {
         let _ = w.join();
     }
+    Ok(())
 }

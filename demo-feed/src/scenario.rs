@@ -18,6 +18,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use schedlat_test_support::{
+    Bucket, buckets, cgroup2_mount, histogram_quantile, increase, parse_metrics, sum,
+};
 use serde::Serialize;
 
 use crate::report;
@@ -145,18 +148,6 @@ fn wait_healthy(addr: SocketAddr, what: &str, child: &mut Child) -> Result<()> {
     bail!("{what} not healthy on {addr} within 30 s")
 }
 
-/// The cgroup2 mount, from mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-}
-
 /// Creates `schedlat-demo/<name>` cgroups; `None` when the machine does not allow it.
 fn make_cgroups(names: &[&str]) -> Option<Vec<PathBuf>> {
     let base = cgroup2_mount()?.join("schedlat-demo");
@@ -194,82 +185,56 @@ fn spawn_pinned(cmd: &mut Command, cpus: Vec<usize>) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-/// Cumulative histogram buckets (le seconds -> count) and preemptor waits of the feed.
+/// One scrape of schedlat's /metrics, reduced to the feed: its run-queue latency histogram
+/// (cumulative, summed over its series) and its waits behind each preemptor.
 #[derive(Clone, Debug, Default)]
 struct Scrape {
     at: f64,
-    buckets: BTreeMap<u64, u64>,
+    /// Cumulative `le` buckets, upper bounds in seconds, `+Inf` included.
+    buckets: Vec<Bucket>,
     count: u64,
+    /// (preemptor cgroup, preemptor process) to seconds waited behind it.
     preemptors: BTreeMap<(String, String), f64>,
 }
 
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-    let rest = &labels[start..];
-    Some(&rest[..rest.find('"')?])
-}
-
-fn parse_scrape(text: &str, at: f64, feed_cgroup: &str) -> Scrape {
-    let mut s = Scrape {
-        at,
-        ..Scrape::default()
+/// The feed's part of a scrape; `None` (and a message) when the text is not valid exposition
+/// format, so one bad scrape is skipped rather than read as an empty histogram.
+fn parse_scrape(text: &str, at: f64, feed_cgroup: &str) -> Option<Scrape> {
+    let samples = match parse_metrics(text) {
+        Ok(samples) => samples,
+        Err(e) => {
+            eprintln!("demo: skipping schedlat's /metrics at {at:.1}s: {e}");
+            return None;
+        }
     };
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-        let ours = label(labels, "cgroup") == Some(feed_cgroup);
-        match name {
-            "schedlat_runqueue_latency_seconds_bucket"
-                if ours && label(labels, "process") == Some(FEED_PROCESS) =>
-            {
-                if let Some(le) = label(labels, "le").and_then(|l| l.parse::<f64>().ok()) {
-                    *s.buckets.entry((le * 1e9).round() as u64).or_default() += value as u64;
-                }
-            }
-            "schedlat_runqueue_latency_seconds_count"
-                if ours && label(labels, "process") == Some(FEED_PROCESS) =>
-            {
-                s.count += value as u64;
-            }
-            "schedlat_preemptor_wait_seconds_total" if ours => {
-                let key = (
-                    label(labels, "preemptor_cgroup").unwrap_or("-").to_owned(),
-                    label(labels, "preemptor").unwrap_or("-").to_owned(),
-                );
-                *s.preemptors.entry(key).or_default() += value;
-            }
-            _ => {}
-        }
+    let feed = [("cgroup", feed_cgroup), ("process", FEED_PROCESS)];
+    let mut preemptors = BTreeMap::new();
+    for s in samples.iter().filter(|s| {
+        s.matches(
+            "schedlat_preemptor_wait_seconds_total",
+            &[("cgroup", feed_cgroup)],
+        )
+    }) {
+        let key = (
+            s.label("preemptor_cgroup").unwrap_or("-").to_owned(),
+            s.label("preemptor").unwrap_or("-").to_owned(),
+        );
+        *preemptors.entry(key).or_default() += s.value;
     }
-    s
+    Some(Scrape {
+        at,
+        buckets: buckets(&samples, "schedlat_runqueue_latency_seconds", &feed),
+        count: sum(&samples, "schedlat_runqueue_latency_seconds_count", &feed) as u64,
+        preemptors,
+    })
 }
 
-/// Quantile (ms) of the waits between two scrapes, Prometheus-style: linear within the
-/// power-of-two bucket holding the rank. `None` when there were no waits.
+/// Quantile (ms) of the feed's waits between two scrapes, as Prometheus computes
+/// `histogram_quantile(q, increase(..._bucket[...]))`: linear within the power-of-two bucket
+/// holding the rank. `None` when there were no waits.
 fn delta_quantile(from: &Scrape, to: &Scrape, q: f64) -> Option<f64> {
-    let total = to.count.saturating_sub(from.count);
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).max(1.0);
-    let mut below = 0u64;
-    let mut lower = 0u64;
-    for (&le, &cum) in &to.buckets {
-        let cum = cum.saturating_sub(from.buckets.get(&le).copied().unwrap_or(0));
-        if cum as f64 >= rank {
-            let in_bucket = (cum - below).max(1) as f64;
-            let frac = (rank - below as f64) / in_bucket;
-            return Some((lower as f64 + frac * (le - lower) as f64) / 1e6);
-        }
-        below = cum;
-        lower = le;
-    }
-    Some(lower as f64 / 1e6)
+    let seconds = histogram_quantile(q, &increase(&from.buckets, &to.buckets));
+    (!seconds.is_nan()).then_some(seconds * 1e3)
 }
 
 fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
@@ -419,14 +384,14 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
             noisy_started = true;
         }
         if let Some(text) = http_get(schedlat_addr, "/metrics") {
-            scrapes.push(parse_scrape(&text, t, &feed_cgroup));
+            scrapes.extend(parse_scrape(&text, t, &feed_cgroup));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
     // The last window closes within a second; one more scrape takes it in.
     std::thread::sleep(Duration::from_millis(1200));
     if let Some(text) = http_get(schedlat_addr, "/metrics") {
-        scrapes.push(parse_scrape(
+        scrapes.extend(parse_scrape(
             &text,
             start.elapsed().as_secs_f64(),
             &feed_cgroup,
@@ -649,19 +614,25 @@ mod tests {
     fn quantiles_from_bucket_deltas() {
         let text_a = "schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"0.001048576\"} 10\n\
                       schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"0.002097152\"} 10\n\
+                      schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"+Inf\"} 10\n\
                       schedlat_runqueue_latency_seconds_count{cgroup=\"/f\",process=\"demo-feed\"} 10\n";
         let text_b = "schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"0.001048576\"} 10\n\
                       schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"0.002097152\"} 110\n\
+                      schedlat_runqueue_latency_seconds_bucket{cgroup=\"/f\",process=\"demo-feed\",le=\"+Inf\"} 110\n\
                       schedlat_runqueue_latency_seconds_count{cgroup=\"/f\",process=\"demo-feed\"} 110\n\
                       schedlat_preemptor_wait_seconds_total{cgroup=\"/f\",preemptor_cgroup=\"/n\",preemptor=\"noisy\"} 0.5\n";
-        let a = parse_scrape(text_a, 0.0, "/f");
-        let b = parse_scrape(text_b, 1.0, "/f");
+        let a = parse_scrape(text_a, 0.0, "/f").expect("valid exposition");
+        let b = parse_scrape(text_b, 1.0, "/f").expect("valid exposition");
         let p99 = delta_quantile(&a, &b, 0.99).unwrap();
         assert!(
             (1.04..2.1).contains(&p99),
             "p99 {p99} ms within the 1-2 ms bucket"
         );
         assert!(delta_quantile(&a, &a, 0.99).is_none());
+        assert!(
+            parse_scrape("schedlat_events_total{", 2.0, "/f").is_none(),
+            "a malformed scrape is skipped, not read as an empty histogram"
+        );
         assert!((b.preemptors[&("/n".to_owned(), "noisy".to_owned())] - 0.5).abs() < 1e-12);
         assert!((quantile_ms(&[1000, 2000, 3000], 0.5) - 2.0).abs() < 1e-9);
     }

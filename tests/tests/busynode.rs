@@ -4,6 +4,12 @@
 //! of every task), no wait may be dropped for lack of kernel map space, and `/metrics` must
 //! stay within the documented series bound the whole time.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     collections::{BTreeSet, HashMap},
     ffi::CString,
@@ -18,7 +24,8 @@ use std::{
 };
 
 mod common;
-use common::{Agent, parse_metrics, sum};
+use common::Agent;
+use schedlat_test_support::{cgroup2_mount, sum};
 
 const BUSY_SERVICES: usize = 200;
 const CHURN_PROCESSES: u64 = 20_000;
@@ -30,8 +37,9 @@ const TOP_K: usize = 20;
 const MAX_CGROUPS: usize = 100;
 
 /// `sched_info.pcount` (schedstat field 3) of every task on the machine: how many times each
-/// got a CPU after waiting on a run queue, i.e. the kernel's own count of waits.
-fn all_pcounts() -> HashMap<u32, u64> {
+/// got a CPU after waiting on a run queue, i.e. the kernel's own count of waits. Keyed by tid
+/// and start time: with `pid_max` 32768 and 20,000 processes spawned, tids are reused.
+fn all_pcounts() -> HashMap<(u32, u64), u64> {
     let mut out = HashMap::new();
     for proc_entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(tasks) = std::fs::read_dir(proc_entry.path().join("task")) else {
@@ -41,12 +49,27 @@ fn all_pcounts() -> HashMap<u32, u64> {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            if let Some(pcount) = pcount(&task.path().join("schedstat")) {
-                out.insert(tid, pcount);
+            if let (Some(start), Some(pcount)) = (
+                start_time(&task.path().join("stat")),
+                pcount(&task.path().join("schedstat")),
+            ) {
+                out.insert((tid, start), pcount);
             }
         }
     }
     out
+}
+
+/// Start time of a task (field 22 of its stat, clock ticks since boot).
+fn start_time(stat: &Path) -> Option<u64> {
+    let stat = std::fs::read(stat).ok()?;
+    let end = stat.iter().rposition(|&b| b == b')')?;
+    std::str::from_utf8(&stat[end + 1..])
+        .ok()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 fn pcount(schedstat: &Path) -> Option<u64> {
@@ -92,15 +115,12 @@ struct Scrape {
 }
 
 fn scrape(agent: &Agent) -> Scrape {
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     let series: Vec<_> = m
         .iter()
-        .filter(|(name, _, _)| name == "schedlat_runqueue_latency_seconds_count")
+        .filter(|s| s.name == "schedlat_runqueue_latency_seconds_count")
         .collect();
-    let cgroups: BTreeSet<&String> = series
-        .iter()
-        .filter_map(|(_, labels, _)| labels.get("cgroup"))
-        .collect();
+    let cgroups: BTreeSet<&str> = series.iter().filter_map(|s| s.label("cgroup")).collect();
     Scrape {
         events_total: sum(&m, "schedlat_events_total", &[]),
         process_waits: sum(&m, "schedlat_process_waits_total", &[]),
@@ -131,18 +151,6 @@ fn after_next_window(agent: &Agent) -> Scrape {
     }
 }
 
-fn cgroup2_root() -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    mountinfo
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .expect("a cgroup2 file system is mounted (unified or hybrid)")
-}
-
 /// 2,000 cgroups of the test's own under one parent, removed on drop.
 struct Cgroups {
     parent: PathBuf,
@@ -151,7 +159,9 @@ struct Cgroups {
 
 impl Cgroups {
     fn create(count: usize) -> Self {
-        let parent = cgroup2_root().join(format!("schedlat-busynode-{}", std::process::id()));
+        let parent = cgroup2_mount()
+            .expect("a cgroup2 file system is mounted (unified or hybrid)")
+            .join(format!("schedlat-busynode-{}", std::process::id()));
         std::fs::create_dir_all(&parent).expect("create parent cgroup");
         let procs_files = (0..count)
             .map(|i| {

@@ -1,6 +1,12 @@
 //! Privileged integration tests of `schedlat run`, the node daemon: the real binary and kernel,
 //! a controlled workload in a cgroup of its own, promtool and a real Prometheus server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     io::Write as _,
     net::TcpListener,
@@ -14,8 +20,9 @@ use serde_json::Value;
 mod common;
 use common::{
     Agent, EXEC_ESCAPED, EXEC_NAME, Named, PRCTL_ESCAPED, PRCTL_NAME, Prometheus, Workload,
-    parse_metrics, programs_left_after, schedlat_bin, schedlat_bpf_objects, sum,
+    programs_left_after, samples_of, schedlat_bin, schedlat_bpf_objects,
 };
+use schedlat_test_support::{cgroup2_mount, sum};
 
 /// A cgroup v2 of the test's own, removed on drop.
 struct Cgroup {
@@ -26,15 +33,7 @@ struct Cgroup {
 
 impl Cgroup {
     fn create(name: &str) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let mount = mountinfo
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .expect("a cgroup2 file system is mounted (unified or hybrid)");
+        let mount = cgroup2_mount().expect("a cgroup2 file system is mounted (unified or hybrid)");
         let leaf = format!("{name}-{}", std::process::id());
         let dir = mount.join(&leaf);
         std::fs::create_dir_all(&dir)
@@ -141,7 +140,7 @@ fn contended_process_agrees_with_run_delay(extra: &[&str]) {
 
     // Mid-run: the run queue of CPU 0 is visibly occupied and the kernel map holds the process.
     std::thread::sleep(Duration::from_millis(2500));
-    let mid = parse_metrics(&agent.metrics());
+    let mid = agent.samples();
     let queue = sum(&mid, "schedlat_cpu_runqueue_length", &[("cpu", "0")]);
     assert!(
         queue > 0.1,
@@ -162,7 +161,7 @@ fn contended_process_agrees_with_run_delay(extra: &[&str]) {
     // Two windows: the exit's last switches are accounted and exported, then state is freed.
     std::thread::sleep(Duration::from_millis(2500));
     let text = agent.metrics();
-    let m = parse_metrics(&text);
+    let m = samples_of(&text);
     let series = [
         ("cgroup", cgroup.label.as_str()),
         ("process", WORKLOAD_COMM),
@@ -202,9 +201,11 @@ fn contended_process_agrees_with_run_delay(extra: &[&str]) {
         "expected >= 80 % of the workload's waits behind its own cgroup: same_cgroup {same} of \
          {all}; by class: {:?}",
         m.iter()
-            .filter(|(name, labels, _)| name == "schedlat_preemptions_total"
-                && labels.get("cgroup") == Some(&cgroup.label))
-            .map(|(_, labels, v)| (labels.get("class").cloned(), *v))
+            .filter(|s| s.matches(
+                "schedlat_preemptions_total",
+                &[("cgroup", cgroup.label.as_str())]
+            ))
+            .map(|s| (s.label("class"), s.value))
             .collect::<Vec<_>>()
     );
     let info = sum(
@@ -318,10 +319,6 @@ fn write_config(path: &Path, text: &str) {
 
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one agent's life: bad files, then reloads, then shutdown"
-)]
 fn config_errors_name_the_key_and_sighup_reloads_without_losing_counters() {
     let dir = std::env::temp_dir().join(format!("schedlat-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -378,13 +375,7 @@ fn config_errors_name_the_key_and_sighup_reloads_without_losing_counters() {
         progs_running.difference(&progs_before).copied().collect();
     assert_eq!(ours.len(), 2, "the daemon attaches two programs: {ours:?}");
     std::thread::sleep(Duration::from_millis(2200));
-    let events = |agent: &Agent| {
-        sum(
-            &parse_metrics(&agent.metrics()),
-            "schedlat_events_total",
-            &[],
-        )
-    };
+    let events = |agent: &Agent| sum(&agent.samples(), "schedlat_events_total", &[]);
     let before = events(&agent);
     assert!(before > 0.0, "no waits counted in two windows");
 
@@ -395,7 +386,7 @@ fn config_errors_name_the_key_and_sighup_reloads_without_losing_counters() {
     agent.signal(libc::SIGHUP);
     let reloaded = |agent: &Agent, result: &str| {
         sum(
-            &parse_metrics(&agent.metrics()),
+            &agent.samples(),
             "schedlat_config_reloads_total",
             &[("result", result)],
         )
@@ -490,13 +481,15 @@ fn pid_churn_keeps_series_and_kernel_state_bounded() {
         for mut child in batch {
             child.wait().unwrap();
         }
-        let m = parse_metrics(&agent.metrics());
+        let m = agent.samples();
         max_folded = max_folded.max(sum(&m, "schedlat_window_folded_processes", &[]));
         let series = m
             .iter()
-            .filter(|(name, labels, _)| {
-                name == "schedlat_runqueue_latency_seconds_count"
-                    && labels.get("cgroup") == Some(&cgroup.label)
+            .filter(|s| {
+                s.matches(
+                    "schedlat_runqueue_latency_seconds_count",
+                    &[("cgroup", cgroup.label.as_str())],
+                )
             })
             .count();
         max_series = max_series.max(series);
@@ -523,11 +516,7 @@ fn pid_churn_keeps_series_and_kernel_state_bounded() {
         "kernel map keeps {} entries of exited processes",
         left.len()
     );
-    let entries = sum(
-        &parse_metrics(&agent.metrics()),
-        "schedlat_kernel_map_entries",
-        &[],
-    );
+    let entries = sum(&agent.samples(), "schedlat_kernel_map_entries", &[]);
     assert!(entries > 0.0 && entries < 20_000.0, "map entries {entries}");
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
@@ -543,15 +532,13 @@ fn process_labels_of_names_that_are_not_text_are_escaped() {
     let by_prctl = Named::prctl(PRCTL_NAME);
     // Every process keeps its own series, however little it waits next to the rest.
     let agent = Agent::start(&["--window", "1s", "--top-k", "1000"]);
-    // The exposition format writes a backslash in a label value as `\\`.
-    let wanted: Vec<String> = [EXEC_ESCAPED, PRCTL_ESCAPED]
-        .iter()
-        .map(|name| name.replace('\\', "\\\\"))
-        .collect();
+    // The exposition writes each backslash of these names as `\\`; the parser undoes that (and
+    // rejects a lone backslash), so the parsed label is the agent's escaped name itself.
+    let wanted = [EXEC_ESCAPED, PRCTL_ESCAPED];
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
         let body = agent.metrics();
-        let samples = parse_metrics(&body);
+        let samples = samples_of(&body);
         let labelled = |name: &str| {
             sum(
                 &samples,

@@ -2,6 +2,12 @@
 //! checks and unit-tests the rules, a real Prometheus scrapes a running agent with the shipped
 //! scrape config and rules, and every query of every dashboard panel must return data.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -1,6 +1,12 @@
 //! The demo's story, measured: `demo-feed scenario` (what `cargo xtask demo` runs) in short
 //! phases, with the real schedlat, kernel, feed service, load generator and noisy neighbour.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;

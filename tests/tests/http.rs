@@ -1,6 +1,12 @@
 //! Privileged integration test of the agent's HTTP endpoint: the real `schedlat run`, a crowd of
 //! idle and slow clients next to a burst of scrapes, then SIGTERM. Loopback only.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     collections::HashSet,
     io::{ErrorKind, Read as _, Write as _},
@@ -14,7 +20,8 @@ use std::{
 };
 
 mod common;
-use common::{Agent, http_get, parse_metrics, programs_left_after, schedlat_bpf_objects, sum};
+use common::{Agent, http_get, programs_left_after, schedlat_bpf_objects};
+use schedlat_test_support::sum;
 
 const IDLE_CONNECTIONS: usize = 50;
 const SCRAPES: usize = 200;
@@ -127,7 +134,7 @@ fn terminate(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
 
 /// `schedlat_http_connections_total` by result: (accepted, refused, `timed_out`).
 fn http_connections(agent: &Agent) -> (f64, f64, f64) {
-    let metrics = parse_metrics(&agent.metrics());
+    let metrics = agent.samples();
     let count = |result: &str| {
         sum(
             &metrics,

@@ -1,6 +1,12 @@
 //! Privileged integration tests of incident capture and flame graphs: a hog (with a named,
 //! frame-pointer-unwindable function) and a latency-sensitive thread pinned to one CPU.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -11,7 +17,8 @@ use std::{
 use serde_json::Value;
 
 mod common;
-use common::{Agent, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, parse_metrics, schedlat_bin, sum};
+use common::{Agent, Named, PRCTL_ESCAPED, PRCTL_NAME, Workload, schedlat_bin};
+use schedlat_test_support::sum;
 
 /// The hog's function in `schedlat-workload`.
 const HOG_FUNCTION: &str = "schedlat_workload_hog_spin";
@@ -179,7 +186,7 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         1,
         "cooldown should allow one incident per victim: {ours:?}"
     );
-    let m = parse_metrics(&agent.metrics());
+    let m = agent.samples();
     assert!(sum(&m, "schedlat_incidents_total", &[("reason", "wait")]) >= 1.0);
     assert!(
         sum(

@@ -3,6 +3,12 @@
 //! Run with `cargo xtask test` (as root): it builds the release binary and passes its path in
 //! `SCHEDLAT_BIN`. The tests are `#[ignore]`d so a plain `cargo test` without root skips them.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     collections::{HashMap, HashSet},
     io::{BufRead as _, BufReader, Read as _},

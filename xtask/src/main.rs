@@ -107,10 +107,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    // xtask/ is a direct child of the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -236,6 +234,7 @@ const HOST_PACKAGES: &[&str] = &[
     "agent-common",
     "xtask",
     "schedlat-integration-tests",
+    "schedlat-test-support",
     "demo-feed",
 ];
 
@@ -285,6 +284,8 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
             "agent-common",
             "-p",
             "xtask",
+            "-p",
+            "schedlat-test-support",
             "-p",
             "demo-feed",
             "--lib",

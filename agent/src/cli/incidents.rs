@@ -10,10 +10,10 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     UsageError,
+    cli::OutputFormat,
     host::names,
     incident::store::{Metadata, list_bundles, permission_denied, read_metadata},
     kernel::events::human_ns,
-    trace::OutputFormat,
 };
 
 /// The metadata with every string escaped for a terminal (`names::escape`), so that a name

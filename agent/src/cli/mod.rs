@@ -17,6 +17,15 @@ use clap::{Parser, Subcommand};
 
 use crate::{UsageError, daemon, daemon::config, profile::flamegraph, trace};
 
+/// Output format of the commands that print records (`trace`, `incidents`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people: aligned columns, names escaped.
+    Text,
+    /// For programs: one JSON object per line.
+    Json,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "schedlat",
@@ -49,27 +58,7 @@ pub enum Command {
         With --format json: one JSON object per line per event, then one \
         {\"summary\": {...}} object per process (fields documented in the README)."
     )]
-    Trace {
-        /// Process to trace (all its threads); repeat for several.
-        #[arg(long = "pid", value_name = "PID")]
-        pids: Vec<u32>,
-        /// Single thread to trace; repeat for several.
-        #[arg(long = "tid", value_name = "TID")]
-        tids: Vec<u32>,
-        /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
-        /// histogram and summary whatever the threshold.
-        #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
-        threshold: Duration,
-        /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
-        #[arg(long, value_parser = units::parse_positive_duration)]
-        duration: Option<Duration>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
-        /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
-        #[arg(long, hide = true)]
-        force_pid_hash: bool,
-    },
+    Trace(TraceArgs),
     /// Run the node daemon: aggregate every wait in windows and serve Prometheus metrics.
     #[command(
         long_about = "Run the node daemon. Every run-queue wait on the machine is counted in the \
@@ -81,36 +70,7 @@ pub enum Command {
         below, which override the file. SIGHUP reloads the file (counters are kept); SIGINT \
         and SIGTERM finish the scrape in progress, detach and exit 0."
     )]
-    Run {
-        /// TOML configuration file.
-        #[arg(long, value_name = "FILE")]
-        config: Option<std::path::PathBuf>,
-        /// Validate the configuration (file and flags), print it, and exit.
-        #[arg(long)]
-        check_config: bool,
-        /// Address for /metrics and /healthz [default: 127.0.0.1:9747].
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: Option<std::net::SocketAddr>,
-        /// Aggregation window [default: 5s].
-        #[arg(long, value_parser = units::parse_duration)]
-        window: Option<Duration>,
-        /// Processes per window that keep their own series [default: 20].
-        #[arg(long)]
-        top_k: Option<usize>,
-        /// Waits at or above this are read one by one [default: 1ms].
-        #[arg(long, value_parser = units::parse_duration)]
-        event_threshold: Option<Duration>,
-        /// Incident trigger: a single wait above this [default: 10ms].
-        #[arg(long, value_parser = units::parse_duration)]
-        threshold: Option<Duration>,
-        /// Where incident bundles go [default: /var/lib/schedlat/incidents].
-        #[arg(long, value_name = "DIR")]
-        incident_dir: Option<std::path::PathBuf>,
-        /// Stamp enqueues with the wakeup programs instead of the kernel's `sched_info` stamps
-        /// (the path for kernels without `CONFIG_SCHED_INFO`; for tests).
-        #[arg(long, hide = true)]
-        force_wakeup_probes: bool,
-    },
+    Run(RunArgs),
     /// Sample what the CPUs run (kernel and user stacks) and write a flame graph (SVG).
     #[command(
         long_about = "Sample every CPU with a cpu-clock perf event (kernel and user stacks) for \
@@ -120,23 +80,7 @@ pub enum Command {
         present; frames that do not resolve show as module+offset. User stacks are only as deep \
         as frame pointers go."
     )]
-    Flamegraph {
-        /// Only samples of this process; repeat for several [default: every process].
-        #[arg(long = "pid", value_name = "PID")]
-        pids: Vec<u32>,
-        /// How long to sample.
-        #[arg(long, default_value = "10s", value_parser = units::parse_positive_duration)]
-        duration: Duration,
-        /// SVG output file.
-        #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
-        output: std::path::PathBuf,
-        /// Also write the folded stacks here.
-        #[arg(long, value_name = "FILE")]
-        folded: Option<std::path::PathBuf>,
-        /// Samples per second per CPU.
-        #[arg(long, default_value_t = 99)]
-        hz: u64,
-    },
+    Flamegraph(FlamegraphArgs),
     /// List and show the incident bundles `schedlat run` captured.
     Incidents {
         #[command(subcommand)]
@@ -159,6 +103,83 @@ pub enum Command {
     },
 }
 
+/// Flags of `schedlat trace`.
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Process to trace (all its threads); repeat for several.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Single thread to trace; repeat for several.
+    #[arg(long = "tid", value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
+    /// histogram and summary whatever the threshold.
+    #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
+    pub threshold: Duration,
+    /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C or the tasks exit.
+    #[arg(long, value_parser = units::parse_positive_duration)]
+    pub duration: Option<Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
+    #[arg(long, hide = true)]
+    pub force_pid_hash: bool,
+}
+
+/// Flags of `schedlat run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Validate the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address for /metrics and /healthz [default: 127.0.0.1:9747].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Aggregation window [default: 5s].
+    #[arg(long, value_parser = units::parse_duration)]
+    pub window: Option<Duration>,
+    /// Processes per window that keep their own series [default: 20].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Waits at or above this are read one by one [default: 1ms].
+    #[arg(long, value_parser = units::parse_duration)]
+    pub event_threshold: Option<Duration>,
+    /// Incident trigger: a single wait above this [default: 10ms].
+    #[arg(long, value_parser = units::parse_duration)]
+    pub threshold: Option<Duration>,
+    /// Where incident bundles go [default: /var/lib/schedlat/incidents].
+    #[arg(long, value_name = "DIR")]
+    pub incident_dir: Option<std::path::PathBuf>,
+    /// Stamp enqueues with the wakeup programs instead of the kernel's `sched_info` stamps
+    /// (the path for kernels without `CONFIG_SCHED_INFO`; for tests).
+    #[arg(long, hide = true)]
+    pub force_wakeup_probes: bool,
+}
+
+/// Flags of `schedlat flamegraph`.
+#[derive(clap::Args, Debug)]
+pub struct FlamegraphArgs {
+    /// Only samples of this process; repeat for several [default: every process].
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// How long to sample.
+    #[arg(long, default_value = "10s", value_parser = units::parse_positive_duration)]
+    pub duration: Duration,
+    /// SVG output file.
+    #[arg(short, long, default_value = "schedlat-flamegraph.svg")]
+    pub output: std::path::PathBuf,
+    /// Also write the folded stacks here.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+    /// Samples per second per CPU.
+    #[arg(long, default_value_t = 99)]
+    pub hz: u64,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum IncidentsAction {
     /// One line per incident, oldest first (JSON: one metadata object per line).
@@ -167,7 +188,7 @@ pub enum IncidentsAction {
         #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
         incident_dir: std::path::PathBuf,
         #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
+        format: OutputFormat,
     },
     /// One incident: trigger, victim, preemptor, run queues, files.
     Show {
@@ -176,7 +197,7 @@ pub enum IncidentsAction {
         #[arg(long, default_value = config::DEFAULT_INCIDENT_DIR)]
         incident_dir: std::path::PathBuf,
         #[arg(long, value_enum, default_value = "text")]
-        format: trace::OutputFormat,
+        format: OutputFormat,
     },
 }
 
@@ -254,115 +275,95 @@ fn reload_flag() -> Result<Arc<AtomicBool>> {
     Ok(reload)
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one arm per subcommand, each only moving flags into options"
-)]
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Trace {
-            pids,
-            tids,
-            threshold,
-            duration,
-            format,
-            force_pid_hash,
-        } => {
-            let stop = stop_flag()?;
-            let options = trace::TraceOptions {
-                pids,
-                tids,
-                threshold_ns: threshold.as_nanos() as u64,
-                duration,
-                format,
-                force_pid_hash,
-            };
-            let stdout = io::stdout();
-            let mut out = io::BufWriter::new(stdout.lock());
-            trace::run(&options, &mut out, &stop)?;
-            let _ = out.flush();
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run {
-            config,
-            check_config,
-            listen,
-            window,
-            top_k,
-            event_threshold,
-            threshold,
-            incident_dir,
-            force_wakeup_probes,
-        } => {
-            let options = daemon::RunOptions {
-                force_wakeup_probes,
-                config_path: config,
-                overrides: config::Overrides {
-                    listen,
-                    window,
-                    top_k,
-                    event_threshold,
-                    threshold,
-                    incident_dir,
-                },
-            };
-            if check_config {
-                let report =
-                    daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
-                println!("{report}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            // A bad file is bad input (exit 2), found before anything is loaded.
-            daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
-            let signals = daemon::Signals {
-                stop: stop_flag()?,
-                reload: reload_flag()?,
-            };
-            daemon::run(&options, &signals)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Flamegraph {
-            pids,
-            duration,
-            output,
-            folded,
-            hz,
-        } => {
-            let stop = stop_flag()?;
-            flamegraph::run(
-                &flamegraph::FlamegraphOptions {
-                    pids,
-                    duration,
-                    output,
-                    folded,
-                    hz,
-                },
-                &stop,
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Incidents { action } => {
-            let stdout = io::stdout();
-            let mut out = stdout.lock();
-            match action {
-                IncidentsAction::List {
-                    incident_dir,
-                    format,
-                } => incidents::list(&incident_dir, format, &mut out)?,
-                IncidentsAction::Show {
-                    id,
-                    incident_dir,
-                    format,
-                } => incidents::show(&incident_dir, &id, format, &mut out)?,
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Trace(args) => trace_command(args),
+        Command::Run(args) => run_command(args),
+        Command::Flamegraph(args) => flamegraph_command(args),
+        Command::Incidents { action } => incidents_command(action),
         Command::Check { verbose } => Ok(match check::run(&mut io::stdout().lock(), verbose)? {
             check::Verdict::AllLoaded => ExitCode::SUCCESS,
             check::Verdict::Partial => ExitCode::from(3),
             check::Verdict::Nothing => ExitCode::FAILURE,
         }),
     }
+}
+
+fn trace_command(args: TraceArgs) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    let options = trace::TraceOptions {
+        pids: args.pids,
+        tids: args.tids,
+        threshold_ns: args.threshold.as_nanos() as u64,
+        duration: args.duration,
+        format: args.format,
+        force_pid_hash: args.force_pid_hash,
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    trace::run(&options, &mut out, &stop)?;
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_command(args: RunArgs) -> Result<ExitCode> {
+    let options = daemon::RunOptions {
+        force_wakeup_probes: args.force_wakeup_probes,
+        config_path: args.config,
+        overrides: config::Overrides {
+            listen: args.listen,
+            window: args.window,
+            top_k: args.top_k,
+            event_threshold: args.event_threshold,
+            threshold: args.threshold,
+            incident_dir: args.incident_dir,
+        },
+    };
+    if args.check_config {
+        let report = daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A bad file is bad input (exit 2), found before anything is loaded.
+    daemon::validate(&options).map_err(|e| UsageError(format!("{e:#}")))?;
+    let signals = daemon::Signals {
+        stop: stop_flag()?,
+        reload: reload_flag()?,
+    };
+    daemon::run(&options, &signals)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn flamegraph_command(args: FlamegraphArgs) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    flamegraph::run(
+        &flamegraph::FlamegraphOptions {
+            pids: args.pids,
+            duration: args.duration,
+            output: args.output,
+            folded: args.folded,
+            hz: args.hz,
+        },
+        &stop,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn incidents_command(action: IncidentsAction) -> Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match action {
+        IncidentsAction::List {
+            incident_dir,
+            format,
+        } => incidents::list(&incident_dir, format, &mut out)?,
+        IncidentsAction::Show {
+            id,
+            incident_dir,
+            format,
+        } => incidents::show(&incident_dir, &id, format, &mut out)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

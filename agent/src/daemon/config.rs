@@ -10,9 +10,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::cli::units::parse_duration_ns;
 
-/// Default listen address: loopback only. 9747 is not taken by the well-known exporters
+/// Default port, on 127.0.0.1 (loopback only). 9747 is not taken by the well-known exporters
 /// (`node_exporter` 9100, process-exporter 9256, `ebpf_exporter` 9435, cAdvisor 8080).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9747";
+const DEFAULT_PORT: u16 = 9747;
 /// Default incident directory (used from the incident step on).
 pub const DEFAULT_INCIDENT_DIR: &str = "/var/lib/schedlat/incidents";
 
@@ -29,10 +29,12 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-fn dur(text: &str) -> Dur {
-    Dur(Duration::from_nanos(
-        parse_duration_ns(text).expect("built-in durations parse"),
-    ))
+const fn secs(s: u64) -> Dur {
+    Dur(Duration::from_secs(s))
+}
+
+const fn millis(ms: u64) -> Dur {
+    Dur(Duration::from_millis(ms))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -103,12 +105,12 @@ pub struct IncidentConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
-            window: dur("5s"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            window: secs(5),
             top_k: 20,
             max_cgroups: 100,
-            event_threshold: dur("1ms"),
-            series_ttl: dur("2m"),
+            event_threshold: millis(1),
+            series_ttl: secs(120),
             kernel_map_entries: 16384,
             labels: LabelConfig::default(),
             incidents: IncidentConfig::default(),
@@ -129,18 +131,18 @@ impl Default for IncidentConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            threshold: dur("10ms"),
+            threshold: millis(10),
             watch_processes: Vec::new(),
             watch_cgroups: Vec::new(),
-            p99_threshold: dur("50ms"),
+            p99_threshold: millis(50),
             dir: PathBuf::from(DEFAULT_INCIDENT_DIR),
-            cooldown: dur("60s"),
+            cooldown: secs(60),
             max_per_minute: 6,
             max_incidents: 100,
             max_bytes: 256 << 20,
             sample_hz: 49,
-            before: dur("10s"),
-            after: dur("1s"),
+            before: secs(10),
+            after: secs(1),
         }
     }
 }

@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::stats::aggregate::{
-    CumulativeHistogram, EXPORT_BUCKETS, Exported, QUANTILES, export_bucket_le_seconds,
+    ClassWaits, CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
 };
 
 /// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
@@ -22,6 +22,15 @@ pub struct ProgramStats {
     pub name: String,
     pub run_time_ns: u64,
     pub run_count: u64,
+}
+
+/// Label set of the preemptor metrics: the waiting task's cgroup, and the process that ran
+/// instead with its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PreemptorKey {
+    pub cgroup: String,
+    pub preemptor_cgroup: String,
+    pub preemptor: String,
 }
 
 /// The agent's own health.
@@ -33,26 +42,34 @@ pub struct SelfStats {
     pub events_received: u64,
     /// `None` when the kernel does not collect BPF run-time statistics.
     pub programs: Option<Vec<ProgramStats>>,
-    /// Entries in the kernel's per-process aggregation map, and its capacity.
-    pub kernel_map_entries: usize,
+    /// Entries in the kernel's per-process aggregation map (`None` before the first read),
+    /// and its capacity.
+    pub kernel_map_entries: Option<usize>,
     pub kernel_map_capacity: u32,
     /// Kernel release, for build info.
     pub kernel_release: String,
     /// Configured window length in seconds.
     pub window_seconds: f64,
-    /// Unix time at which the last window closed (0 before the first).
-    pub last_window_unix: f64,
+    /// Unix time at which the last window closed (`None` before the first).
+    pub last_window_unix: Option<f64>,
     /// Long waits (>= event threshold) by (victim cgroup, preemptor cgroup, preemptor process):
     /// (waits, wait ns).
-    pub preemptors: std::collections::BTreeMap<(String, String, String), (u64, u64)>,
+    pub preemptors: std::collections::BTreeMap<PreemptorKey, ClassWaits>,
     /// Incident capture counters (all zero when incidents are off).
     pub incidents: crate::incident::capture::IncidentStats,
+    /// Why incidents are off (`INCIDENTS_OFF_*` or a `DirReason` name); `None` when they are on.
+    pub incidents_disabled: Option<&'static str>,
     /// Config reloads that succeeded / failed.
     pub reloads: u64,
     pub reload_failures: u64,
     /// The HTTP server's connection counters.
     pub http: crate::daemon::http::Counters,
 }
+
+/// `schedlat_incidents_disabled_info{reason}` when `incidents.enabled = false`.
+pub const INCIDENTS_OFF_CONFIG: &str = "config";
+/// ... when a reload turned them on but the agent started without them.
+pub const INCIDENTS_OFF_RESTART_NEEDED: &str = "restart_needed";
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -115,19 +132,14 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
 /// A summary: this window's quantiles (`quantile="1"` is the maximum) with the cumulative
 /// count and sum, the way Prometheus client summaries pair sliding-window quantiles with
 /// cumulative totals.
-fn summary(
-    pairs: &[(&str, &str)],
-    values: &[f64; QUANTILES.len()],
-    count: u64,
-    sum_ns: u64,
-) -> Metric {
-    let quantiles: Vec<Quantile> = QUANTILES
+fn summary(pairs: &[(&str, &str)], values: &Quantiles, count: u64, sum_ns: u64) -> Metric {
+    let quantiles: Vec<Quantile> = values
+        .pairs()
         .iter()
-        .zip(values)
-        .map(|(q, v)| {
+        .map(|&(q, v)| {
             let mut quantile = Quantile::default();
-            quantile.set_quantile(*q);
-            quantile.set_value(*v);
+            quantile.set_quantile(q);
+            quantile.set_value(v);
             quantile
         })
         .collect();
@@ -141,20 +153,27 @@ fn summary(
     m
 }
 
-/// Every schedlat metric family.
+/// Every schedlat metric family, grouped by subject.
 #[must_use]
-#[expect(
-    clippy::too_many_lines,
-    reason = "a flat list of families reads best as one list"
-)]
 pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE, HISTOGRAM, SUMMARY};
     let mut out = Vec::new();
+    latency_families(exported, &mut out);
+    window_families(exported, stats, &mut out);
+    attribution_families(exported, &mut out);
+    kernel_families(exported, stats, &mut out);
+    preemptors_families(stats, &mut out);
+    incidents_families(stats, &mut out);
+    agent_families(stats, &mut out);
+    out
+}
 
+/// The cumulative latency histograms: per (cgroup, process) series and per CPU.
+fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
+    use MetricType::HISTOGRAM;
     let series: Vec<Metric> = exported
         .series
         .iter()
-        .map(|((cg, p), s)| histogram(&[("cgroup", cg), ("process", p)], &s.hist))
+        .map(|(k, s)| histogram(&[("cgroup", &k.cgroup), ("process", &k.process)], &s.hist))
         .collect();
     out.push(family(
         "schedlat_runqueue_latency_seconds",
@@ -175,22 +194,26 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         HISTOGRAM,
         cpus,
     ));
+}
 
+/// The last window: quantiles per process, cgroup, CPU and node, run-queue lengths.
+fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{GAUGE, SUMMARY};
     let w = &exported.window;
     let mut cgroup_totals: std::collections::BTreeMap<&str, (u64, u64)> =
         std::collections::BTreeMap::new();
-    for ((cg, _), series) in &exported.series {
-        let t = cgroup_totals.entry(cg).or_default();
+    for (key, series) in &exported.series {
+        let t = cgroup_totals.entry(&key.cgroup).or_default();
         t.0 += series.hist.count;
         t.1 += series.hist.sum_ns;
     }
     let m = w
         .series
         .iter()
-        .filter_map(|((cg, p), q)| {
-            let s = exported.series.get(&(cg.clone(), p.clone()))?;
+        .filter_map(|(key, q)| {
+            let s = exported.series.get(key)?;
             Some(summary(
-                &[("cgroup", cg), ("process", p)],
+                &[("cgroup", &key.cgroup), ("process", &key.process)],
                 q,
                 s.hist.count,
                 s.hist.sum_ns,
@@ -259,14 +282,23 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .map(|(cpu, v)| gauge(&[("cpu", &cpu.to_string())], *v))
             .collect(),
     ));
+    // Before the first window there is no last window: absent, not 0.
     out.push(family(
         "schedlat_window_folded_processes",
         "Processes that waited in the last window but had no series of their own (folded into \
          process=\"other\").",
         GAUGE,
-        vec![gauge(&[], w.folded_processes as f64)],
+        stats
+            .last_window_unix
+            .map(|_| gauge(&[], w.folded_processes as f64))
+            .into_iter()
+            .collect(),
     ));
+}
 
+/// Who made tasks wait, by class of preemptor; migrations; what cgroup labels stand for.
+fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     let mut waits = Vec::new();
     let mut wait_seconds = Vec::new();
     for ((cg, class), c) in &exported.classes {
@@ -299,7 +331,12 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         exported
             .series
             .iter()
-            .map(|((cg, p), s)| counter(&[("cgroup", cg), ("process", p)], s.migrations as f64))
+            .map(|(k, s)| {
+                counter(
+                    &[("cgroup", &k.cgroup), ("process", &k.process)],
+                    s.migrations as f64,
+                )
+            })
             .collect(),
     ));
     out.push(family(
@@ -312,7 +349,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .map(|(label, path)| gauge(&[("cgroup", label), ("path", path)], 1.0))
             .collect(),
     ));
+}
 
+/// What the kernel programs counted and lost, the aggregation map, BPF run time.
+fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     // Self-metrics.
     let k = |c: Counter| stats.kernel[c as usize] as f64;
     out.push(family(
@@ -355,10 +396,22 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             .collect(),
     ));
     out.push(family(
+        "schedlat_kernel_map_folded_waits_total",
+        "Waits counted in the node-wide overflow entry (cgroup=\"other\", process=\"other\") \
+         because the kernel's per-process map was full: counted in every node and CPU total, \
+         but not under their process or cgroup. Raise kernel_map_entries if it grows.",
+        COUNTER,
+        vec![counter(&[], k(Counter::ProcMapFolded))],
+    ));
+    out.push(family(
         "schedlat_kernel_map_entries",
         "Entries in the kernel's per-process aggregation map (capacity: kernel_map_entries).",
         GAUGE,
-        vec![gauge(&[], stats.kernel_map_entries as f64)],
+        stats
+            .kernel_map_entries
+            .map(|n| gauge(&[], n as f64))
+            .into_iter()
+            .collect(),
     ));
     out.push(family(
         "schedlat_kernel_map_capacity",
@@ -394,16 +447,21 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         GAUGE,
         vec![gauge(&[], f64::from(u8::from(stats.programs.is_some())))],
     ));
+}
+
+/// Long waits by the process that ran instead (bounded label sets).
+fn preemptors_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::COUNTER;
     let mut waits = Vec::new();
     let mut seconds = Vec::new();
-    for ((cg, pcg, p), (n, ns)) in &stats.preemptors {
+    for (key, w) in &stats.preemptors {
         let labels = [
-            ("cgroup", cg.as_str()),
-            ("preemptor_cgroup", pcg.as_str()),
-            ("preemptor", p.as_str()),
+            ("cgroup", key.cgroup.as_str()),
+            ("preemptor_cgroup", key.preemptor_cgroup.as_str()),
+            ("preemptor", key.preemptor.as_str()),
         ];
-        waits.push(counter(&labels, *n as f64));
-        seconds.push(counter(&labels, *ns as f64 * 1e-9));
+        waits.push(counter(&labels, w.waits as f64));
+        seconds.push(counter(&labels, w.wait_ns as f64 * 1e-9));
     }
     out.push(family(
         "schedlat_preemptor_waits_total",
@@ -419,6 +477,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         COUNTER,
         seconds,
     ));
+}
+
+/// Incident capture and the flight recorder.
+fn incidents_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     let i = &stats.incidents;
     out.push(family(
         "schedlat_incidents_total",
@@ -446,6 +509,29 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         ],
     ));
     out.push(family(
+        "schedlat_incidents_enabled",
+        "1 when incidents are captured, 0 when they are off (schedlat_incidents_disabled_info \
+         says why).",
+        GAUGE,
+        vec![gauge(
+            &[],
+            f64::from(u8::from(stats.incidents_disabled.is_none())),
+        )],
+    ));
+    out.push(family(
+        "schedlat_incidents_disabled_info",
+        "Present (1) while incidents are off, with the reason: config (incidents.enabled = \
+         false), restart_needed (enabled by a reload; takes a restart), or why the incident \
+         directory cannot be used: not_absolute, symlink, not_a_directory, wrong_owner, \
+         permission_denied, read_only, io_error (the log has the details).",
+        GAUGE,
+        stats
+            .incidents_disabled
+            .map(|reason| gauge(&[("reason", reason)], 1.0))
+            .into_iter()
+            .collect(),
+    ));
+    out.push(family(
         "schedlat_incident_write_errors_total",
         "Incident bundles that could not be written (see the log).",
         COUNTER,
@@ -464,6 +550,11 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
         COUNTER,
         vec![counter(&[], i.cpu_samples as f64)],
     ));
+}
+
+/// The agent itself: window, reloads, HTTP connections, build.
+fn agent_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+    use MetricType::{COUNTER, GAUGE};
     out.push(family(
         "schedlat_window_seconds",
         "Configured aggregation window.",
@@ -472,9 +563,13 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     ));
     out.push(family(
         "schedlat_last_window_timestamp_seconds",
-        "Unix time at which the last window closed.",
+        "Unix time at which the last window closed (absent before the first).",
         GAUGE,
-        vec![gauge(&[], stats.last_window_unix)],
+        stats
+            .last_window_unix
+            .map(|t| gauge(&[], t))
+            .into_iter()
+            .collect(),
     ));
     out.push(family(
         "schedlat_config_reloads_total",
@@ -509,10 +604,62 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
             1.0,
         )],
     ));
+}
+
+/// Prometheus's standard process metrics for the agent itself.
+#[must_use]
+pub fn process_families(p: &crate::daemon::selfstat::ProcessStats) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut out = vec![
+        family(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            COUNTER,
+            vec![counter(&[], p.cpu_seconds)],
+        ),
+        family(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            GAUGE,
+            vec![gauge(&[], p.resident_bytes as f64)],
+        ),
+        family(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            GAUGE,
+            vec![gauge(&[], p.virtual_bytes as f64)],
+        ),
+        family(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            GAUGE,
+            vec![gauge(&[], p.open_fds as f64)],
+        ),
+        family(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            GAUGE,
+            vec![gauge(&[], p.start_time_seconds)],
+        ),
+        family(
+            "process_threads",
+            "Number of OS threads in the process.",
+            GAUGE,
+            vec![gauge(&[], p.threads as f64)],
+        ),
+    ];
+    if let Some(max) = p.max_fds {
+        out.push(family(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            GAUGE,
+            vec![gauge(&[], max as f64)],
+        ));
+    }
     out
 }
 
-/// The text exposition of `families` plus whatever `extra` holds (the process collector).
+/// The text exposition of `families` plus whatever `extra` holds (the process metrics).
 #[must_use]
 pub fn encode(mut families: Vec<MetricFamily>, extra: Vec<MetricFamily>) -> Vec<u8> {
     families.extend(extra);
@@ -532,7 +679,7 @@ mod tests {
 
     use super::*;
     use crate::stats::aggregate::{
-        Aggregator, AggregatorConfig, ClassWaits, Names, ProcDelta, WindowInput,
+        Aggregator, AggregatorConfig, Names, ProcDelta, SlotDelta, WindowInput,
     };
 
     struct N;
@@ -546,6 +693,76 @@ mod tests {
         fn is_kernel_thread(&mut self, _: u32) -> bool {
             false
         }
+    }
+
+    #[test]
+    fn before_the_first_window_only_what_is_known_is_exported() {
+        let mut kernel = [0; COUNTER_COUNT as usize];
+        kernel[Counter::ProcMapFolded as usize] = 7;
+        let stats = SelfStats {
+            kernel,
+            kernel_release: "6.18.0".into(),
+            kernel_map_capacity: 16384,
+            window_seconds: 5.0,
+            incidents_disabled: Some(crate::incident::store::DirReason::NotADirectory.name()),
+            ..SelfStats::default()
+        };
+        let process = crate::daemon::selfstat::ProcessStats {
+            cpu_seconds: 0.37,
+            max_fds: None,
+            ..crate::daemon::selfstat::ProcessStats::default()
+        };
+        let text = String::from_utf8(encode(
+            families(&Exported::default(), &stats),
+            process_families(&process),
+        ))
+        .unwrap();
+        for needle in [
+            "schedlat_build_info{version=\"",
+            "kernel=\"6.18.0\"} 1",
+            "schedlat_kernel_map_capacity 16384",
+            "schedlat_window_seconds 5",
+            "schedlat_kernel_map_folded_waits_total 7",
+            "# TYPE schedlat_kernel_map_folded_waits_total counter",
+            "schedlat_incidents_enabled 0",
+            "schedlat_incidents_disabled_info{reason=\"not_a_directory\"} 1",
+            "process_cpu_seconds_total 0.37",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        for absent in [
+            "schedlat_last_window_timestamp_seconds",
+            "schedlat_window_folded_processes",
+            "schedlat_kernel_map_entries",
+            "schedlat_node_window_latency_seconds",
+            "process_max_fds",
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(absent)),
+                "{absent} must be absent before it is known:\n{text}"
+            );
+        }
+        let on = SelfStats {
+            last_window_unix: Some(1.0),
+            kernel_map_entries: Some(3),
+            ..SelfStats::default()
+        };
+        let text = String::from_utf8(encode(families(&Exported::default(), &on), vec![])).unwrap();
+        for needle in [
+            "schedlat_incidents_enabled 1",
+            "schedlat_kernel_map_entries 3",
+            "schedlat_window_folded_processes 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("schedlat_incidents_disabled_info")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -572,7 +789,11 @@ mod tests {
                         c
                     },
                 }],
-                cpus: vec![vec![(hist_slot(3_000_000), 4, 12_000_000)]],
+                cpus: vec![vec![SlotDelta {
+                    slot: hist_slot(3_000_000),
+                    waits: 4,
+                    wait_ns: 12_000_000,
+                }]],
                 event_waits: vec![],
                 duration_ns: 5_000_000_000,
             },

@@ -16,6 +16,8 @@ use log::debug;
 
 /// Root cgroup's path.
 pub const ROOT: &str = "/";
+/// What a cgroup id that could not be resolved to a path is shown as: `cgroup:<id>`.
+pub const UNRESOLVED_PREFIX: &str = "cgroup:";
 
 /// Where the cgroup2 file system is mounted, from a mountinfo text.
 #[must_use]
@@ -56,6 +58,10 @@ fn unescape_mount(field: &str) -> String {
 pub fn display_name(path: &str) -> String {
     if path == ROOT || path.is_empty() {
         return ROOT.to_owned();
+    }
+    // `CgroupResolver::path` of a cgroup it could not find: keep the id readable.
+    if path.starts_with(UNRESOLVED_PREFIX) {
+        return path.to_owned();
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let leaf = parts.last().copied().unwrap_or_default();
@@ -178,7 +184,7 @@ impl CgroupResolver {
         self.paths
             .get(&id)
             .cloned()
-            .unwrap_or_else(|| format!("cgroup:{id}"))
+            .unwrap_or_else(|| format!("{UNRESOLVED_PREFIX}{id}"))
     }
 
     fn rescan(&mut self) {
@@ -267,6 +273,7 @@ mod tests {
         let id = "3f2a9c0d1e2b3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4";
         for (path, name) in [
             ("/", "/"),
+            ("cgroup:4242", "cgroup:4242"),
             ("/system.slice/nginx.service", "nginx.service"),
             (
                 "/user.slice/user-1000.slice/session-3.scope",

@@ -213,7 +213,4 @@ pub(crate) mod tests {
             assert!(stat_flags(&String::from_utf8_lossy(&stat)).is_some());
         });
     }
-
-    #[test]
-    fn schedstat_run_delay() {}
 }

@@ -18,12 +18,14 @@ use serde_json::json;
 use crate::{
     daemon::config::IncidentConfig,
     incident::snapshot::{self, Snapshot},
-    incident::store::{Decision, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339},
+    incident::store::{
+        Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
+    },
     kernel::events::{comm_str, decode_as, human_ns},
     profile::flamegraph::process_label,
     profile::recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
     profile::symbolize::{KernelSymbols, UserSymbolizer},
-    stats::aggregate::Exported,
+    stats::aggregate::{Exported, Quantiles},
 };
 
 /// Counters for the metrics.
@@ -87,8 +89,9 @@ fn unix_ns() -> u64 {
 
 impl Capture {
     /// Opens the incident directory and loads kernel symbols (call before dropping
-    /// privileges: /proc/kallsyms hides addresses from the unprivileged).
-    pub fn new(config: &IncidentConfig) -> Result<Self> {
+    /// privileges: /proc/kallsyms hides addresses from the unprivileged). Fails only when the
+    /// incident directory cannot be used.
+    pub fn new(config: &IncidentConfig) -> Result<Self, DirError> {
         let store = Store::open(&config.dir)?;
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let keep = config.before.0 + config.after.0 + Duration::from_secs(1);
@@ -197,7 +200,7 @@ impl Capture {
             .window
             .cgroups
             .iter()
-            .map(|(cg, q)| (cg.clone(), (q[2] * 1e9) as u64))
+            .map(|(cg, q)| (cg.clone(), (q.p99 * 1e9) as u64))
             .filter(|(_, p99)| *p99 >= threshold_ns)
             .collect();
         for (cgroup, p99) in crossed {
@@ -209,9 +212,9 @@ impl Capture {
                 .window
                 .series
                 .iter()
-                .filter(|((cg, _), _)| *cg == cgroup)
-                .max_by(|a, b| a.1[2].total_cmp(&b.1[2]))
-                .map(|((_, p), _)| p.clone())
+                .filter(|(key, _)| key.cgroup == cgroup)
+                .max_by(|a, b| a.1.p99.total_cmp(&b.1.p99))
+                .map(|(key, _)| key.process.clone())
                 .unwrap_or_default();
             let victim = TaskRef {
                 tid: 0,
@@ -429,7 +432,7 @@ impl Capture {
 
 /// The last window's figures for the victim's cgroup and the node, in ns.
 fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
-    let q = |v: &[f64; 5]| json!({"p50_ns": (v[0] * 1e9) as u64, "p99_ns": (v[2] * 1e9) as u64, "max_ns": (v[4] * 1e9) as u64});
+    let q = |v: &Quantiles| json!({"p50_ns": (v.p50 * 1e9) as u64, "p99_ns": (v.p99 * 1e9) as u64, "max_ns": (v.max * 1e9) as u64});
     json!({
         "node": exported.window.node.as_ref().map(q),
         "cgroup": cgroup.and_then(|cg| exported.window.cgroups.get(cg)).map(q),

@@ -142,64 +142,237 @@ pub struct Metadata {
     pub files: Vec<String>,
 }
 
+/// Why the incident directory cannot be used. The names are the values of
+/// `schedlat_incidents_disabled_info{reason}`: a short, fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirReason {
+    /// A relative path (the configuration refuses these too).
+    NotAbsolute,
+    /// The directory is a symlink: it is never followed.
+    Symlink,
+    /// The path, or one of its parents, is something other than a directory.
+    NotADirectory,
+    /// The directory belongs to another user than the agent's.
+    WrongOwner,
+    /// The agent may not create, write or search it (or the parent it would be created in).
+    PermissionDenied,
+    /// It is, or would be created, on a read-only file system.
+    ReadOnly,
+    /// Any other I/O error (the log line has it).
+    Io,
+}
+
+impl DirReason {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            DirReason::NotAbsolute => "not_absolute",
+            DirReason::Symlink => "symlink",
+            DirReason::NotADirectory => "not_a_directory",
+            DirReason::WrongOwner => "wrong_owner",
+            DirReason::PermissionDenied => "permission_denied",
+            DirReason::ReadOnly => "read_only",
+            DirReason::Io => "io_error",
+        }
+    }
+
+    /// The reason an I/O error on the directory (or a parent) stands for.
+    #[must_use]
+    pub fn of_io(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => DirReason::PermissionDenied,
+            Some(libc::EROFS) => DirReason::ReadOnly,
+            Some(libc::ENOTDIR) => DirReason::NotADirectory,
+            _ => DirReason::Io,
+        }
+    }
+}
+
+/// An incident directory that cannot be used: which, why (for the metrics), and the details
+/// (for a person).
+#[derive(Debug)]
+pub struct DirError {
+    pub dir: PathBuf,
+    pub reason: DirReason,
+    pub detail: String,
+}
+
+impl DirError {
+    fn new(dir: &Path, reason: DirReason, detail: impl Into<String>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn io(dir: &Path, doing: &str, e: &std::io::Error) -> Self {
+        Self::new(dir, DirReason::of_io(e), format!("{doing}: {e}"))
+    }
+}
+
+impl std::fmt::Display for DirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "incident directory {} cannot be used ({}): {}",
+            self.dir.display(),
+            self.reason.name(),
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for DirError {}
+
+/// A usable incident directory, as found by `check_dir` (which changes nothing).
+#[derive(Debug, PartialEq, Eq)]
+pub enum DirStatus {
+    /// It exists, is ours, and we can write in it; `mode` is its permission bits (opening it
+    /// restricts them to 0700).
+    Exists { mode: u32 },
+    /// It does not exist; it will be created (0700) in `parent`, the nearest existing
+    /// ancestor, which we can write in.
+    Missing { parent: PathBuf },
+}
+
+/// Whether an existing path can be the incident directory: the checks on its metadata alone.
+fn classify_existing(is_symlink: bool, is_dir: bool, uid: u32, euid: u32) -> Option<DirReason> {
+    if is_symlink {
+        Some(DirReason::Symlink)
+    } else if !is_dir {
+        Some(DirReason::NotADirectory)
+    } else if uid != euid {
+        Some(DirReason::WrongOwner)
+    } else {
+        None
+    }
+}
+
+/// Whether this process may write in and search `dir`, with its effective ids and
+/// capabilities (a root agent may write in directories it does not own).
+fn check_writable(dir: &Path, error_dir: &Path) -> Result<(), DirError> {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| DirError::new(error_dir, DirReason::Io, "the path contains a NUL byte"))?;
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    Err(DirError::io(
+        error_dir,
+        &format!("cannot write in {}", dir.display()),
+        &e,
+    ))
+}
+
+/// Checks that `dir` can be the incident directory without changing anything: it exists as a
+/// directory of this user's (not a symlink) that we can write in, or it does not exist and can
+/// be created. Missing parents are created too, like `mkdir -p`.
+pub fn check_dir(dir: &Path) -> Result<DirStatus, DirError> {
+    if !dir.is_absolute() {
+        return Err(DirError::new(
+            dir,
+            DirReason::NotAbsolute,
+            "it must be an absolute path",
+        ));
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            // SAFETY: geteuid has no preconditions.
+            let euid = unsafe { libc::geteuid() };
+            if let Some(reason) = classify_existing(
+                meta.file_type().is_symlink(),
+                meta.is_dir(),
+                meta.uid(),
+                euid,
+            ) {
+                let detail = match reason {
+                    DirReason::Symlink => "it is a symlink; refusing to follow it".to_owned(),
+                    DirReason::WrongOwner => format!(
+                        "it belongs to uid {}, not to this agent (uid {euid})",
+                        meta.uid()
+                    ),
+                    _ => "it is not a directory".to_owned(),
+                };
+                return Err(DirError::new(dir, reason, detail));
+            }
+            check_writable(dir, dir)?;
+            Ok(DirStatus::Exists {
+                mode: meta.mode() & 0o7777,
+            })
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            // The nearest existing ancestor decides whether it can be created.
+            for parent in dir.ancestors().skip(1) {
+                match fs::metadata(parent) {
+                    Ok(meta) if meta.is_dir() => {
+                        check_writable(parent, dir)?;
+                        return Ok(DirStatus::Missing {
+                            parent: parent.to_path_buf(),
+                        });
+                    }
+                    Ok(_) => {
+                        return Err(DirError::new(
+                            dir,
+                            DirReason::NotADirectory,
+                            format!("{} is not a directory", parent.display()),
+                        ));
+                    }
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+                    Err(e) => {
+                        return Err(DirError::io(
+                            dir,
+                            &format!("checking {}", parent.display()),
+                            &e,
+                        ));
+                    }
+                }
+            }
+            Err(DirError::new(dir, DirReason::Io, "no ancestor exists"))
+        }
+        Err(e) => Err(DirError::io(dir, "checking it", &e)),
+    }
+}
+
 /// The incident directory.
 pub struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    /// Opens (creating 0700) the incident directory; refuses a symlink or a directory owned by
-    /// someone else, and removes bundles a killed agent left half written.
-    pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.is_absolute() {
-            bail!(
-                "incident directory {} must be an absolute path",
-                dir.display()
-            );
-        }
-        match fs::symlink_metadata(dir) {
-            Ok(meta) => {
-                if meta.file_type().is_symlink() {
-                    bail!(
-                        "incident directory {} is a symlink; refusing to follow it",
-                        dir.display()
-                    );
-                }
-                if !meta.is_dir() {
-                    bail!("incident directory {} is not a directory", dir.display());
-                }
-                // SAFETY: geteuid has no preconditions.
-                let euid = unsafe { libc::geteuid() };
-                if meta.uid() != euid {
-                    bail!(
-                        "incident directory {} belongs to uid {}, not to this agent (uid {euid})",
-                        dir.display(),
-                        meta.uid()
-                    );
-                }
-                if meta.mode() & 0o077 != 0 {
+    /// Opens (creating 0700, parents too) the incident directory; refuses a symlink, a
+    /// directory owned by someone else, or one it cannot write in (`check_dir`), and removes
+    /// bundles a killed agent left half written.
+    pub fn open(dir: &Path) -> Result<Self, DirError> {
+        match check_dir(dir)? {
+            DirStatus::Exists { mode } => {
+                if mode & 0o077 != 0 {
                     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                        .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+                        .map_err(|e| DirError::io(dir, "restricting it to its owner", &e))?;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirStatus::Missing { .. } => {
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .with_context(|| format!("creating incident directory {}", dir.display()))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(permission_denied(dir));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("checking {}", dir.display()));
+                    .map_err(|e| DirError::io(dir, "creating it", &e))?;
             }
         }
         let store = Self {
             dir: dir.to_path_buf(),
         };
-        for entry in fs::read_dir(dir)?.flatten() {
+        let entries = fs::read_dir(dir).map_err(|e| DirError::io(dir, "listing it", &e))?;
+        for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 let _ = fs::remove_dir_all(entry.path());
             }
@@ -540,6 +713,98 @@ mod tests {
             .expect("a symlink is refused")
             .to_string();
         assert!(err.contains("symlink"), "{err}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn existing_paths_are_classified_by_type_then_owner() {
+        assert_eq!(classify_existing(false, true, 0, 0), None);
+        assert_eq!(
+            classify_existing(true, false, 0, 0),
+            Some(DirReason::Symlink)
+        );
+        assert_eq!(
+            classify_existing(false, false, 0, 0),
+            Some(DirReason::NotADirectory)
+        );
+        assert_eq!(
+            classify_existing(false, true, 1000, 0),
+            Some(DirReason::WrongOwner)
+        );
+        let io = |errno| DirReason::of_io(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(io(libc::EACCES), DirReason::PermissionDenied);
+        assert_eq!(io(libc::EPERM), DirReason::PermissionDenied);
+        assert_eq!(io(libc::EROFS), DirReason::ReadOnly);
+        assert_eq!(io(libc::ENOTDIR), DirReason::NotADirectory);
+        assert_eq!(io(libc::EIO), DirReason::Io);
+    }
+
+    #[test]
+    fn check_dir_finds_every_bad_directory_and_changes_nothing() {
+        let base = std::env::temp_dir().join(format!("schedlat-dircheck-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&base).unwrap();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+        let reason = |dir: &Path| match check_dir(dir) {
+            Err(e) => {
+                assert_eq!(e.dir, dir, "the error names the directory");
+                assert!(
+                    e.to_string().contains(e.reason.name()),
+                    "the message carries the reason: {e}"
+                );
+                Some(e.reason)
+            }
+            Ok(_) => None,
+        };
+
+        assert_eq!(
+            check_dir(&base).unwrap(),
+            DirStatus::Exists { mode: 0o755 },
+            "an existing directory of ours is usable (opening it restricts it to 0700)"
+        );
+        let file = base.join("file");
+        fs::write(&file, b"").unwrap();
+        assert_eq!(reason(&file), Some(DirReason::NotADirectory));
+        assert_eq!(
+            reason(&file.join("below/incidents")),
+            Some(DirReason::NotADirectory),
+            "a parent that is a file"
+        );
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&base, &link).unwrap();
+        assert_eq!(reason(&link), Some(DirReason::Symlink));
+        assert_eq!(
+            reason(Path::new("relative/incidents")),
+            Some(DirReason::NotAbsolute)
+        );
+
+        let missing = base.join("a/b/incidents");
+        assert_eq!(
+            check_dir(&missing).unwrap(),
+            DirStatus::Missing {
+                parent: base.clone()
+            },
+            "missing parents are created with it"
+        );
+        assert!(!base.join("a").exists(), "check_dir created nothing");
+
+        // Another owner: as root, a directory given to nobody; otherwise root's /.
+        // SAFETY: geteuid has no preconditions.
+        let other = if unsafe { libc::geteuid() } == 0 {
+            let dir = base.join("nobody");
+            fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            dir
+        } else {
+            PathBuf::from("/")
+        };
+        assert_eq!(reason(&other), Some(DirReason::WrongOwner));
+        let store = Store::open(&missing).expect("a missing directory is created");
+        assert_eq!(fs::metadata(&store.dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            Store::open(&file).err().map(|e| e.reason),
+            Some(DirReason::NotADirectory)
+        );
         fs::remove_dir_all(&base).unwrap();
     }
 

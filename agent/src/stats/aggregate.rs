@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::hist::slot_quantile;
+
 use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds,
     proc_hist_slot_bounds,
@@ -32,8 +34,30 @@ pub const OTHER: &str = "other";
 /// cgroup id that goes with `OVERFLOW_TGID` (no real cgroup has it).
 pub const OVERFLOW_CGROUP: u64 = u64::MAX;
 
-/// The quantiles reported per window; 1.0 is the maximum.
-pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+/// A window's quantiles of one histogram, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    /// The maximum: exact when a long-wait event told it, else its slot's upper bound.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// (quantile, value) pairs as a Prometheus summary lists them; 1 is the maximum.
+    #[must_use]
+    pub fn pairs(&self) -> [(f64, f64); 5] {
+        [
+            (0.5, self.p50),
+            (0.9, self.p90),
+            (0.99, self.p99),
+            (0.999, self.p999),
+            (1.0, self.max),
+        ]
+    }
+}
 
 /// Upper bound in seconds of exported bucket `i`. The one documented conversion: bucket `i`
 /// counts waits shorter than 2^(`EXPORT_MIN_EXP` + i) ns.
@@ -162,25 +186,20 @@ impl WindowHistogram {
                 _ => hi - 1,
             });
         }
-        let rank = ((q.max(0.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
-        let mut seen = 0;
-        for (lo, hi, n) in self.slots() {
-            seen += n;
-            if seen >= rank {
-                return Some(lo + (hi - lo - 1) / 2);
-            }
-        }
-        None
+        slot_quantile(self.slots(), self.count, q)
     }
 
     /// All of `QUANTILES`, in seconds.
     #[must_use]
-    pub fn quantiles_seconds(&self) -> Option<[f64; QUANTILES.len()]> {
-        let mut out = [0.0; QUANTILES.len()];
-        for (o, q) in out.iter_mut().zip(QUANTILES) {
-            *o = self.quantile(q)? as f64 * 1e-9;
-        }
-        Some(out)
+    pub fn quantiles_seconds(&self) -> Option<Quantiles> {
+        let seconds = |q: f64| self.quantile(q).map(|ns| ns as f64 * 1e-9);
+        Some(Quantiles {
+            p50: seconds(0.5)?,
+            p90: seconds(0.9)?,
+            p99: seconds(0.99)?,
+            p999: seconds(0.999)?,
+            max: seconds(1.0)?,
+        })
     }
 }
 
@@ -211,14 +230,30 @@ impl ProcDelta {
     }
 }
 
+/// Waits of one fine (per-CPU) histogram slot since the last window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotDelta {
+    pub slot: u32,
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
+/// The exact wait of one long-wait event (its process and CPU), for exact maxima.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWait {
+    pub tgid: u32,
+    pub cpu: u32,
+    pub wait_ns: u64,
+}
+
 /// One window's input.
 #[derive(Clone, Debug, Default)]
 pub struct WindowInput {
     pub procs: Vec<ProcDelta>,
     /// Per CPU (index = CPU number): (slot, count, `total_ns`) since the last window.
-    pub cpus: Vec<Vec<(u32, u64, u64)>>,
+    pub cpus: Vec<Vec<SlotDelta>>,
     /// Exact waits of the events received this window: (tgid, cpu, wait ns).
-    pub event_waits: Vec<(u32, u32, u64)>,
+    pub event_waits: Vec<EventWait>,
     /// Length of the window in ns (measured, not configured).
     pub duration_ns: u64,
 }
@@ -244,8 +279,23 @@ pub struct AggregatorConfig {
     pub cgroup_names: bool,
 }
 
-/// A (cgroup, process) series label pair.
-pub type SeriesKey = (String, String);
+/// The labels of one latency series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub cgroup: String,
+    pub process: String,
+}
+
+impl SeriesKey {
+    #[cfg(test)]
+    #[must_use]
+    pub fn new(cgroup: &str, process: &str) -> Self {
+        Self {
+            cgroup: cgroup.to_owned(),
+            process: process.to_owned(),
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Series {
@@ -257,10 +307,10 @@ pub struct Series {
 /// Per-window gauges: replaced every window.
 #[derive(Clone, Debug, Default)]
 pub struct WindowGauges {
-    pub series: BTreeMap<SeriesKey, [f64; QUANTILES.len()]>,
-    pub cgroups: BTreeMap<String, [f64; QUANTILES.len()]>,
-    pub cpus: BTreeMap<u32, [f64; QUANTILES.len()]>,
-    pub node: Option<[f64; QUANTILES.len()]>,
+    pub series: BTreeMap<SeriesKey, Quantiles>,
+    pub cgroups: BTreeMap<String, Quantiles>,
+    pub cpus: BTreeMap<u32, Quantiles>,
+    pub node: Option<Quantiles>,
     /// Mean number of tasks waiting on each CPU's run queue over the window.
     pub runqueue_length: BTreeMap<u32, f64>,
     /// Processes with waits this window that were folded into `other`.
@@ -303,7 +353,15 @@ pub struct WindowSummary {
     pub processes: usize,
     pub folded_processes: usize,
     pub node_p99_ns: Option<u64>,
-    pub worst: Option<(String, String, u64)>,
+    pub worst: Option<WorstSeries>,
+}
+
+/// The series whose process had the highest p99 in a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorstSeries {
+    pub cgroup: String,
+    pub process: String,
+    pub p99_ns: u64,
 }
 
 impl Aggregator {
@@ -319,19 +377,59 @@ impl Aggregator {
         self.config = config;
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one pass over the window; splitting it scatters the folding rules"
-    )]
+    /// Folds one window's input into the exported state: process histograms labelled and
+    /// bounded, per-CPU histograms, this window's quantiles; then expires old series.
     pub fn window(&mut self, input: &WindowInput, names: &mut dyn Names) -> WindowSummary {
         self.exported.windows += 1;
         let now = self.exported.windows;
         let cfg = self.config.clone();
+        let procs = self.collect_processes(input, names, &cfg);
+        let cgroup_labels = self.label_cgroups(&procs, names, &cfg);
+        let top = top_processes(&procs, cfg.top_k);
+        let mut window = WindowGauges {
+            folded_processes: procs.len().saturating_sub(top.len()),
+            ..WindowGauges::default()
+        };
+        let (node, worst) = self.export_processes(
+            now,
+            &procs,
+            &ProcessLabels {
+                cgroups: &cgroup_labels,
+                top: &top,
+            },
+            names,
+            &mut window,
+        );
+        self.export_cpus(input, &mut window);
+        self.expire(now, &cfg);
+        let summary = WindowSummary {
+            waits: node.count(),
+            total_wait_ns: node.total_ns(),
+            processes: procs.len(),
+            folded_processes: window.folded_processes,
+            node_p99_ns: node.quantile(0.99),
+            worst,
+        };
+        self.exported.window = window;
+        summary
+    }
 
-        let mut procs: HashMap<(u64, u32), Proc> = HashMap::new();
+    /// The window's processes: their histograms, waits per class and exact maxima (from
+    /// events); kernel threads left out when so configured.
+    fn collect_processes(
+        &mut self,
+        input: &WindowInput,
+        names: &mut dyn Names,
+        cfg: &AggregatorConfig,
+    ) -> HashMap<ProcKey, Proc> {
+        let mut procs: HashMap<ProcKey, Proc> = HashMap::new();
         for d in &input.procs {
             self.exported.process_waits += d.slots.iter().map(|&(_, n)| n).sum::<u64>();
-            let p = procs.entry((d.cgroup_id, d.tgid)).or_default();
+            let key = ProcKey {
+                cgroup_id: d.cgroup_id,
+                tgid: d.tgid,
+            };
+            let p = procs.entry(key).or_default();
             for &(slot, n) in &d.slots {
                 let (lo, hi) = proc_hist_slot_bounds(slot);
                 p.hist.add_range(lo, hi, n);
@@ -343,26 +441,34 @@ impl Aggregator {
             }
         }
         let mut event_max: HashMap<u32, u64> = HashMap::new();
-        for &(tgid, _, wait) in &input.event_waits {
-            let m = event_max.entry(tgid).or_default();
-            *m = (*m).max(wait);
+        for e in &input.event_waits {
+            let m = event_max.entry(e.tgid).or_default();
+            *m = (*m).max(e.wait_ns);
         }
-        for (&(_, tgid), p) in &mut procs {
-            p.hist.note_exact(event_max.get(&tgid).copied());
+        for (key, p) in &mut procs {
+            p.hist.note_exact(event_max.get(&key.tgid).copied());
         }
         if !cfg.kernel_threads {
-            procs.retain(|&(_, tgid), _| tgid == OVERFLOW_TGID || !names.is_kernel_thread(tgid));
+            procs.retain(|key, _| key.tgid == OVERFLOW_TGID || !names.is_kernel_thread(key.tgid));
         }
+        procs
+    }
 
-        // Rank cgroups and processes by total wait; fold the tail.
+    /// Labels the `max_cgroups` cgroups with the most wait this window; the rest are `other`.
+    fn label_cgroups(
+        &mut self,
+        procs: &HashMap<ProcKey, Proc>,
+        names: &mut dyn Names,
+        cfg: &AggregatorConfig,
+    ) -> HashMap<u64, String> {
         let mut cgroup_totals: HashMap<u64, u64> = HashMap::new();
-        for (&(cg, _), p) in &procs {
-            *cgroup_totals.entry(cg).or_default() += p.hist.total_ns();
+        for (key, p) in procs {
+            *cgroup_totals.entry(key.cgroup_id).or_default() += p.hist.total_ns();
         }
-        let mut ranked_cgroups: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
-        ranked_cgroups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut cgroup_label: HashMap<u64, String> = HashMap::new();
-        for (rank, &(cg, _)) in ranked_cgroups.iter().enumerate() {
+        let mut ranked: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut labels = HashMap::new();
+        for (rank, &(cg, _)) in ranked.iter().enumerate() {
             let label = if rank < cfg.max_cgroups && cg != OVERFLOW_CGROUP {
                 let path = names.cgroup_path(cg);
                 let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
@@ -371,30 +477,38 @@ impl Aggregator {
             } else {
                 OTHER.to_owned()
             };
-            cgroup_label.insert(cg, label);
+            labels.insert(cg, label);
         }
-        let mut ranked: Vec<((u64, u32), u64)> =
-            procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top: HashSet<(u64, u32)> = ranked.iter().take(cfg.top_k).map(|(k, _)| *k).collect();
-        let folded = procs.len().saturating_sub(top.len());
+        labels
+    }
 
-        let mut window = WindowGauges {
-            folded_processes: folded,
-            ..WindowGauges::default()
-        };
+    /// Adds the window's processes to their series (cumulative), the preemptor classes of
+    /// their cgroups, and this window's quantiles; returns the node's histogram and the
+    /// series with the worst p99.
+    fn export_processes(
+        &mut self,
+        now: u64,
+        procs: &HashMap<ProcKey, Proc>,
+        labels: &ProcessLabels<'_>,
+        names: &mut dyn Names,
+        window: &mut WindowGauges,
+    ) -> (WindowHistogram, Option<WorstSeries>) {
         let mut series_hist: BTreeMap<SeriesKey, WindowHistogram> = BTreeMap::new();
         let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
         let mut node = WindowHistogram::default();
-        let mut worst: Option<(String, String, u64)> = None;
-        for (key, p) in &procs {
-            let cg = cgroup_label[&key.0].clone();
-            let process = if top.contains(key) && key.1 != OVERFLOW_TGID {
-                names.process(key.1)
+        let mut worst: Option<WorstSeries> = None;
+        for (key, p) in procs {
+            let cg = labels.cgroups[&key.cgroup_id].clone();
+            let named = labels.top.contains(key) && key.tgid != OVERFLOW_TGID;
+            let process = if named {
+                names.process(key.tgid)
             } else {
                 OTHER.to_owned()
             };
-            let skey = (cg.clone(), process);
+            let skey = SeriesKey {
+                cgroup: cg.clone(),
+                process,
+            };
             let series = self.exported.series.entry(skey.clone()).or_default();
             series.last_window = now;
             for (lo, _, n) in p.hist.slots() {
@@ -418,10 +532,14 @@ impl Aggregator {
             series_hist.entry(skey.clone()).or_default().merge(&p.hist);
             cgroup_hist.entry(cg).or_default().merge(&p.hist);
             node.merge(&p.hist);
-            if top.contains(key) {
-                let p99 = p.hist.quantile(0.99).unwrap_or(0);
-                if worst.as_ref().is_none_or(|w| p99 > w.2) {
-                    worst = Some((skey.0, skey.1, p99));
+            if labels.top.contains(key) {
+                let p99_ns = p.hist.quantile(0.99).unwrap_or(0);
+                if worst.as_ref().is_none_or(|w| p99_ns > w.p99_ns) {
+                    worst = Some(WorstSeries {
+                        cgroup: skey.cgroup,
+                        process: skey.process,
+                        p99_ns,
+                    });
                 }
             }
         }
@@ -436,19 +554,22 @@ impl Aggregator {
             }
         }
         window.node = node.quantiles_seconds();
+        (node, worst)
+    }
 
-        // Per CPU: cumulative histogram, window quantiles, Little's law queue length.
+    /// Per CPU: cumulative histogram, window quantiles, Little's law queue length.
+    fn export_cpus(&mut self, input: &WindowInput, window: &mut WindowGauges) {
         for (cpu, slots) in input.cpus.iter().enumerate() {
             let cpu = cpu as u32;
             let mut h = WindowHistogram::default();
             let cum = self.exported.cpus.entry(cpu).or_default();
-            for &(slot, n, ns) in slots {
-                h.add(slot, n, ns);
-                cum.add(hist_slot_bounds(slot).0, n, ns);
+            for d in slots {
+                h.add(d.slot, d.waits, d.wait_ns);
+                cum.add(hist_slot_bounds(d.slot).0, d.waits, d.wait_ns);
             }
-            for &(_, ecpu, wait) in &input.event_waits {
-                if ecpu == cpu {
-                    h.note_exact(Some(wait));
+            for e in &input.event_waits {
+                if e.cpu == cpu {
+                    h.note_exact(Some(e.wait_ns));
                 }
             }
             if let Some(q) = h.quantiles_seconds() {
@@ -460,31 +581,45 @@ impl Aggregator {
                     .insert(cpu, h.total_ns() as f64 / input.duration_ns as f64);
             }
         }
+    }
 
-        // Bounded state: drop series idle past the TTL (their counters restart if they come
-        // back, which Prometheus's rate() treats as a reset).
+    /// Bounded state: drops series idle past the TTL (their counters restart if they come
+    /// back, which Prometheus's `rate()` treats as a reset), applies the series bound, and
+    /// forgets the cgroups no series has any more.
+    fn expire(&mut self, now: u64, cfg: &AggregatorConfig) {
         let ttl = cfg.series_ttl_windows;
         self.exported
             .series
             .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
-        self.bound_series(&cfg);
-        let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.0).collect();
+        self.bound_series(cfg);
+        let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.cgroup).collect();
         self.exported.classes.retain(|(cg, _), _| live.contains(cg));
         self.exported
             .cgroup_paths
             .retain(|label, _| live.contains(label));
-
-        let summary = WindowSummary {
-            waits: node.count(),
-            total_wait_ns: node.total_ns(),
-            processes: procs.len(),
-            folded_processes: folded,
-            node_p99_ns: node.quantile(0.99),
-            worst,
-        };
-        self.exported.window = window;
-        summary
     }
+}
+
+/// A process of one window, in the cgroup it waited in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ProcKey {
+    cgroup_id: u64,
+    tgid: u32,
+}
+
+/// How the window's processes are labelled: cgroup id → label, and the processes that keep
+/// series of their own.
+struct ProcessLabels<'a> {
+    cgroups: &'a HashMap<u64, String>,
+    top: &'a HashSet<ProcKey>,
+}
+
+/// The `top_k` processes with the most wait this window.
+fn top_processes(procs: &HashMap<ProcKey, Proc>, top_k: usize) -> HashSet<ProcKey> {
+    let mut ranked: Vec<(ProcKey, u64)> =
+        procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.iter().take(top_k).map(|(k, _)| *k).collect()
 }
 
 impl Aggregator {
@@ -496,9 +631,9 @@ impl Aggregator {
     fn bound_series(&mut self, cfg: &AggregatorConfig) {
         // Per cgroup label: (last window it was updated, cumulative wait).
         let mut cgroups: HashMap<&str, (u64, u64)> = HashMap::new();
-        for ((cg, _), series) in &self.exported.series {
-            if cg != OTHER {
-                let e = cgroups.entry(cg.as_str()).or_default();
+        for (key, series) in &self.exported.series {
+            if key.cgroup != OTHER {
+                let e = cgroups.entry(key.cgroup.as_str()).or_default();
                 e.0 = e.0.max(series.last_window);
                 e.1 += series.hist.sum_ns;
             }
@@ -512,20 +647,20 @@ impl Aggregator {
                 .collect();
             self.exported
                 .series
-                .retain(|(cg, _), _| !evicted.contains(cg));
+                .retain(|key, _| !evicted.contains(&key.cgroup));
         }
         let named = self
             .exported
             .series
             .keys()
-            .filter(|(_, process)| process != OTHER)
+            .filter(|key| key.process != OTHER)
             .count();
         if named > cfg.top_k {
             let mut ranked: Vec<(&SeriesKey, (u64, u64))> = self
                 .exported
                 .series
                 .iter()
-                .filter(|((_, process), _)| process != OTHER)
+                .filter(|(key, _)| key.process != OTHER)
                 .map(|(key, s)| (key, (s.last_window, s.hist.sum_ns)))
                 .collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -541,6 +676,8 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use agent_common::{hist_slot, proc_hist_slot};
+
+    use crate::stats::hist::exact_quantile;
 
     use super::*;
 
@@ -597,11 +734,6 @@ mod tests {
                 (1e3 * (1e5f64).powf(u)) as u64
             })
             .collect()
-    }
-
-    fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
     }
 
     #[test]
@@ -676,13 +808,13 @@ mod tests {
         };
         let summary = agg.window(&input, &mut Table);
         assert_eq!(summary.waits, 17, "every wait counted, overflow included");
-        let other = &agg.exported.series[&(OTHER.to_owned(), OTHER.to_owned())];
+        let other = &agg.exported.series[&SeriesKey::new(OTHER, OTHER)];
         assert_eq!(other.hist.count, 7);
         assert_eq!(other.hist.sum_ns, 14_001_000);
         assert!(
             agg.exported
                 .series
-                .contains_key(&("cg5.service".to_owned(), "p100".to_owned())),
+                .contains_key(&SeriesKey::new("cg5.service", "p100")),
             "{:?}",
             agg.exported.series.keys()
         );
@@ -714,8 +846,13 @@ mod tests {
             };
             agg.window(&input, &mut Table);
             let series = agg.exported.series.len();
-            let named = agg.exported.series.keys().filter(|k| k.1 != OTHER).count();
-            let cgroups: HashSet<&String> = agg.exported.series.keys().map(|k| &k.0).collect();
+            let named = agg
+                .exported
+                .series
+                .keys()
+                .filter(|k| k.process != OTHER)
+                .count();
+            let cgroups: HashSet<&String> = agg.exported.series.keys().map(|k| &k.cgroup).collect();
             assert!(named <= cfg.top_k, "window {window}: {named} named series");
             assert!(
                 cgroups.len() <= cfg.max_cgroups + 1,
@@ -775,7 +912,11 @@ mod tests {
                 delta(5, 102, 100_000, 10),   // 1 ms -> other
                 delta(6, 200, 500_000, 10),   // 5 ms -> other (cg6)
             ],
-            cpus: vec![vec![(hist_slot(1_000_000), 40, 36_000_000)]],
+            cpus: vec![vec![SlotDelta {
+                slot: hist_slot(1_000_000),
+                waits: 40,
+                wait_ns: 36_000_000,
+            }]],
             event_waits: vec![],
             duration_ns: 1_000_000_000,
         };
@@ -787,10 +928,10 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                ("cg5.service".to_owned(), "other".to_owned()),
-                ("cg5.service".to_owned(), "p100".to_owned()),
-                ("cg5.service".to_owned(), "p101".to_owned()),
-                ("cg6.service".to_owned(), "other".to_owned()),
+                SeriesKey::new("cg5.service", "other"),
+                SeriesKey::new("cg5.service", "p100"),
+                SeriesKey::new("cg5.service", "p101"),
+                SeriesKey::new("cg6.service", "other"),
             ]
         );
         let total: u64 = agg.exported.series.values().map(|s| s.hist.sum_ns).sum();
@@ -819,7 +960,7 @@ mod tests {
         assert!(
             agg.exported
                 .series
-                .contains_key(&("other".to_owned(), "p200".to_owned()))
+                .contains_key(&SeriesKey::new("other", "p200"))
         );
         let quiet = WindowInput::default();
         for _ in 0..2 {
@@ -839,18 +980,26 @@ mod tests {
         let mut agg = Aggregator::new(config());
         let input = WindowInput {
             procs: vec![delta(5, 100, 1_000_000, 10)],
-            cpus: vec![vec![(hist_slot(1_000_000), 10, 10_000_000)]],
-            event_waits: vec![(100, 0, 1_000_123)],
+            cpus: vec![vec![SlotDelta {
+                slot: hist_slot(1_000_000),
+                waits: 10,
+                wait_ns: 10_000_000,
+            }]],
+            event_waits: vec![EventWait {
+                tgid: 100,
+                cpu: 0,
+                wait_ns: 1_000_123,
+            }],
             duration_ns: 5_000_000_000,
         };
         agg.window(&input, &mut Table);
         agg.window(&input, &mut Table);
-        let s = &agg.exported.series[&("cg5.service".to_owned(), "p100".to_owned())];
+        let s = &agg.exported.series[&SeriesKey::new("cg5.service", "p100")];
         assert_eq!(s.hist.count, 20);
         assert_eq!(s.hist.sum_ns, 20_000_000);
         assert_eq!(agg.exported.cpus[&0].count, 20);
-        let q = agg.exported.window.series[&("cg5.service".to_owned(), "p100".to_owned())];
-        assert!((q[4] - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q[4]);
+        let q = agg.exported.window.series[&SeriesKey::new("cg5.service", "p100")];
+        assert!((q.max - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q.max);
         let classes =
             agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
         assert_eq!(

@@ -5,6 +5,39 @@ use std::fmt::Write as _;
 
 use agent_common::{HIST_SLOTS, hist_slot_bounds};
 
+/// The one quantile rule for slotted histograms: the value at quantile `q` (0..=1) is the
+/// midpoint of the slot holding the sample of rank ceil(q·n), so the error is at most half a
+/// slot. `slots` are (lower bound, upper bound, count) in ascending order; `count` is their
+/// total. `None` when empty.
+#[must_use]
+pub fn slot_quantile(
+    slots: impl Iterator<Item = (u64, u64, u64)>,
+    count: u64,
+    q: f64,
+) -> Option<u64> {
+    if count == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).clamp(1, count);
+    let mut seen = 0;
+    for (lo, hi, n) in slots {
+        seen += n;
+        if seen >= rank {
+            return Some(lo + (hi - lo - 1) / 2);
+        }
+    }
+    None
+}
+
+/// The exact value at quantile `q` of sorted samples, by the same rank rule as
+/// `slot_quantile`: what the histogram tests compare against.
+#[cfg(test)]
+#[must_use]
+pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// Counts per log-linear slot, in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatencyHistogram {
@@ -42,20 +75,11 @@ impl LatencyHistogram {
     /// empty. Callers with the exact maximum should clamp to it.
     #[must_use]
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (slot, &n) in self.counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let (lo, hi) = hist_slot_bounds(slot as u32);
-                return Some(lo + (hi - lo - 1) / 2);
-            }
-        }
-        None
+        let slots = self.counts.iter().enumerate().map(|(slot, &n)| {
+            let (lo, hi) = hist_slot_bounds(slot as u32);
+            (lo, hi, n)
+        });
+        slot_quantile(slots, self.count(), q)
     }
 
     /// Counts folded into power-of-two microsecond buckets, runqlat's layout: bucket `i` holds
@@ -146,11 +170,6 @@ mod tests {
         *state ^= *state >> 7;
         *state ^= *state << 17;
         *state
-    }
-
-    fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
     }
 
     #[test]

@@ -18,10 +18,12 @@ use std::{
 
 use agent_common::{Counter, TaskStats};
 use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
 
 use crate::{
     UsageError,
+    cli::OutputFormat,
     host::procinfo,
     kernel::events::{self, EventJson, comm_str},
     kernel::loader::{ProbeConfig, Probes, TaskFilter},
@@ -32,12 +34,6 @@ use crate::{
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How often to check whether the traced tasks still exist.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
 
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
@@ -237,14 +233,7 @@ fn realtime_offset_ns() -> u64 {
 /// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
 pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
     let targets = resolve_targets(&options.pids, &options.tids)?;
-    let filter = TaskFilter {
-        tgids: targets
-            .iter()
-            .filter(|t| t.tids.is_empty())
-            .map(|t| t.tgid)
-            .collect(),
-        tids: targets.iter().flat_map(|t| t.tids.clone()).collect(),
-    };
+    let filter = kernel_filter(&targets);
     let mut probes = Probes::load(&ProbeConfig {
         filter: Some(filter.clone()),
         min_event_ns: Some(options.threshold_ns),
@@ -253,10 +242,43 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         ..ProbeConfig::default()
     })?;
     let mut ring = probes.take_events()?;
-    let started = Instant::now();
-    let deadline = options.duration.map(|d| started + d);
-    let offset = realtime_offset_ns();
+    announce(options, &targets);
+    let mut printer = EventPrinter {
+        out,
+        format: options.format,
+        realtime_offset_ns: realtime_offset_ns(),
+        open: true,
+    };
+    if options.format == OutputFormat::Text {
+        printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
+    }
+    follow(&mut ring, &mut printer, options, &filter, stop)?;
 
+    let summaries = summarize(&targets, &probes.task_stats()?, &probes.histograms()?);
+    let counters = probes.counters()?;
+    drop(ring);
+    drop(probes); // detach before printing, so a slow reader does not keep programs attached
+    if printer.open {
+        print_summaries(printer.out, options.format, &summaries)?;
+    }
+    report_counters(&counters);
+    Ok(())
+}
+
+/// What the kernel filters on: whole processes by tgid, single threads by tid.
+fn kernel_filter(targets: &[Target]) -> TaskFilter {
+    TaskFilter {
+        tgids: targets
+            .iter()
+            .filter(|t| t.tids.is_empty())
+            .map(|t| t.tgid)
+            .collect(),
+        tids: targets.iter().flat_map(|t| t.tids.clone()).collect(),
+    }
+}
+
+/// Says on stderr what is traced, from which threshold, for how long.
+fn announce(options: &TraceOptions, targets: &[Target]) {
     let names: Vec<String> = targets
         .iter()
         .map(|t| format!("{} ({})", t.tgid, t.comm))
@@ -270,29 +292,52 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
             .map(|d| format!(" for {}", events::human_ns(d.as_nanos() as u64)))
             .unwrap_or_default()
     );
-    if options.format == OutputFormat::Text {
-        writeln_or_stop(out, events::TEXT_HEADER)?;
-    }
+}
 
-    let mut next_liveness = started + LIVENESS_INTERVAL;
-    let mut output_open = true;
-    loop {
-        let now = Instant::now();
-        let mut timeout = POLL_INTERVAL;
-        if let Some(deadline) = deadline {
-            timeout = timeout.min(deadline.saturating_duration_since(now));
-        }
-        wait_readable(ring.as_raw_fd(), timeout);
+/// Where events go; `open` turns false once the reader has gone (a closed pipe).
+struct EventPrinter<'a> {
+    out: &'a mut dyn Write,
+    format: OutputFormat,
+    realtime_offset_ns: u64,
+    open: bool,
+}
+
+impl EventPrinter<'_> {
+    /// Prints every event waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(record) = ring.next() {
             let event = events::decode(&record)?;
-            if output_open {
-                output_open = print_event(out, options.format, &event, offset)?;
+            if self.open {
+                self.open = print_event(self.out, self.format, &event, self.realtime_offset_ns)?;
             }
         }
-        if output_open && out.flush().is_err() {
-            output_open = false;
+        Ok(())
+    }
+}
+
+/// Prints events until the duration ends, a signal stops the trace, the reader goes away or
+/// every traced task has exited.
+fn follow(
+    ring: &mut RingBuf<MapData>,
+    printer: &mut EventPrinter<'_>,
+    options: &TraceOptions,
+    filter: &TaskFilter,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let started = Instant::now();
+    let deadline = options.duration.map(|d| started + d);
+    let mut next_liveness = started + LIVENESS_INTERVAL;
+    loop {
+        let mut timeout = POLL_INTERVAL;
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
-        if !output_open || stop.load(Ordering::Relaxed) {
+        wait_readable(ring.as_raw_fd(), timeout);
+        printer.drain(ring)?;
+        if printer.open && printer.out.flush().is_err() {
+            printer.open = false;
+        }
+        if !printer.open || stop.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
@@ -301,39 +346,33 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         }
         if now >= next_liveness {
             next_liveness = now + LIVENESS_INTERVAL;
-            if !any_alive(&filter)? {
+            if !any_alive(filter)? {
                 eprintln!("All traced tasks have exited.");
                 break;
             }
         }
     }
     // Events already in the ring buffer still belong to the trace.
-    while let Some(record) = ring.next() {
-        let event = events::decode(&record)?;
-        if output_open {
-            output_open = print_event(out, options.format, &event, offset)?;
-        }
-    }
+    printer.drain(ring)
+}
 
-    let summaries = summarize(&targets, &probes.task_stats()?, &probes.histograms()?);
-    let counters = probes.counters()?;
-    drop(ring);
-    drop(probes); // detach before printing, so a slow reader does not keep programs attached
-    if output_open {
-        for summary in &summaries {
-            let text = match options.format {
-                OutputFormat::Text => render_text_summary(summary),
-                OutputFormat::Json => {
-                    serde_json::to_string(&serde_json::json!({ "summary": summary }))?
-                }
-            };
-            if !writeln_or_stop(out, &text)? {
-                break;
+fn print_summaries(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    summaries: &[ProcessSummary],
+) -> Result<()> {
+    for summary in summaries {
+        let text = match format {
+            OutputFormat::Text => render_text_summary(summary),
+            OutputFormat::Json => {
+                serde_json::to_string(&serde_json::json!({ "summary": summary }))?
             }
+        };
+        if !writeln_or_stop(out, &text)? {
+            break;
         }
-        let _ = out.flush();
     }
-    report_counters(&counters);
+    let _ = out.flush();
     Ok(())
 }
 

@@ -3,6 +3,12 @@
 //!
 //! Usage: `schedlat-busy SPIN_US SLEEP_US`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::time::{Duration, Instant};
 
 fn arg(index: usize, name: &str) -> u64 {

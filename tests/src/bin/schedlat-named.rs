@@ -5,6 +5,12 @@
 //! it prints `ready` and alternates a short busy burst with a 1 ms sleep, so it waits on a run
 //! queue at every wakeup, until stdin is closed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     io::Read as _,
     os::unix::ffi::OsStrExt as _,

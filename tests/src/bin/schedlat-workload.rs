@@ -9,6 +9,12 @@
 //!
 //! Usage: `schedlat-workload CPU ITERATIONS BURST_US SLEEP_US`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
 use std::{
     io::BufRead as _,
     sync::{

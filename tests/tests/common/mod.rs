@@ -2,7 +2,7 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use schedlat_test_support::{Sample, parse_metrics};
 use serde_json::Value;
 
 pub fn schedlat_bin() -> String {
@@ -348,6 +349,11 @@ impl Agent {
         body
     }
 
+    /// The samples of one scrape of /metrics.
+    pub fn samples(&self) -> Vec<Sample> {
+        samples_of(&self.metrics())
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
@@ -373,42 +379,11 @@ impl Drop for Agent {
     }
 }
 
-/// One sample of the text exposition: name, labels, value.
-pub type MetricSample = (String, BTreeMap<String, String>, f64);
-
-pub fn parse_metrics(text: &str) -> Vec<MetricSample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let value: f64 = value.parse().ok()?;
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let mut map = BTreeMap::new();
-            // Label values here never contain `",`; good enough for the agent's own output.
-            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once("=\"")?;
-                map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-            }
-            Some((name.to_owned(), map, value))
-        })
-        .collect()
-}
-
-/// Sum of the samples of `name` whose labels include all of `want`.
-pub fn sum(samples: &[MetricSample], name: &str, want: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|(n, labels, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
+/// The samples of an exposition text; an exposition Prometheus would reject fails the test,
+/// saying which line and why.
+pub fn samples_of(text: &str) -> Vec<Sample> {
+    parse_metrics(text)
+        .unwrap_or_else(|e| panic!("expected a valid text exposition, got {e}; text:\n{text}"))
 }
 
 /// A real Prometheus server (Debian package) on a free loopback port, with its own scratch

@@ -1,0 +1,194 @@
+//! The daemon's maps, read once per window: the per-process entries (`PROC_WAITS`, their
+//! overflow entry, `PROC_INFO`) and the per-CPU histograms (`CPU_WAITS`), as deltas since the
+//! last read; the entries of exited processes are freed here.
+
+use std::collections::{HashMap, HashSet};
+
+use agent_common::{
+    HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS, ProcInfo, ProcWaits,
+    SPARE_OVERFLOW, WaitBucket,
+};
+use anyhow::{Context as _, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
+use log::debug;
+
+use crate::{
+    host::procinfo,
+    kernel::{events::comm_str, loader::Probes},
+    stats::aggregate::{ClassWaits, OVERFLOW_CGROUP, ProcDelta, SlotDelta},
+};
+
+/// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
+#[derive(Default)]
+pub struct KernelReader {
+    /// Each process's entry as last read (the kernel's values are cumulative).
+    procs: HashMap<u32, Box<ProcWaits>>,
+    /// The overflow entry as last read.
+    overflow: ProcWaits,
+    /// Each process's cgroup as the kernel last recorded it; exited ones until the read after
+    /// the one that freed them (their last long waits may still be in the ring buffer).
+    pub cgroup_of: HashMap<u32, u64>,
+    /// Processes whose kernel entries the last read freed.
+    freed_last: HashSet<u32>,
+    cpus: Vec<Vec<(u64, u64)>>,
+    /// Processes with an entry at the last read.
+    pub entries: usize,
+}
+
+/// What the kernel added to a `ProcWaits` since `before`, or `None` when nothing.
+pub fn proc_delta(
+    cgroup_id: u64,
+    tgid: u32,
+    now: &ProcWaits,
+    before: &ProcWaits,
+) -> Option<ProcDelta> {
+    let mut classes = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
+    for (i, class) in classes.iter_mut().enumerate() {
+        class.waits = now.class_count[i].wrapping_sub(before.class_count[i]);
+        class.wait_ns = now.class_total_ns[i].wrapping_sub(before.class_total_ns[i]);
+    }
+    let slots: Vec<(u32, u64)> = (0..PROC_HIST_SLOTS)
+        .filter_map(|slot| {
+            let i = slot as usize;
+            let n = now.slots[i].wrapping_sub(before.slots[i]);
+            (n > 0).then_some((slot, u64::from(n)))
+        })
+        .collect();
+    (!slots.is_empty()).then_some(ProcDelta {
+        cgroup_id,
+        tgid,
+        slots,
+        classes,
+    })
+}
+
+/// Per CPU (index = CPU number): (fine slot, waits, wait ns) since the last read.
+pub type CpuDeltas = Vec<Vec<SlotDelta>>;
+
+/// One window's reading of the daemon's maps.
+pub struct KernelWindow {
+    pub procs: Vec<ProcDelta>,
+    pub cpus: CpuDeltas,
+    /// The name the kernel recorded for each process with an entry (it outlives the process).
+    pub kernel_comms: Vec<(u32, String)>,
+    /// Processes found exited, whose entries this read freed.
+    pub freed: HashSet<u32>,
+}
+
+impl KernelReader {
+    /// Reads every map once: deltas of the processes' and CPUs' counts since the last read;
+    /// frees the entries of processes that exited.
+    pub fn read(&mut self, probes: &mut Probes) -> Result<KernelWindow> {
+        let mut procs = Vec::new();
+        let mut kernel_comms = Vec::new();
+        for tgid in std::mem::take(&mut self.freed_last) {
+            self.cgroup_of.remove(&tgid);
+        }
+        let info: BpfHashMap<_, u32, ProcInfo> =
+            BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
+        for item in &info {
+            let (tgid, info) = item.context("reading PROC_INFO")?;
+            self.cgroup_of.insert(tgid, info.cgroup_id);
+            kernel_comms.push((tgid, comm_str(&info.comm)));
+        }
+        let map: BpfHashMap<_, u32, ProcWaits> =
+            BpfHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
+        let mut seen_tgids = HashSet::new();
+        let zero = ProcWaits::default();
+        for item in &map {
+            let (tgid, now) = item.context("reading PROC_WAITS")?;
+            seen_tgids.insert(tgid);
+            let before = self.procs.entry(tgid).or_insert_with(|| Box::new(zero));
+            // Where its last wait was counted (processes move between cgroups); the record
+            // made when its entry was created, should the entry not have been written since.
+            let cgroup_id = if now.cgroup_id != 0 {
+                now.cgroup_id
+            } else {
+                self.cgroup_of.get(&tgid).copied().unwrap_or(0)
+            };
+            self.cgroup_of.insert(tgid, cgroup_id);
+            procs.extend(proc_delta(cgroup_id, tgid, &now, before));
+            **before = now;
+        }
+        self.entries = seen_tgids.len();
+        let spare: Array<_, ProcWaits> = Array::try_from(
+            probes
+                .map("PROC_WAITS_SPARE")
+                .context("map PROC_WAITS_SPARE")?,
+        )?;
+        let overflow = spare
+            .get(&SPARE_OVERFLOW, 0)
+            .context("reading the overflow entry")?;
+        procs.extend(proc_delta(
+            OVERFLOW_CGROUP,
+            OVERFLOW_TGID,
+            &overflow,
+            &self.overflow,
+        ));
+        self.overflow = overflow;
+
+        let gone: HashSet<u32> = seen_tgids
+            .iter()
+            .copied()
+            .filter(|&tgid| !procinfo::process_exists(tgid))
+            .collect();
+        // Entries the kernel no longer has (deleted with their process) need no snapshot.
+        self.procs.retain(|tgid, _| seen_tgids.contains(tgid));
+        if !gone.is_empty() {
+            let mut map: BpfHashMap<_, u32, ProcWaits> =
+                BpfHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
+            for tgid in &gone {
+                let _ = map.remove(tgid);
+                self.procs.remove(tgid);
+            }
+            let mut info: BpfHashMap<_, u32, ProcInfo> =
+                BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
+            for tgid in &gone {
+                let _ = info.remove(tgid);
+            }
+            debug!(
+                "freed the kernel entries of {} exited processes",
+                gone.len()
+            );
+            self.freed_last.clone_from(&gone);
+        }
+
+        let cpu_map: PerCpuArray<_, WaitBucket> =
+            PerCpuArray::try_from(probes.map("CPU_WAITS").context("map CPU_WAITS")?)?;
+        let mut cpus: CpuDeltas = Vec::new();
+        for slot in 0..HIST_SLOTS {
+            let per_cpu = cpu_map.get(&slot, 0).context("reading CPU_WAITS")?;
+            for (cpu, bucket) in per_cpu.iter().enumerate() {
+                if self.cpus.len() <= cpu {
+                    self.cpus.resize(cpu + 1, vec![(0, 0); HIST_SLOTS as usize]);
+                }
+                if cpus.len() <= cpu {
+                    cpus.resize(cpu + 1, Vec::new());
+                }
+                let prev = &mut self.cpus[cpu][slot as usize];
+                let dc = bucket.count.wrapping_sub(prev.0);
+                if dc > 0 {
+                    cpus[cpu].push(SlotDelta {
+                        slot,
+                        waits: dc,
+                        wait_ns: bucket.total_ns.wrapping_sub(prev.1),
+                    });
+                }
+                *prev = (bucket.count, bucket.total_ns);
+            }
+        }
+        Ok(KernelWindow {
+            procs,
+            cpus,
+            kernel_comms,
+            freed: gone,
+        })
+    }
+}
+
+impl KernelReader {
+    /// Samples counted in `CPU_WAITS` since the start.
+    pub fn total_samples(&self) -> u64 {
+        self.cpus.iter().flatten().map(|&(count, _)| count).sum()
+    }
+}

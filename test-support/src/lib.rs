@@ -1,0 +1,17 @@
+//! Helpers shared by schedlat's integration tests (`tests/`) and the demo (`demo-feed/`), so each
+//! exists once and is unit-tested once:
+//!
+//! - [`cgroup::cgroup2_mount`]: where the cgroup2 file system is mounted, from mountinfo;
+//! - [`exposition`]: the Prometheus text exposition format read back into [`Sample`]s;
+//! - [`quantile::histogram_quantile`]: `PromQL`'s `histogram_quantile` over `le` buckets.
+//!
+//! The agent has its own cgroup2 lookup (`agent/src/cgroups.rs`); this crate does not depend on
+//! the agent, so that tests check the agent against an independent reading of the same files.
+
+pub mod cgroup;
+pub mod exposition;
+pub mod quantile;
+
+pub use cgroup::cgroup2_mount;
+pub use exposition::{ParseError, Sample, parse_metrics, sum};
+pub use quantile::{Bucket, buckets, histogram_quantile, increase};
