@@ -669,18 +669,29 @@ const fn log_linear_bounds(slot: u32, sub_bits: u32) -> (u64, u64) {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and byte arrays, and have
-    // no padding (checked by the size assertions above), so every bit pattern is a valid value.
+    // Every type here is #[repr(C)], Copy, made only of integers and byte arrays, and has no
+    // padding (checked by the size assertions above), so every bit pattern is a valid value.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::WaitEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::EnqueueRecord {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::TaskStats {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::HistKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcInfo {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::CpuSample {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::WaitBucket {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcWaits {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::RqOffsets {}
 }
 
