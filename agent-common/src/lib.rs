@@ -552,14 +552,16 @@ pub mod names {
         pub const SCHED_SWITCH: &str = "sched_switch";
         pub const SCHED_MIGRATE_TASK_DAEMON: &str = "sched_migrate_task_daemon";
         pub const SCHED_SWITCH_DAEMON: &str = "sched_switch_daemon";
+        pub const SCHED_PROCESS_EXEC_DAEMON: &str = "sched_process_exec_daemon";
         pub const CPU_SAMPLE: &str = "cpu_sample";
-        pub const ALL: [&str; 7] = [
+        pub const ALL: [&str; 8] = [
             SCHED_WAKEUP,
             SCHED_WAKEUP_NEW,
             SCHED_MIGRATE_TASK,
             SCHED_SWITCH,
             SCHED_MIGRATE_TASK_DAEMON,
             SCHED_SWITCH_DAEMON,
+            SCHED_PROCESS_EXEC_DAEMON,
             CPU_SAMPLE,
         ];
     }
@@ -570,6 +572,7 @@ pub mod names {
         pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
         pub const SCHED_MIGRATE_TASK: &str = "sched_migrate_task";
         pub const SCHED_SWITCH: &str = "sched_switch";
+        pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
     }
 }
 

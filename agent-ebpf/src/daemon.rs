@@ -286,8 +286,8 @@ fn add_wait(waits: *mut ProcWaits, class: PreemptorClass, wait_ns: u64) {
 }
 
 /// Records the process's cgroup and name (its group leader's comm) when its entry is created.
-/// A process that `exec`s or moves keeps its first record until its entry is freed; user
-/// space prefers the live name from /proc while the process exists.
+/// `sched_process_exec_daemon` renames it when it `exec`s; user space prefers the live name
+/// from /proc while the process exists.
 #[inline(always)]
 fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     let Ok(leader) = read_field::<*const task_struct>(task, cfg(&TASK_OFFSETS.group_leader)) else {
@@ -309,6 +309,23 @@ fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     }
     // A full map only costs the name and cgroup of an exited process; user space counts it.
     let _ = PROC_INFO.insert(tgid, info, 0);
+}
+
+/// A process that `exec`s takes its new program's name in its record: the record is made at
+/// its first wait, often between `fork` and `exec` under the parent's name, and an exited
+/// process is reported under the recorded name. Runs only at exec (the new comm is already
+/// set when the tracepoint fires: `begin_new_exec` sets it before `exec_binprm` traces).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_daemon(_ctx: BtfTracePointContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(info) = PROC_INFO.get_ptr_mut(tgid)
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        // SAFETY: a live value of PROC_INFO; a racing writer can only write another name of
+        // the same process.
+        unsafe { (*info).comm = comm };
+    }
+    0
 }
 
 #[inline(always)]

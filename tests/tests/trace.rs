@@ -441,7 +441,7 @@ fn check_reports_a_runnable_machine() {
         "BTF (vmlinux)         yes",
         "trace programs        yes",
         "daemon programs       yes",
-        "schedlat can run here",
+        "`schedlat trace` and `schedlat run` can run here",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }

@@ -601,7 +601,7 @@ impl Lookup<'_> {
     /// the next read frees it, so it names processes that exited since their wait.
     fn kernel_info(&self, tgid: u32) -> Option<ProcInfo> {
         let map: BpfHashMap<_, u32, ProcInfo> =
-            BpfHashMap::try_from(self.probes.map("PROC_INFO")?).ok()?;
+            BpfHashMap::try_from(self.probes.map(agent_common::names::map::PROC_INFO)?).ok()?;
         map.get(&tgid, 0).ok()
     }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS, ProcInfo, ProcWaits,
-    SPARE_OVERFLOW, WaitBucket,
+    SPARE_OVERFLOW, WaitBucket, names::map,
 };
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
@@ -85,14 +85,14 @@ impl KernelReader {
             self.cgroup_of.remove(&tgid);
         }
         let info: BpfHashMap<_, u32, ProcInfo> =
-            BpfHashMap::try_from(probes.map("PROC_INFO").context("map PROC_INFO")?)?;
+            BpfHashMap::try_from(probes.required_map(map::PROC_INFO)?)?;
         for item in &info {
             let (tgid, info) = item.context("reading PROC_INFO")?;
             self.cgroup_of.insert(tgid, info.cgroup_id);
             kernel_comms.push((tgid, comm_str(&info.comm)));
         }
         let map: BpfHashMap<_, u32, ProcWaits> =
-            BpfHashMap::try_from(probes.map("PROC_WAITS").context("map PROC_WAITS")?)?;
+            BpfHashMap::try_from(probes.required_map(map::PROC_WAITS)?)?;
         let mut seen_tgids = HashSet::new();
         let zero = ProcWaits::default();
         for item in &map {
@@ -111,11 +111,8 @@ impl KernelReader {
             **before = now;
         }
         self.entries = seen_tgids.len();
-        let spare: Array<_, ProcWaits> = Array::try_from(
-            probes
-                .map("PROC_WAITS_SPARE")
-                .context("map PROC_WAITS_SPARE")?,
-        )?;
+        let spare: Array<_, ProcWaits> =
+            Array::try_from(probes.required_map(map::PROC_WAITS_SPARE)?)?;
         let overflow = spare
             .get(&SPARE_OVERFLOW, 0)
             .context("reading the overflow entry")?;
@@ -136,13 +133,13 @@ impl KernelReader {
         self.procs.retain(|tgid, _| seen_tgids.contains(tgid));
         if !gone.is_empty() {
             let mut map: BpfHashMap<_, u32, ProcWaits> =
-                BpfHashMap::try_from(probes.map_mut("PROC_WAITS").context("map PROC_WAITS")?)?;
+                BpfHashMap::try_from(probes.required_map_mut(map::PROC_WAITS)?)?;
             for tgid in &gone {
                 let _ = map.remove(tgid);
                 self.procs.remove(tgid);
             }
             let mut info: BpfHashMap<_, u32, ProcInfo> =
-                BpfHashMap::try_from(probes.map_mut("PROC_INFO").context("map PROC_INFO")?)?;
+                BpfHashMap::try_from(probes.required_map_mut(map::PROC_INFO)?)?;
             for tgid in &gone {
                 let _ = info.remove(tgid);
             }
@@ -154,7 +151,7 @@ impl KernelReader {
         }
 
         let cpu_map: PerCpuArray<_, WaitBucket> =
-            PerCpuArray::try_from(probes.map("CPU_WAITS").context("map CPU_WAITS")?)?;
+            PerCpuArray::try_from(probes.required_map(map::CPU_WAITS)?)?;
         let mut cpus: CpuDeltas = Vec::new();
         for slot in 0..HIST_SLOTS {
             let per_cpu = cpu_map.get(&slot, 0).context("reading CPU_WAITS")?;

@@ -35,21 +35,29 @@ pub const TRACE_PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// The daemon's switch-only programs (agent-ebpf/src/daemon.rs).
-pub const DAEMON_PROGRAMS: [(&str, &str); 2] = [
+pub const DAEMON_PROGRAMS: [(&str, &str); 3] = [
     (
         program::SCHED_MIGRATE_TASK_DAEMON,
         tracepoint::SCHED_MIGRATE_TASK,
     ),
     (program::SCHED_SWITCH_DAEMON, tracepoint::SCHED_SWITCH),
+    (
+        program::SCHED_PROCESS_EXEC_DAEMON,
+        tracepoint::SCHED_PROCESS_EXEC,
+    ),
 ];
 
 /// The daemon's fallback set, for kernels without `CONFIG_SCHED_INFO` (or when forced): the
 /// wakeup programs stamp enqueues themselves and the daemon's switch program takes the stamps.
-pub const DAEMON_FALLBACK_PROGRAMS: [(&str, &str); 4] = [
+pub const DAEMON_FALLBACK_PROGRAMS: [(&str, &str); 5] = [
     (program::SCHED_WAKEUP, tracepoint::SCHED_WAKEUP),
     (program::SCHED_WAKEUP_NEW, tracepoint::SCHED_WAKEUP_NEW),
     (program::SCHED_MIGRATE_TASK, tracepoint::SCHED_MIGRATE_TASK),
     (program::SCHED_SWITCH_DAEMON, tracepoint::SCHED_SWITCH),
+    (
+        program::SCHED_PROCESS_EXEC_DAEMON,
+        tracepoint::SCHED_PROCESS_EXEC,
+    ),
 ];
 
 /// Which program set to run.
@@ -475,13 +483,13 @@ impl Probes {
             .context("setting the event threshold")
     }
     /// A map of the object that must exist (names in `agent_common::names::map`).
-    fn required_map(&self, name: &str) -> Result<&aya::maps::Map> {
+    pub fn required_map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf
             .map(name)
             .with_context(|| format!("map {name} missing from the eBPF object"))
     }
 
-    fn required_map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+    pub fn required_map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
         self.ebpf
             .map_mut(name)
             .with_context(|| format!("map {name} missing from the eBPF object"))
@@ -491,10 +499,6 @@ impl Probes {
     #[must_use]
     pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
         self.ebpf.map(name)
-    }
-
-    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
-        self.ebpf.map_mut(name)
     }
 
     /// (name, raw fd) of every loaded program, for /proc/self/fdinfo statistics.

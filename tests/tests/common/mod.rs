@@ -185,13 +185,14 @@ pub fn read_json_line(reader: &mut impl std::io::BufRead) -> Value {
 /// Program and link ids of schedlat's programs currently in the kernel (bpftool view).
 pub fn schedlat_bpf_objects() -> (HashSet<u64>, HashSet<u64>) {
     // bpftool shows the full names from the programs' BTF (the kernel keeps 15 characters).
-    const NAMES: [&str; 6] = [
+    const NAMES: [&str; 7] = [
         "sched_wakeup",
         "sched_wakeup_new",
         "sched_migrate_task",
         "sched_switch",
         "sched_switch_daemon",
         "sched_migrate_task_daemon",
+        "sched_process_exec_daemon",
     ];
     let progs = Command::new("bpftool")
         .args(["-j", "prog", "show"])
