@@ -28,8 +28,8 @@ pub fn pin_to_cpu(cpu: usize) {
 /// Kernel's total run-queue wait of a thread (schedstat field 2, ns).
 #[must_use]
 pub fn run_delay_ns(pid: u32, tid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
+    let path = format!("/proc/{pid}/task/{tid}/schedstat");
+    Some(schedlat_test_support::Schedstat::read(std::path::Path::new(&path))?.run_delay_ns)
 }
 
 /// Scheduler state letter of a thread (R, S, D, ...).

@@ -25,7 +25,7 @@ use std::{
 
 mod common;
 use common::Agent;
-use schedlat_test_support::{cgroup2_mount, sum};
+use schedlat_test_support::{Schedstat, cgroup2_mount, sum};
 
 const BUSY_SERVICES: usize = 200;
 const CHURN_PROCESSES: u64 = 20_000;
@@ -73,12 +73,7 @@ fn start_time(stat: &Path) -> Option<u64> {
 }
 
 fn pcount(schedstat: &Path) -> Option<u64> {
-    std::fs::read_to_string(schedstat)
-        .ok()?
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+    Some(Schedstat::read(schedstat)?.pcount)
 }
 
 /// Waits for `child` to exit without reaping it, reads its final pcount (a zombie keeps its

@@ -79,11 +79,26 @@ impl KernelReader {
     /// Reads every map once: deltas of the processes' and CPUs' counts since the last read;
     /// frees the entries of processes that exited.
     pub fn read(&mut self, probes: &mut Probes) -> Result<KernelWindow> {
-        let mut procs = Vec::new();
-        let mut kernel_comms = Vec::new();
         for tgid in std::mem::take(&mut self.freed_last) {
             self.cgroup_of.remove(&tgid);
         }
+        let kernel_comms = self.read_records(probes)?;
+        let (mut procs, seen) = self.read_processes(probes)?;
+        procs.extend(self.read_overflow(probes)?);
+        let freed = self.free_exited(probes, &seen)?;
+        let cpus = self.read_cpus(probes)?;
+        Ok(KernelWindow {
+            procs,
+            cpus,
+            kernel_comms,
+            freed,
+        })
+    }
+
+    /// `PROC_INFO`: each process's cgroup and name as recorded at its first wait (renamed at
+    /// exec).
+    fn read_records(&mut self, probes: &Probes) -> Result<Vec<(u32, String)>> {
+        let mut kernel_comms = Vec::new();
         let info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.required_map(map::PROC_INFO)?)?;
         for item in &info {
@@ -91,13 +106,20 @@ impl KernelReader {
             self.cgroup_of.insert(tgid, info.cgroup_id);
             kernel_comms.push((tgid, comm_str(&info.comm)));
         }
+        Ok(kernel_comms)
+    }
+
+    /// `PROC_WAITS`: what each process waited since the last read, and which processes have
+    /// an entry.
+    fn read_processes(&mut self, probes: &Probes) -> Result<(Vec<ProcDelta>, HashSet<u32>)> {
+        let mut procs = Vec::new();
         let map: BpfHashMap<_, u32, ProcWaits> =
             BpfHashMap::try_from(probes.required_map(map::PROC_WAITS)?)?;
-        let mut seen_tgids = HashSet::new();
+        let mut seen = HashSet::new();
         let zero = ProcWaits::default();
         for item in &map {
             let (tgid, now) = item.context("reading PROC_WAITS")?;
-            seen_tgids.insert(tgid);
+            seen.insert(tgid);
             let before = self.procs.entry(tgid).or_insert_with(|| Box::new(zero));
             // Where its last wait was counted (processes move between cgroups); the record
             // made when its entry was created, should the entry not have been written since.
@@ -110,46 +132,56 @@ impl KernelReader {
             procs.extend(proc_delta(cgroup_id, tgid, &now, before));
             **before = now;
         }
-        self.entries = seen_tgids.len();
+        self.entries = seen.len();
+        // Entries the kernel no longer has need no snapshot.
+        self.procs.retain(|tgid, _| seen.contains(tgid));
+        Ok((procs, seen))
+    }
+
+    /// The overflow entry: waits of processes that found `PROC_WAITS` full.
+    fn read_overflow(&mut self, probes: &Probes) -> Result<Option<ProcDelta>> {
         let spare: Array<_, ProcWaits> =
             Array::try_from(probes.required_map(map::PROC_WAITS_SPARE)?)?;
         let overflow = spare
             .get(&SPARE_OVERFLOW, 0)
             .context("reading the overflow entry")?;
-        procs.extend(proc_delta(
-            OVERFLOW_CGROUP,
-            OVERFLOW_TGID,
-            &overflow,
-            &self.overflow,
-        ));
+        let delta = proc_delta(OVERFLOW_CGROUP, OVERFLOW_TGID, &overflow, &self.overflow);
         self.overflow = overflow;
+        Ok(delta)
+    }
 
-        let gone: HashSet<u32> = seen_tgids
+    /// Deletes the entries of processes that no longer exist (their last waits were just
+    /// read); returns them.
+    fn free_exited(&mut self, probes: &mut Probes, seen: &HashSet<u32>) -> Result<HashSet<u32>> {
+        let gone: HashSet<u32> = seen
             .iter()
             .copied()
             .filter(|&tgid| !procinfo::process_exists(tgid))
             .collect();
-        // Entries the kernel no longer has (deleted with their process) need no snapshot.
-        self.procs.retain(|tgid, _| seen_tgids.contains(tgid));
-        if !gone.is_empty() {
-            let mut map: BpfHashMap<_, u32, ProcWaits> =
-                BpfHashMap::try_from(probes.required_map_mut(map::PROC_WAITS)?)?;
-            for tgid in &gone {
-                let _ = map.remove(tgid);
-                self.procs.remove(tgid);
-            }
-            let mut info: BpfHashMap<_, u32, ProcInfo> =
-                BpfHashMap::try_from(probes.required_map_mut(map::PROC_INFO)?)?;
-            for tgid in &gone {
-                let _ = info.remove(tgid);
-            }
-            debug!(
-                "freed the kernel entries of {} exited processes",
-                gone.len()
-            );
-            self.freed_last.clone_from(&gone);
+        if gone.is_empty() {
+            return Ok(gone);
         }
+        let mut waits: BpfHashMap<_, u32, ProcWaits> =
+            BpfHashMap::try_from(probes.required_map_mut(map::PROC_WAITS)?)?;
+        for tgid in &gone {
+            let _ = waits.remove(tgid);
+            self.procs.remove(tgid);
+        }
+        let mut info: BpfHashMap<_, u32, ProcInfo> =
+            BpfHashMap::try_from(probes.required_map_mut(map::PROC_INFO)?)?;
+        for tgid in &gone {
+            let _ = info.remove(tgid);
+        }
+        debug!(
+            "freed the kernel entries of {} exited processes",
+            gone.len()
+        );
+        self.freed_last.clone_from(&gone);
+        Ok(gone)
+    }
 
+    /// `CPU_WAITS`: each CPU's waits per fine slot since the last read.
+    fn read_cpus(&mut self, probes: &Probes) -> Result<CpuDeltas> {
         let cpu_map: PerCpuArray<_, WaitBucket> =
             PerCpuArray::try_from(probes.required_map(map::CPU_WAITS)?)?;
         let mut cpus: CpuDeltas = Vec::new();
@@ -174,12 +206,7 @@ impl KernelReader {
                 *prev = (bucket.count, bucket.total_ns);
             }
         }
-        Ok(KernelWindow {
-            procs,
-            cpus,
-            kernel_comms,
-            freed: gone,
-        })
+        Ok(cpus)
     }
 }
 
