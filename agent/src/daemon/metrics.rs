@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::stats::aggregate::{
-    ClassWaits, CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
+    CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
 };
 
 /// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
@@ -22,15 +22,6 @@ pub struct ProgramStats {
     pub name: String,
     pub run_time_ns: u64,
     pub run_count: u64,
-}
-
-/// Label set of the preemptor metrics: the waiting task's cgroup, and the process that ran
-/// instead with its cgroup.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PreemptorKey {
-    pub cgroup: String,
-    pub preemptor_cgroup: String,
-    pub preemptor: String,
 }
 
 /// The agent's own health.
@@ -52,9 +43,6 @@ pub struct SelfStats {
     pub window_seconds: f64,
     /// Unix time at which the last window closed (`None` before the first).
     pub last_window_unix: Option<f64>,
-    /// Long waits (>= event threshold) by (victim cgroup, preemptor cgroup, preemptor process):
-    /// (waits, wait ns).
-    pub preemptors: std::collections::BTreeMap<PreemptorKey, ClassWaits>,
     /// Incident capture counters (all zero when incidents are off).
     pub incidents: crate::incident::capture::IncidentStats,
     /// Why incidents are off (`INCIDENTS_OFF_*` or a `DirReason` name); `None` when they are on.
@@ -161,7 +149,7 @@ pub fn families(exported: &Exported, stats: &SelfStats) -> Vec<MetricFamily> {
     window_families(exported, stats, &mut out);
     attribution_families(exported, &mut out);
     kernel_families(exported, stats, &mut out);
-    preemptors_families(stats, &mut out);
+    preemptors_families(exported, &mut out);
     incidents_families(stats, &mut out);
     agent_families(stats, &mut out);
     out
@@ -450,11 +438,11 @@ fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
 }
 
 /// Long waits by the process that ran instead (bounded label sets).
-fn preemptors_families(stats: &SelfStats, out: &mut Vec<MetricFamily>) {
+fn preemptors_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     use MetricType::COUNTER;
     let mut waits = Vec::new();
     let mut seconds = Vec::new();
-    for (key, w) in &stats.preemptors {
+    for (key, w) in exported.preemptors.iter() {
         let labels = [
             ("cgroup", key.cgroup.as_str()),
             ("preemptor_cgroup", key.preemptor_cgroup.as_str()),
@@ -679,7 +667,7 @@ mod tests {
 
     use super::*;
     use crate::stats::aggregate::{
-        Aggregator, AggregatorConfig, Names, ProcDelta, SlotDelta, WindowInput,
+        Aggregator, AggregatorConfig, ClassWaits, Names, ProcDelta, SlotDelta, WindowInput,
     };
 
     struct N;

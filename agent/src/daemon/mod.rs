@@ -28,7 +28,7 @@ use log::{debug, info, warn};
 use crate::{
     daemon::config::{Config, Overrides},
     daemon::http::Response,
-    daemon::metrics::{PreemptorKey, ProgramStats, SelfStats},
+    daemon::metrics::{ProgramStats, SelfStats},
     host::cgroups::CgroupResolver,
     host::procinfo,
     incident::capture::Capture,
@@ -38,8 +38,9 @@ use crate::{
     kernel::loader::{Mode, ProbeConfig, Probes},
     kernel::privileges,
     stats::aggregate::{
-        Aggregator, AggregatorConfig, EventWait, Exported, Names, OTHER, WindowInput, WindowSummary,
+        Aggregator, AggregatorConfig, EventWait, Exported, Names, WindowInput, WindowSummary,
     },
+    stats::preemptors::{PreemptorKey, PreemptorTable},
 };
 
 /// How often the ring buffer is drained (the kernel wakes the reader only on a backlog).
@@ -266,7 +267,12 @@ impl Daemon {
                 probes: &self.probes,
                 config: &self.config,
             };
-            account_preemptor(&e, &mut self.stats, &mut self.names, &lookup);
+            account_preemptor(
+                &e,
+                &mut self.aggregator.exported.preemptors,
+                &mut self.names,
+                &lookup,
+            );
             if self.event_waits.len() < MAX_EVENTS_PER_WINDOW {
                 self.event_waits.push(EventWait {
                     tgid: e.tgid,
@@ -623,9 +629,13 @@ impl Lookup<'_> {
     }
 }
 
-/// Counts a long wait under its preemptor (bounded: see `schedlat_preemptor_waits_total`).
-fn account_preemptor(e: &WaitEvent, stats: &mut SelfStats, names: &mut ProcNames, lookup: &Lookup) {
-    const MAX_SETS: usize = 1000;
+/// Counts a long wait under its preemptor, labelled (bounded: `stats::preemptors`).
+fn account_preemptor(
+    e: &WaitEvent,
+    table: &mut PreemptorTable,
+    names: &mut ProcNames,
+    lookup: &Lookup,
+) {
     let victim_cgroup = lookup
         .cgroup(names, e.tgid)
         .unwrap_or_else(|| UNKNOWN.to_owned());
@@ -647,18 +657,14 @@ fn account_preemptor(e: &WaitEvent, stats: &mut SelfStats, names: &mut ProcNames
             .unwrap_or_else(|| comm_str(&e.preemptor_comm));
         (cgroup, name)
     };
-    let mut key = PreemptorKey {
-        cgroup: victim_cgroup,
-        preemptor_cgroup,
-        preemptor,
-    };
-    if !stats.preemptors.contains_key(&key) && stats.preemptors.len() >= MAX_SETS {
-        OTHER.clone_into(&mut key.preemptor_cgroup);
-        OTHER.clone_into(&mut key.preemptor);
-    }
-    let entry = stats.preemptors.entry(key).or_default();
-    entry.waits += 1;
-    entry.wait_ns += e.wait_ns;
+    table.add(
+        PreemptorKey {
+            cgroup: victim_cgroup,
+            preemptor_cgroup,
+            preemptor,
+        },
+        e.wait_ns,
+    );
 }
 
 /// The label the metrics use for a cgroup id.

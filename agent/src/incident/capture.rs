@@ -22,7 +22,7 @@ use crate::{
         Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
     },
     kernel::events::{comm_str, decode_as, human_ns},
-    profile::flamegraph::process_label,
+    profile::recorder::process_label,
     profile::recorder::{FlightRecorder, Sample, flamegraph_svg, fold},
     profile::symbolize::{KernelSymbols, UserSymbolizer},
     stats::aggregate::{Exported, Quantiles},

@@ -16,7 +16,7 @@ use crate::{
     host::procinfo,
     kernel::events::decode_as,
     kernel::loader::{Mode, ProbeConfig, Probes},
-    profile::recorder::{Sample, flamegraph_svg, fold},
+    profile::recorder::{Sample, flamegraph_svg, fold, process_label},
     profile::symbolize::{KernelSymbols, UserSymbolizer},
 };
 
@@ -27,13 +27,6 @@ pub struct FlamegraphOptions {
     pub output: PathBuf,
     pub folded: Option<PathBuf>,
     pub hz: u64,
-}
-
-/// Name of a process for the root frame: its current name, else the sampled thread's.
-#[must_use]
-pub fn process_label(tgid: u32, comm: &str) -> String {
-    let name = procinfo::process_comm(tgid).unwrap_or_else(|| comm.to_owned());
-    format!("{name} [{tgid}]")
 }
 
 pub fn run(options: &FlamegraphOptions, stop: &AtomicBool) -> Result<()> {

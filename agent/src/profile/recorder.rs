@@ -135,6 +135,14 @@ impl FlightRecorder {
     }
 }
 
+/// Name of a process for a flame graph's root frame: its current name, else the sampled
+/// thread's, with its pid.
+#[must_use]
+pub fn process_label(tgid: u32, comm: &str) -> String {
+    let name = crate::host::procinfo::process_comm(tgid).unwrap_or_else(|| comm.to_owned());
+    format!("{name} [{tgid}]")
+}
+
 /// Folds samples into `stack count` lines, sorted. `process_name` names the root frame.
 pub fn fold<'a>(
     samples: impl Iterator<Item = &'a Sample>,

@@ -328,6 +328,8 @@ pub struct Exported {
     pub cgroup_paths: BTreeMap<String, String>,
     pub window: WindowGauges,
     pub windows: u64,
+    /// Long waits by preemptor (cumulative, bounded).
+    pub preemptors: super::preemptors::PreemptorTable,
     /// Every wait the kernel counted per process since the start (all processes, before any
     /// folding or filtering, the overflow entry included).
     pub process_waits: u64,
