@@ -351,3 +351,72 @@ fn a_busy_node_with_process_churn_loses_no_wait_and_stays_bounded() {
     );
     assert!(agent.stop(libc::SIGTERM).success());
 }
+
+/// With the smallest kernel map (1024 processes) and more processes than that waiting in one
+/// window, the waits of the processes that found the map full are folded into the node-wide
+/// overflow entry: counted (and the fold counted), never dropped.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn a_full_kernel_map_folds_waits_instead_of_dropping_them() {
+    const PROCESSES: usize = 2_000;
+    let dir = std::env::temp_dir().join(format!("schedlat-fold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("schedlat.toml");
+    // A long window: every process of the burst keeps its entry until the window closes.
+    std::fs::write(&config, "kernel_map_entries = 1024\nwindow = \"10s\"\n").unwrap();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    let started = Instant::now();
+    for _ in 0..PROCESSES {
+        let status = Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .status()
+            .expect("run /bin/true");
+        assert!(status.success());
+    }
+    let spawned_in = started.elapsed();
+    assert!(
+        spawned_in < Duration::from_secs(8),
+        "{PROCESSES} processes took {spawned_in:?}: they no longer fit in one window"
+    );
+    let end = after_window_closes(&agent);
+    let folded = end.folded;
+    eprintln!(
+        "{PROCESSES} processes in {spawned_in:?} with kernel_map_entries 1024: {folded} waits \
+         folded into the overflow entry; {} waits counted in all, {} per process; at most {} \
+         entries; hist_map_full {}",
+        end.events_total, end.process_waits, end.map_entries, end.hist_map_full
+    );
+    assert!(
+        folded > 0.0,
+        "{PROCESSES} processes waited in one window with room for 1024: some must fold"
+    );
+    assert!(
+        end.hist_map_full == 0.0,
+        "waits dropped: {}",
+        end.hist_map_full
+    );
+    let off = (end.process_waits - end.events_total).abs() / end.events_total;
+    assert!(
+        off < 0.01,
+        "per-process total {} vs all waits {}: {:.3} % apart; folded waits must stay counted",
+        end.process_waits,
+        end.events_total,
+        off * 100.0
+    );
+    assert!(agent.stop(libc::SIGTERM).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits up to 20 s for a window to close (the 10 s window of the fold test), then scrapes.
+fn after_window_closes(agent: &Agent) -> Scrape {
+    let before = scrape(agent).windows_closed_at;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = scrape(agent);
+        if now.windows_closed_at > before {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "no window closed within 20 s");
+    }
+}
