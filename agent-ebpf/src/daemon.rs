@@ -23,10 +23,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use agent_common::{
-    Counter, DAEMON_CFG_MIN_EVENT_NS, FLAG_MIGRATED, FLAG_PREEMPTED, FLAG_PREEMPTOR_KTHREAD,
-    FLAG_WAKER_UNKNOWN, PER_CPU_SLOT, PF_KTHREAD, PROC_CLASS_SLOTS, PROC_HIST_SLOTS,
-    PreemptorClass, ProcInfo, ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, WaitEvent,
-    hist_slot, proc_hist_slot,
+    Counter, DAEMON_CFG_MIN_EVENT_NS, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN,
+    PER_CPU_SLOT, PF_KTHREAD, PROC_CLASS_SLOTS, PROC_HIST_SLOTS, PreemptorClass, ProcInfo,
+    ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, WaitEvent, hist_slot, proc_hist_slot,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
@@ -40,10 +39,10 @@ use aya_ebpf::{
 
 use crate::{
     config::{SETTINGS, TASK_OFFSETS, cfg},
-    helpers::{count, enqueue, field, read_field, record_of, submit_flags},
+    helpers::{count, field, read_field, stamp_if_preempted, submit_flags, take_record},
     maps::{
         CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
-        PROC_INFO, PROC_WAITS, PROC_WAITS_SPARE, TID_ENQUEUE,
+        PROC_INFO, PROC_WAITS, PROC_WAITS_SPARE,
     },
 };
 
@@ -124,46 +123,14 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Own-stamps mode: a task switched out while runnable (preempted) starts waiting now, as in
-/// the trace program's `sched_switch`.
-#[inline(always)]
-fn stamp_if_preempted(
-    ctx: &BtfTracePointContext,
-    prev: *mut task_struct,
-    current: u64,
-) -> Result<(), ()> {
-    let preempt: u64 = ctx.arg(0);
-    let prev_state: u32 = if cfg(&SETTINGS.switch_has_prev_state) != 0 {
-        ctx.arg::<u64>(3) as u32
-    } else {
-        read_field(prev, cfg(&TASK_OFFSETS.state))?
-    };
-    if prev_state == 0 || preempt & 0xff != 0 {
-        enqueue(
-            prev,
-            current as u32,
-            (current >> 32) as u32,
-            0,
-            FLAG_PREEMPTED,
-        );
-    }
-    Ok(())
-}
-
 /// Own-stamps mode: the enqueue time (`bpf_ktime_get_ns`) of `next` and whether it migrated
-/// while waiting, taken from its record (which is cleared); (0, false) when it has none.
+/// while waiting, from the record the wakeup programs (or `stamp_if_preempted`) wrote; (0,
+/// false) when it was not waiting.
 #[inline(always)]
 fn take_own_stamp(next: *mut task_struct) -> (u64, bool) {
-    let Some(record) = record_of(next) else {
-        return (0, false);
-    };
-    let queued = *record;
-    record.enqueue_ts = 0;
-    if queued.enqueue_ts != 0 && cfg(&SETTINGS.use_task_storage) == 0 {
-        // Free the slot: a bounded hash must not fill up with threads that exited.
-        let _ = TID_ENQUEUE.remove(queued.tid);
-    }
-    (queued.enqueue_ts, queued.flags & FLAG_MIGRATED != 0)
+    take_record(next).map_or((0, false), |queued| {
+        (queued.enqueue_ts, queued.flags & FLAG_MIGRATED != 0)
+    })
 }
 
 /// Whether `next` was moved to this CPU while it waited (and clears the mark). The list is

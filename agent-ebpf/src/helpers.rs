@@ -1,13 +1,14 @@
 //! Helpers shared by the program families: counters, `task_struct` reads, the task filter,
 //! enqueue records and ring-buffer submission.
 
-use agent_common::{Counter, EnqueueRecord, TASK_COMM_LEN};
+use agent_common::{Counter, EnqueueRecord, FLAG_PREEMPTED, TASK_COMM_LEN};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         generated::bpf_ringbuf_query,
     },
+    programs::BtfTracePointContext,
 };
 
 use crate::{
@@ -135,4 +136,50 @@ pub fn submit_flags() -> u64 {
         BPF_RB_NO_WAKEUP
     };
     wakeup.into()
+}
+
+/// At `sched_switch`: `prev` (still `current`, ids `prev_pid_tgid`) starts waiting when it is
+/// switched out while runnable. A preempted task stays on the run queue even if it had begun
+/// to sleep (state set, not yet dequeued), so it waits like a runnable one.
+#[inline(always)]
+pub fn stamp_if_preempted(
+    ctx: &BtfTracePointContext,
+    prev: *mut task_struct,
+    prev_pid_tgid: u64,
+) -> Result<(), ()> {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
+    //          [, unsigned int prev_state  -- since v5.18, commit fa2c3254d7cf])
+    let preempt: u64 = ctx.arg(0);
+    let prev_state: u32 = if cfg(&SETTINGS.switch_has_prev_state) != 0 {
+        ctx.arg::<u64>(3) as u32
+    } else {
+        read_field(prev, cfg(&TASK_OFFSETS.state))?
+    };
+    if prev_state == 0 || preempt & 0xff != 0 {
+        enqueue(
+            prev,
+            prev_pid_tgid as u32,
+            (prev_pid_tgid >> 32) as u32,
+            0,
+            FLAG_PREEMPTED,
+        );
+    }
+    Ok(())
+}
+
+/// At `sched_switch`: the enqueue record of `next`, if it was waiting; the record is cleared
+/// (and its tid-hash slot freed).
+#[inline(always)]
+pub fn take_record(next: *mut task_struct) -> Option<EnqueueRecord> {
+    let record = record_of(next)?;
+    if record.enqueue_ts == 0 {
+        return None;
+    }
+    let queued = *record;
+    record.enqueue_ts = 0;
+    if cfg(&SETTINGS.use_task_storage) == 0 {
+        // Free the slot: a bounded hash must not fill up with threads that exited.
+        let _ = TID_ENQUEUE.remove(queued.tid);
+    }
+    Some(queued)
 }

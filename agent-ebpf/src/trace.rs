@@ -7,8 +7,8 @@
 //! task switched out in favour of it; `sched_migrate_task` while it waits marks it migrated.
 
 use agent_common::{
-    Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, HistKey, TASK_COMM_LEN,
-    TaskStats, WaitEvent, hist_slot,
+    Counter, EnqueueRecord, FLAG_MIGRATED, FLAG_NEW_TASK, HistKey, TASK_COMM_LEN, TaskStats,
+    WaitEvent, hist_slot,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
@@ -20,9 +20,12 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{SETTINGS, TASK_OFFSETS, cfg},
-    helpers::{count, enqueue, read_field, record_of, submit_flags, task_comm, task_ids},
-    maps::{EVENTS, HIST, TASK_STATS, TID_ENQUEUE},
+    config::{SETTINGS, cfg},
+    helpers::{
+        count, enqueue, record_of, stamp_if_preempted, submit_flags, take_record, task_comm,
+        task_ids,
+    },
+    maps::{EVENTS, HIST, TASK_STATS},
 };
 
 #[inline(always)]
@@ -64,42 +67,14 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
-    //          [, unsigned int prev_state  -- since v5.18, commit fa2c3254d7cf])
-    let preempt: u64 = ctx.arg(0);
     let prev: *mut task_struct = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
-    let prev_state: u32 = if cfg(&SETTINGS.switch_has_prev_state) != 0 {
-        ctx.arg::<u64>(3) as u32
-    } else {
-        read_field(prev, cfg(&TASK_OFFSETS.state))?
-    };
     // The tracepoint runs before the context switch, so `current` is still `prev`.
     let prev_pid_tgid = bpf_get_current_pid_tgid();
-    // A preempted task stays on the run queue even if it had begun to sleep (state set, not yet
-    // dequeued), so it waits like a runnable one.
-    if prev_state == 0 || preempt & 0xff != 0 {
-        enqueue(
-            prev,
-            prev_pid_tgid as u32,
-            (prev_pid_tgid >> 32) as u32,
-            0,
-            FLAG_PREEMPTED,
-        );
-    }
-
-    let Some(record) = record_of(next) else {
+    stamp_if_preempted(ctx, prev, prev_pid_tgid)?;
+    let Some(queued) = take_record(next) else {
         return Ok(());
     };
-    if record.enqueue_ts == 0 {
-        return Ok(());
-    }
-    let queued = *record;
-    record.enqueue_ts = 0;
-    if cfg(&SETTINGS.use_task_storage) == 0 {
-        // Free the slot: a bounded hash must not fill up with threads that exited.
-        let _ = TID_ENQUEUE.remove(queued.tid);
-    }
 
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };

@@ -132,17 +132,21 @@ fn scrape(agent: &Agent) -> Scrape {
     }
 }
 
-/// Waits until the agent closes its next window, then returns the scrape right after it.
-fn after_next_window(agent: &Agent) -> Scrape {
+/// Waits until the agent closes its next window (at most `timeout`), then returns the scrape
+/// right after it.
+fn after_next_window(agent: &Agent, timeout: Duration) -> Scrape {
     let before = scrape(agent).windows_closed_at;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + timeout;
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let now = scrape(agent);
         if now.windows_closed_at > before {
             return now;
         }
-        assert!(Instant::now() < deadline, "no window closed within 15 s");
+        assert!(
+            Instant::now() < deadline,
+            "no window closed within {timeout:?}"
+        );
     }
 }
 
@@ -255,7 +259,7 @@ fn a_busy_node_with_process_churn_loses_no_wait_and_stays_bounded() {
         .collect();
 
     // Quiet start: snapshot the kernel's counts right after a window closed.
-    let start = after_next_window(&agent);
+    let start = after_next_window(&agent, Duration::from_secs(15));
     let pcount_start = all_pcounts();
     let started = Instant::now();
     let busy_bin = env!("CARGO_BIN_EXE_schedlat-busy");
@@ -292,8 +296,8 @@ fn a_busy_node_with_process_churn_loses_no_wait_and_stays_bounded() {
     let busy_pcounts: u64 = busy.drain(..).map(final_pcount).sum();
     let churned = churned.load(Ordering::Relaxed);
     // Two windows: every wait of the run is accounted at its task's next switch-out and read.
-    after_next_window(&agent);
-    let end = after_next_window(&agent);
+    after_next_window(&agent, Duration::from_secs(15));
+    let end = after_next_window(&agent, Duration::from_secs(15));
     let pcount_end = all_pcounts();
     release.wait();
     for spawner in spawners {
@@ -378,7 +382,7 @@ fn a_full_kernel_map_folds_waits_instead_of_dropping_them() {
         spawned_in < Duration::from_secs(8),
         "{PROCESSES} processes took {spawned_in:?}: they no longer fit in one window"
     );
-    let end = after_window_closes(&agent);
+    let end = after_next_window(&agent, Duration::from_secs(20));
     let folded = end.folded;
     eprintln!(
         "{PROCESSES} processes in {spawned_in:?} with kernel_map_entries 1024: {folded} waits \
@@ -405,18 +409,4 @@ fn a_full_kernel_map_folds_waits_instead_of_dropping_them() {
     );
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Waits up to 20 s for a window to close (the 10 s window of the fold test), then scrapes.
-fn after_window_closes(agent: &Agent) -> Scrape {
-    let before = scrape(agent).windows_closed_at;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = scrape(agent);
-        if now.windows_closed_at > before {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "no window closed within 20 s");
-    }
 }
