@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::stats::aggregate::{
-    CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds,
+    CumulativeHistogram, EXPORT_BUCKETS, Exported, Quantiles, export_bucket_le_seconds, seconds,
 };
 
 /// Run time of one BPF program as the kernel reports it (with `kernel.bpf_stats_enabled`).
@@ -109,7 +109,7 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
         .collect();
     let mut hist = Histogram::default();
     hist.set_sample_count(h.count);
-    hist.set_sample_sum(h.sum_ns as f64 * 1e-9);
+    hist.set_sample_sum(seconds(h.sum_ns));
     hist.set_bucket(buckets);
     let mut m = Metric::default();
     m.set_histogram(hist);
@@ -127,13 +127,13 @@ fn summary(pairs: &[(&str, &str)], values: &Quantiles, count: u64, sum_ns: u64) 
         .map(|&(q, v)| {
             let mut quantile = Quantile::default();
             quantile.set_quantile(q);
-            quantile.set_value(v);
+            quantile.set_value(seconds(v));
             quantile
         })
         .collect();
     let mut sm = Summary::default();
     sm.set_sample_count(count);
-    sm.set_sample_sum(sum_ns as f64 * 1e-9);
+    sm.set_sample_sum(seconds(sum_ns));
     sm.set_quantile(quantiles);
     let mut m = Metric::default();
     m.set_summary(sm);
@@ -296,7 +296,7 @@ fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
         ));
         wait_seconds.push(counter(
             &[("cgroup", cg), ("class", class.name())],
-            c.wait_ns as f64 * 1e-9,
+            seconds(c.wait_ns),
         ));
     }
     out.push(family(
@@ -415,7 +415,7 @@ fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             COUNTER,
             programs
                 .iter()
-                .map(|p| counter(&[("program", &p.name)], p.run_time_ns as f64 * 1e-9))
+                .map(|p| counter(&[("program", &p.name)], seconds(p.run_time_ns)))
                 .collect(),
         ));
         out.push(family(
@@ -441,7 +441,7 @@ fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
 fn preemptors_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     use MetricType::COUNTER;
     let mut waits = Vec::new();
-    let mut seconds = Vec::new();
+    let mut wait_seconds = Vec::new();
     for (key, w) in exported.preemptors.iter() {
         let labels = [
             ("cgroup", key.cgroup.as_str()),
@@ -449,7 +449,7 @@ fn preemptors_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
             ("preemptor", key.preemptor.as_str()),
         ];
         waits.push(counter(&labels, w.waits as f64));
-        seconds.push(counter(&labels, w.wait_ns as f64 * 1e-9));
+        wait_seconds.push(counter(&labels, seconds(w.wait_ns)));
     }
     out.push(family(
         "schedlat_preemptor_waits_total",
@@ -463,7 +463,7 @@ fn preemptors_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
         "schedlat_preemptor_wait_seconds_total",
         "Total wait of the waits in schedlat_preemptor_waits_total.",
         COUNTER,
-        seconds,
+        wait_seconds,
     ));
 }
 
@@ -777,11 +777,19 @@ mod tests {
                         c
                     },
                 }],
-                cpus: vec![vec![SlotDelta {
-                    slot: hist_slot(3_000_000),
-                    waits: 4,
-                    wait_ns: 12_000_000,
-                }]],
+                cpus: vec![vec![
+                    SlotDelta {
+                        slot: hist_slot(3_000_000),
+                        waits: 4,
+                        wait_ns: 12_000_000,
+                    },
+                    // 28927 ns: as a product with 1e-9 it printed 0.000028927000000000003.
+                    SlotDelta {
+                        slot: hist_slot(28_927),
+                        waits: 1,
+                        wait_ns: 28_927,
+                    },
+                ]],
                 event_waits: vec![],
                 duration_ns: 5_000_000_000,
             },
@@ -800,11 +808,16 @@ mod tests {
             "schedlat_runqueue_latency_seconds_count{cgroup=\"app.service\",process=\"app42\"} 4",
             "schedlat_preemptions_total{cgroup=\"app.service\",class=\"same_cgroup\"} 4",
             "schedlat_cpu_runqueue_length{cpu=\"0\"} 0.0024",
+            "schedlat_cpu_runqueue_latency_seconds_sum{cpu=\"0\"} 0.012028927",
             "schedlat_events_lost_total{reason=\"ringbuf_full\"} 0",
             "schedlat_build_info{",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+        assert!(
+            !text.contains("0000000000"),
+            "float noise in the exposition:\n{text}"
+        );
         assert!(
             !text.contains("# TYPE schedlat_bpf_program_run_seconds_total"),
             "run time must not be made up when the kernel does not account it"

@@ -200,7 +200,7 @@ impl Capture {
             .window
             .cgroups
             .iter()
-            .map(|(cg, q)| (cg.clone(), (q.p99 * 1e9) as u64))
+            .map(|(cg, q)| (cg.clone(), q.p99))
             .filter(|(_, p99)| *p99 >= threshold_ns)
             .collect();
         for (cgroup, p99) in crossed {
@@ -213,7 +213,7 @@ impl Capture {
                 .series
                 .iter()
                 .filter(|(key, _)| key.cgroup == cgroup)
-                .max_by(|a, b| a.1.p99.total_cmp(&b.1.p99))
+                .max_by(|a, b| a.1.p99.cmp(&b.1.p99))
                 .map(|(key, _)| key.process.clone())
                 .unwrap_or_default();
             let victim = TaskRef {
@@ -432,7 +432,7 @@ impl Capture {
 
 /// The last window's figures for the victim's cgroup and the node, in ns.
 fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
-    let q = |v: &Quantiles| json!({"p50_ns": (v.p50 * 1e9) as u64, "p99_ns": (v.p99 * 1e9) as u64, "max_ns": (v.max * 1e9) as u64});
+    let q = |v: &Quantiles| json!({"p50_ns": v.p50, "p99_ns": v.p99, "max_ns": v.max});
     json!({
         "node": exported.window.node.as_ref().map(q),
         "cgroup": cgroup.and_then(|cg| exported.window.cgroups.get(cg)).map(q),

@@ -34,21 +34,29 @@ pub const OTHER: &str = "other";
 /// cgroup id that goes with `OVERFLOW_TGID` (no real cgroup has it).
 pub const OVERFLOW_CGROUP: u64 = u64::MAX;
 
-/// A window's quantiles of one histogram, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// The one conversion of a time in ns to the seconds Prometheus wants. A division (1e9 is
+/// exact in binary, 1e-9 is not), so a value prints as its decimal: 28927 ns is 0.000028927,
+/// not 0.000028927000000000003.
+#[must_use]
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// A window's quantiles of one histogram, in ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Quantiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
     /// The maximum: exact when a long-wait event told it, else its slot's upper bound.
-    pub max: f64,
+    pub max: u64,
 }
 
 impl Quantiles {
-    /// (quantile, value) pairs as a Prometheus summary lists them; 1 is the maximum.
+    /// (quantile, value in ns) pairs as a Prometheus summary lists them; 1 is the maximum.
     #[must_use]
-    pub fn pairs(&self) -> [(f64, f64); 5] {
+    pub fn pairs(&self) -> [(f64, u64); 5] {
         [
             (0.5, self.p50),
             (0.9, self.p90),
@@ -63,7 +71,7 @@ impl Quantiles {
 /// counts waits shorter than 2^(`EXPORT_MIN_EXP` + i) ns.
 #[must_use]
 pub fn export_bucket_le_seconds(i: usize) -> f64 {
-    (1u64 << (EXPORT_MIN_EXP + i as u32)) as f64 * 1e-9
+    seconds(1u64 << (EXPORT_MIN_EXP + i as u32))
 }
 
 /// Index of the first exported bucket whose bound is above every value of a kernel slot
@@ -189,16 +197,15 @@ impl WindowHistogram {
         slot_quantile(self.slots(), self.count, q)
     }
 
-    /// All of `QUANTILES`, in seconds.
+    /// The window's quantiles (ns).
     #[must_use]
-    pub fn quantiles_seconds(&self) -> Option<Quantiles> {
-        let seconds = |q: f64| self.quantile(q).map(|ns| ns as f64 * 1e-9);
+    pub fn quantiles(&self) -> Option<Quantiles> {
         Some(Quantiles {
-            p50: seconds(0.5)?,
-            p90: seconds(0.9)?,
-            p99: seconds(0.99)?,
-            p999: seconds(0.999)?,
-            max: seconds(1.0)?,
+            p50: self.quantile(0.5)?,
+            p90: self.quantile(0.9)?,
+            p99: self.quantile(0.99)?,
+            p999: self.quantile(0.999)?,
+            max: self.quantile(1.0)?,
         })
     }
 }
@@ -546,16 +553,16 @@ impl Aggregator {
             }
         }
         for (k, h) in &series_hist {
-            if let Some(q) = h.quantiles_seconds() {
+            if let Some(q) = h.quantiles() {
                 window.series.insert(k.clone(), q);
             }
         }
         for (k, h) in &cgroup_hist {
-            if let Some(q) = h.quantiles_seconds() {
+            if let Some(q) = h.quantiles() {
                 window.cgroups.insert(k.clone(), q);
             }
         }
-        window.node = node.quantiles_seconds();
+        window.node = node.quantiles();
         (node, worst)
     }
 
@@ -574,7 +581,7 @@ impl Aggregator {
                     h.note_exact(Some(e.wait_ns));
                 }
             }
-            if let Some(q) = h.quantiles_seconds() {
+            if let Some(q) = h.quantiles() {
                 window.cpus.insert(cpu, q);
             }
             if input.duration_ns > 0 {
@@ -1001,7 +1008,7 @@ mod tests {
         assert_eq!(s.hist.sum_ns, 20_000_000);
         assert_eq!(agg.exported.cpus[&0].count, 20);
         let q = agg.exported.window.series[&SeriesKey::new("cg5.service", "p100")];
-        assert!((q.max - 1_000_123e-9).abs() < 1e-12, "exact max: {}", q.max);
+        assert_eq!(q.max, 1_000_123, "exact max");
         let classes =
             agg.exported.classes[&("cg5.service".to_owned(), PreemptorClass::OtherCgroup)];
         assert_eq!(
