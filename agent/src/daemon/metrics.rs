@@ -117,7 +117,7 @@ fn histogram(pairs: &[(&str, &str)], h: &CumulativeHistogram) -> Metric {
     m
 }
 
-/// A summary: this window's quantiles (`quantile="1"` is the maximum) with the cumulative
+/// A summary: this window's quantiles (the maximum is a gauge of its own) with the cumulative
 /// count and sum, the way Prometheus client summaries pair sliding-window quantiles with
 /// cumulative totals.
 fn summary(pairs: &[(&str, &str)], values: &Quantiles, count: u64, sum_ns: u64) -> Metric {
@@ -139,6 +139,36 @@ fn summary(pairs: &[(&str, &str)], values: &Quantiles, count: u64, sum_ns: u64) 
     m.set_summary(sm);
     m.set_label(labels(pairs));
     m
+}
+
+/// The last window's summary (p50/p90/p99/p99.9, cumulative count and sum) and maximum of one
+/// subject: `schedlat_<subject>_window_latency_seconds` and
+/// `schedlat_<subject>_window_max_latency_seconds`.
+fn window_pair(
+    out: &mut Vec<MetricFamily>,
+    subject: &str,
+    what: &str,
+    summaries: Vec<Metric>,
+    maxima: Vec<Metric>,
+) {
+    out.push(family(
+        &format!("schedlat_{subject}_window_latency_seconds"),
+        &format!(
+            "Run-queue latency quantiles over the last window {what}; count and sum are \
+             cumulative."
+        ),
+        MetricType::SUMMARY,
+        summaries,
+    ));
+    out.push(family(
+        &format!("schedlat_{subject}_window_max_latency_seconds"),
+        &format!(
+            "Longest run-queue wait in the last window {what} (exact when it was at least \
+             event_threshold, else the upper bound of its histogram slot)."
+        ),
+        MetricType::GAUGE,
+        maxima,
+    ));
 }
 
 /// Every schedlat metric family, grouped by subject.
@@ -186,7 +216,7 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
 
 /// The last window: quantiles per process, cgroup, CPU and node, run-queue lengths.
 fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
-    use MetricType::{GAUGE, SUMMARY};
+    use MetricType::GAUGE;
     let w = &exported.window;
     let mut cgroup_totals: std::collections::BTreeMap<&str, (u64, u64)> =
         std::collections::BTreeMap::new();
@@ -195,71 +225,65 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
         t.0 += series.hist.count;
         t.1 += series.hist.sum_ns;
     }
-    let m = w
+    let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .series
         .iter()
         .filter_map(|(key, q)| {
             let s = exported.series.get(key)?;
-            Some(summary(
-                &[("cgroup", &key.cgroup), ("process", &key.process)],
-                q,
-                s.hist.count,
-                s.hist.sum_ns,
+            let labels = [
+                ("cgroup", key.cgroup.as_str()),
+                ("process", key.process.as_str()),
+            ];
+            Some((
+                summary(&labels, q, s.hist.count, s.hist.sum_ns),
+                gauge(&labels, seconds(q.max)),
             ))
         })
-        .collect();
-    out.push(family(
-        "schedlat_process_window_latency_seconds",
-        "Run-queue latency quantiles over the last window per process series (quantile=\"1\" \
-         is the maximum); count and sum are cumulative.",
-        SUMMARY,
+        .unzip();
+    window_pair(
+        out,
+        "process",
+        "per process series (cgroup, process)",
         m,
-    ));
-    let m = w
+        max,
+    );
+    let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cgroups
         .iter()
         .map(|(cg, q)| {
             let (count, sum) = cgroup_totals.get(cg.as_str()).copied().unwrap_or_default();
-            summary(&[("cgroup", cg)], q, count, sum)
+            let labels = [("cgroup", cg.as_str())];
+            (
+                summary(&labels, q, count, sum),
+                gauge(&labels, seconds(q.max)),
+            )
         })
-        .collect();
-    out.push(family(
-        "schedlat_cgroup_window_latency_seconds",
-        "Run-queue latency quantiles over the last window per cgroup; count and sum are \
-         cumulative.",
-        SUMMARY,
-        m,
-    ));
-    let m = w
+        .unzip();
+    window_pair(out, "cgroup", "per cgroup", m, max);
+    let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cpus
         .iter()
         .map(|(cpu, q)| {
             let h = exported.cpus.get(cpu).cloned().unwrap_or_default();
-            summary(&[("cpu", &cpu.to_string())], q, h.count, h.sum_ns)
+            let cpu = cpu.to_string();
+            let labels = [("cpu", cpu.as_str())];
+            (
+                summary(&labels, q, h.count, h.sum_ns),
+                gauge(&labels, seconds(q.max)),
+            )
         })
-        .collect();
-    out.push(family(
-        "schedlat_cpu_window_latency_seconds",
-        "Run-queue latency quantiles over the last window per CPU; count and sum are \
-         cumulative.",
-        SUMMARY,
-        m,
-    ));
-    let mut m = Vec::new();
+        .unzip();
+    window_pair(out, "cpu", "per CPU", m, max);
+    let (mut m, mut max) = (Vec::new(), Vec::new());
     if let Some(q) = &w.node {
         let (count, sum) = exported
             .cpus
             .values()
             .fold((0, 0), |(c, s), h| (c + h.count, s + h.sum_ns));
         m.push(summary(&[], q, count, sum));
+        max.push(gauge(&[], seconds(q.max)));
     }
-    out.push(family(
-        "schedlat_node_window_latency_seconds",
-        "Run-queue latency quantiles over the last window for the whole node; count and sum \
-         are cumulative.",
-        SUMMARY,
-        m,
-    ));
+    window_pair(out, "node", "for the whole node", m, max);
     out.push(family(
         "schedlat_cpu_runqueue_length",
         "Mean number of tasks waiting on the CPU's run queue over the last window (Little's \
@@ -809,11 +833,18 @@ mod tests {
             "schedlat_preemptions_total{cgroup=\"app.service\",class=\"same_cgroup\"} 4",
             "schedlat_cpu_runqueue_length{cpu=\"0\"} 0.0024",
             "schedlat_cpu_runqueue_latency_seconds_sum{cpu=\"0\"} 0.012028927",
+            "# TYPE schedlat_node_window_max_latency_seconds gauge",
+            "schedlat_process_window_max_latency_seconds{cgroup=\"app.service\",process=\"app42\"} 0.00",
+            "schedlat_cgroup_window_latency_seconds{cgroup=\"app.service\",quantile=\"0.99\"} 0.00",
             "schedlat_events_lost_total{reason=\"ringbuf_full\"} 0",
             "schedlat_build_info{",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+        assert!(
+            !text.contains("quantile=\"1\""),
+            "the maximum is its own gauge, not a quantile:\n{text}"
+        );
         assert!(
             !text.contains("0000000000"),
             "float noise in the exposition:\n{text}"

@@ -54,15 +54,15 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    /// (quantile, value in ns) pairs as a Prometheus summary lists them; 1 is the maximum.
+    /// (quantile, value in ns) pairs as a Prometheus summary lists them (the maximum is a
+    /// gauge of its own, not `quantile="1"`).
     #[must_use]
-    pub fn pairs(&self) -> [(f64, u64); 5] {
+    pub fn pairs(&self) -> [(f64, u64); 4] {
         [
             (0.5, self.p50),
             (0.9, self.p90),
             (0.99, self.p99),
             (0.999, self.p999),
-            (1.0, self.max),
         ]
     }
 }
