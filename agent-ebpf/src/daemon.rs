@@ -274,7 +274,8 @@ fn record_process(task: *mut task_struct, tgid: u32, cgroup_id: u64) {
     if read.is_err() {
         count(Counter::ReadFailed);
     }
-    // A full map only costs the name and cgroup of an exited process; user space counts it.
+    // A full map only costs the name and cgroup of an exited process (not counted: its waits
+    // are, and /proc names the process while it lives).
     let _ = PROC_INFO.insert(tgid, info, 0);
 }
 

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, daemon, daemon::config, profile::flamegraph, trace};
+use crate::{UsageError, daemon, daemon::config, host, profile::flamegraph, trace};
 
 /// Output format of the commands that print records (`trace`, `incidents`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -240,7 +240,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("schedlat: error: {e:#}");
+            // A program the verifier refused: its deciding lines, not a 20,000-line log.
+            let message = check::short_error(&e);
+            eprintln!("schedlat: error: {}", host::names::escape(&message));
+            if message.len() < format!("{e:#}").len() {
+                eprintln!("schedlat: `schedlat check --verbose` prints the whole verifier log");
+            }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

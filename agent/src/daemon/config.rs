@@ -55,9 +55,9 @@ pub struct Config {
     pub event_threshold: Dur,
     /// Series not updated for this long are dropped (their processes are gone or quiet).
     pub series_ttl: Dur,
-    /// Capacity of the kernel's per-process aggregation map (entries of process, histogram
-    /// slot and preemptor class; preallocated, about 64 + 16 x CPUs bytes each); waits that
-    /// find it full are counted as lost (`reason="hist_map_full"`).
+    /// Capacity of the kernel's per-process aggregation map: processes (1.2 KiB each while it
+    /// has an entry, not per CPU). Waits of processes that find it full are counted node-wide
+    /// in the overflow entry (`schedlat_kernel_map_folded_waits_total`), never dropped.
     pub kernel_map_entries: u32,
     pub labels: LabelConfig,
     pub incidents: IncidentConfig,

@@ -400,8 +400,9 @@ fn kernel_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     out.push(family(
         "schedlat_events_lost_total",
         "What the kernel side could not count or deliver, by reason: ringbuf_full (an event \
-         dropped, its wait still counted), hist_map_full (a wait not counted: raise \
-         kernel_map_entries), negative_delta/absurd_delta (clock anomalies), read_failed.",
+         dropped, its wait still counted), hist_map_full (a wait not counted; only `schedlat \
+         trace` counts it, the daemon folds instead: schedlat_kernel_map_folded_waits_total), \
+         negative_delta/absurd_delta (clock anomalies), read_failed.",
         COUNTER,
         lost.iter()
             .map(|(reason, c)| counter(&[("reason", reason)], k(*c)))

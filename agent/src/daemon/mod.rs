@@ -1,6 +1,6 @@
 //! `schedlat run`: the node daemon.
 //!
-//! The kernel side (agent-ebpf/src/daemon.rs) counts every wait into per-CPU maps; this loop
+//! The kernel side (agent-ebpf/src/daemon.rs) counts every wait into maps; this loop
 //! reads what changed once per window, folds it into bounded Prometheus series
 //! (`aggregate`), serves them over HTTP (`metrics`, `http`), reads the ring buffer of long
 //! waits every 100 ms, and frees the kernel state of processes that exited.
@@ -418,7 +418,7 @@ impl Daemon {
 /// The daemon's program set; without the CPU sampler if it cannot load (incidents then have
 /// no flame graphs, everything else runs).
 fn load_probes(options: &RunOptions, config: &Config, capture: Option<&Capture>) -> Result<Probes> {
-    let probe_config = ProbeConfig {
+    let wanted = ProbeConfig {
         mode: Mode::Daemon,
         min_event_ns: Some(min_event_ns(config)),
         proc_map_entries: config.kernel_map_entries,
@@ -426,22 +426,43 @@ fn load_probes(options: &RunOptions, config: &Config, capture: Option<&Capture>)
         sampler_hz: capture.map(|c| c.config().sample_hz),
         ..ProbeConfig::default()
     };
-    match Probes::load(&probe_config) {
-        Ok(probes) => Ok(probes),
-        Err(e) if probe_config.sampler_hz.is_some() => {
-            warn!(
-                "CPU sampler unavailable ({}); incidents will have no flame graph or run-queue \
-                 snapshot, everything else runs (`schedlat check --verbose` shows the whole \
-                 verifier log)",
-                crate::cli::check::short_error(&e)
-            );
-            Probes::load(&ProbeConfig {
-                sampler_hz: None,
-                ..probe_config
-            })
-        }
-        Err(e) => Err(e),
+    let first = match Probes::load(&wanted) {
+        Ok(probes) => return Ok(probes),
+        Err(e) => e,
+    };
+    // Degrade step by step, keeping what loads: first without the CPU sampler (incidents lose
+    // their flame graphs), then with the wakeup-stamp fallback set instead of the switch-only
+    // one (it needs fewer of the kernel's fields).
+    let without_sampler = ProbeConfig {
+        sampler_hz: None,
+        ..wanted.clone()
+    };
+    if wanted.sampler_hz.is_some()
+        && let Ok(probes) = Probes::load(&without_sampler)
+    {
+        warn!(
+            "CPU sampler unavailable ({}); incidents will have no flame graph or run-queue \
+             snapshot, everything else runs (`schedlat check --verbose` shows the whole \
+             verifier log)",
+            crate::cli::check::short_error(&first)
+        );
+        return Ok(probes);
     }
+    if !wanted.force_own_stamps {
+        let fallback = ProbeConfig {
+            force_own_stamps: true,
+            ..without_sampler
+        };
+        if let Ok(probes) = Probes::load(&fallback) {
+            warn!(
+                "the daemon's switch-only programs did not load ({}); running the wakeup-stamp \
+                 fallback without the CPU sampler",
+                crate::cli::check::short_error(&first)
+            );
+            return Ok(probes);
+        }
+    }
+    Err(first)
 }
 
 /// `/metrics` (the last window's state, the agent's own process metrics and live HTTP
@@ -695,11 +716,11 @@ fn warn_on_loss(
              in the histograms"
         );
     }
-    let map = delta(Counter::HistMapFull);
-    if map > 0 {
+    let folded = delta(Counter::ProcMapFolded);
+    if folded > 0 {
         warn!(
-            "{map} waits not counted: the kernel aggregation map is full ({capacity} entries); \
-             raise kernel_map_entries"
+            "{folded} waits counted node-wide only (cgroup and process \"other\"): the kernel \
+             map is full ({capacity} processes); raise kernel_map_entries"
         );
     }
     let anomalies = delta(Counter::NegativeDelta) + delta(Counter::AbsurdDelta);

@@ -30,6 +30,8 @@ pub struct KernelReader {
     pub cgroup_of: HashMap<u32, u64>,
     /// Processes whose kernel entries the last read freed.
     freed_last: HashSet<u32>,
+    /// Processes found exited at the last read: their entries are freed at the next one.
+    exited: HashSet<u32>,
     cpus: Vec<Vec<(u64, u64)>>,
     /// Processes with an entry at the last read.
     pub entries: usize,
@@ -54,7 +56,10 @@ pub fn proc_delta(
             (n > 0).then_some((slot, u64::from(n)))
         })
         .collect();
-    (!slots.is_empty()).then_some(ProcDelta {
+    // A read can catch an entry between its slot and its class updates: any change counts,
+    // the rest arrives with the next read.
+    let changed = !slots.is_empty() || classes.iter().any(|c| c.waits != 0 || c.wait_ns != 0);
+    changed.then_some(ProcDelta {
         cgroup_id,
         tgid,
         slots,
@@ -150,34 +155,40 @@ impl KernelReader {
         Ok(delta)
     }
 
-    /// Deletes the entries of processes that no longer exist (their last waits were just
-    /// read); returns them.
+    /// Deletes the entries of the processes found exited at the previous read (their final
+    /// counts were read just now: a process can add no wait once it is gone, but it may still
+    /// have added one between the previous read's copy of its entry and that read's check), and
+    /// notes the processes found exited now for the next read. Returns the processes freed.
     fn free_exited(&mut self, probes: &mut Probes, seen: &HashSet<u32>) -> Result<HashSet<u32>> {
-        let gone: HashSet<u32> = seen
-            .iter()
-            .copied()
-            .filter(|&tgid| !procinfo::process_exists(tgid))
-            .collect();
-        if gone.is_empty() {
-            return Ok(gone);
+        let freeing = std::mem::replace(
+            &mut self.exited,
+            seen.iter()
+                .copied()
+                .filter(|&tgid| !procinfo::process_exists(tgid))
+                .collect(),
+        );
+        // Not to be freed twice, nor counted as exited again before then.
+        self.exited.retain(|tgid| !freeing.contains(tgid));
+        if freeing.is_empty() {
+            return Ok(freeing);
         }
         let mut waits: BpfHashMap<_, u32, ProcWaits> =
             BpfHashMap::try_from(probes.required_map_mut(map::PROC_WAITS)?)?;
-        for tgid in &gone {
+        for tgid in &freeing {
             let _ = waits.remove(tgid);
             self.procs.remove(tgid);
         }
         let mut info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.required_map_mut(map::PROC_INFO)?)?;
-        for tgid in &gone {
+        for tgid in &freeing {
             let _ = info.remove(tgid);
         }
         debug!(
             "freed the kernel entries of {} exited processes",
-            gone.len()
+            freeing.len()
         );
-        self.freed_last.clone_from(&gone);
-        Ok(gone)
+        self.freed_last.clone_from(&freeing);
+        Ok(freeing)
     }
 
     /// `CPU_WAITS`: each CPU's waits per fine slot since the last read.

@@ -474,11 +474,15 @@ impl Aggregator {
         for (key, p) in procs {
             *cgroup_totals.entry(key.cgroup_id).or_default() += p.hist.total_ns();
         }
+        // The overflow entry is `other` whatever its size: it takes no real cgroup's place.
+        let mut labels = HashMap::new();
+        if cgroup_totals.remove(&OVERFLOW_CGROUP).is_some() {
+            labels.insert(OVERFLOW_CGROUP, OTHER.to_owned());
+        }
         let mut ranked: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut labels = HashMap::new();
         for (rank, &(cg, _)) in ranked.iter().enumerate() {
-            let label = if rank < cfg.max_cgroups && cg != OVERFLOW_CGROUP {
+            let label = if rank < cfg.max_cgroups {
                 let path = names.cgroup_path(cg);
                 let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
                 self.exported.cgroup_paths.insert(label.clone(), path);
@@ -625,8 +629,11 @@ struct ProcessLabels<'a> {
 
 /// The `top_k` processes with the most wait this window.
 fn top_processes(procs: &HashMap<ProcKey, Proc>, top_k: usize) -> HashSet<ProcKey> {
-    let mut ranked: Vec<(ProcKey, u64)> =
-        procs.iter().map(|(&k, p)| (k, p.hist.total_ns())).collect();
+    let mut ranked: Vec<(ProcKey, u64)> = procs
+        .iter()
+        .filter(|(k, _)| k.tgid != OVERFLOW_TGID)
+        .map(|(&k, p)| (k, p.hist.total_ns()))
+        .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     ranked.iter().take(top_k).map(|(k, _)| *k).collect()
 }
