@@ -759,6 +759,9 @@ fn program_stats(probes: &Probes) -> Option<Vec<ProgramStats>> {
 /// `pid-N`: the name of a process that exited before its name was read (its pid).
 const EXITED_PREFIX: &str = "pid-";
 
+/// Windows a name read from /proc stays cached without being read again.
+const NAME_CACHE_WINDOWS: u64 = 12;
+
 /// Process and cgroup names: the kernel's record of each process's name (kept even after it
 /// exits), else /proc; cgroup paths from the cgroup2 file system.
 #[derive(Default)]
@@ -801,11 +804,21 @@ impl ProcNames {
     fn forget_gone(&mut self) {
         self.window += 1;
         let gone = std::mem::take(&mut self.gone);
-        self.comms.retain(|tgid, _| !gone.contains(tgid));
+        // Names not needed for a while go too: processes that never had a kernel entry (their
+        // waits were folded into the overflow entry) are never in `gone`, and the cache must
+        // not grow with them. A live process is simply read again when needed.
+        let window = self.window;
+        self.comms.retain(|tgid, (read_in, _)| {
+            !gone.contains(tgid) && window.saturating_sub(*read_in) <= NAME_CACHE_WINDOWS
+        });
         // Re-read next time they are needed; bounded by the processes seen in one window.
         self.proc_cgroups.clear();
         self.kernel_comms.retain(|tgid, _| !gone.contains(tgid));
-        self.kthreads.retain(|tgid, _| !gone.contains(tgid));
+        if window % NAME_CACHE_WINDOWS == 0 {
+            self.kthreads.clear();
+        } else {
+            self.kthreads.retain(|tgid, _| !gone.contains(tgid));
+        }
     }
 
     /// A process's cgroup v2 path from /proc, read at most once per window.
