@@ -814,7 +814,7 @@ impl ProcNames {
         // Re-read next time they are needed; bounded by the processes seen in one window.
         self.proc_cgroups.clear();
         self.kernel_comms.retain(|tgid, _| !gone.contains(tgid));
-        if window % NAME_CACHE_WINDOWS == 0 {
+        if window.is_multiple_of(NAME_CACHE_WINDOWS) {
             self.kthreads.clear();
         } else {
             self.kthreads.retain(|tgid, _| !gone.contains(tgid));
