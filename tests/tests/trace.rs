@@ -203,7 +203,20 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
         !sleeper_events.is_empty(),
         "no events for the sleeper; stdout:\n{stdout}"
     );
+    // Wall-clock time beside the monotonic one: today's date, UTC.
+    let today = {
+        let out = Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
     for event in &events {
+        let time = event["time"].as_str().expect("time");
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.starts_with(&today),
+            "time {time:?} is not an RFC 3339 UTC time of today ({today})"
+        );
         let wait = event["wait_ns"].as_u64().expect("wait_ns");
         assert!(
             wait >= threshold_ns,

@@ -36,6 +36,8 @@ pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> String {
 #[derive(Serialize, Debug, PartialEq, Eq)]
 pub struct EventJson {
     pub ts_ns: u64,
+    /// The same moment in wall-clock time (RFC 3339, UTC, milliseconds).
+    pub time: String,
     pub tid: u32,
     pub tgid: u32,
     pub comm: String,
@@ -53,10 +55,14 @@ pub struct EventJson {
     pub new_task: bool,
 }
 
-impl From<&WaitEvent> for EventJson {
-    fn from(e: &WaitEvent) -> Self {
+impl EventJson {
+    /// The event for JSON output; `realtime_offset_ns` turns its `CLOCK_MONOTONIC` time into
+    /// Unix time.
+    #[must_use]
+    pub fn new(e: &WaitEvent, realtime_offset_ns: u64) -> Self {
         Self {
             ts_ns: e.ts_ns,
+            time: crate::host::clock::rfc3339(e.ts_ns + realtime_offset_ns),
             tid: e.tid,
             tgid: e.tgid,
             comm: comm_str(&e.comm),
@@ -174,9 +180,10 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_fields() {
-        let json = serde_json::to_value(EventJson::from(&sample())).expect("serialise");
+        let json = serde_json::to_value(EventJson::new(&sample(), 0)).expect("serialise");
         for key in [
             "ts_ns",
+            "time",
             "tid",
             "tgid",
             "comm",
@@ -219,7 +226,7 @@ mod tests {
         assert!(!line.chars().any(char::is_control), "{line:?}");
         assert!(line.contains(" bad\\xff\\x1b[31m "), "{line}");
         assert!(line.contains("43/two\\x0ali"), "{line}");
-        let json = serde_json::to_string(&EventJson::from(&event)).expect("serialise");
+        let json = serde_json::to_string(&EventJson::new(&event, 0)).expect("serialise");
         let value: serde_json::Value = serde_json::from_str(&json).expect("parse");
         assert_eq!(value["comm"], "bad\\xff\\x1b[31m");
         assert_eq!(value["preemptor_comm"], "two\\x0ali");

@@ -413,7 +413,7 @@ fn print_event(
 ) -> Result<bool> {
     let line = match format {
         OutputFormat::Text => events::text_line(event, event.ts_ns + realtime_offset),
-        OutputFormat::Json => serde_json::to_string(&EventJson::from(event))?,
+        OutputFormat::Json => serde_json::to_string(&EventJson::new(event, realtime_offset))?,
     };
     writeln_or_stop(out, &line)
 }
