@@ -394,6 +394,14 @@ fn bad_input_is_reported_with_exit_status() {
     );
     assert!(stderr.contains("no unit"), "{stderr}");
 
+    let out = Command::new(schedlat_bin())
+        .args(["trace", "--pid", "1", "--unit", "s"])
+        .output()
+        .expect("run schedlat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "unknown unit: {stderr}");
+    assert!(stderr.contains("possible values: us, ms"), "{stderr}");
+
     for (duration, expected) in [
         ("-5s", "negative durations are not allowed"),
         ("0", "must be greater than 0"),

@@ -122,6 +122,9 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
+    /// Unit of the log2 histograms in text output (runqlat's default µs, or its -m).
+    #[arg(long, value_enum, default_value = "us")]
+    pub unit: crate::stats::hist::TimeUnit,
     /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
     #[arg(long, hide = true)]
     pub force_pid_hash: bool,
@@ -302,6 +305,7 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
         threshold_ns: args.threshold.as_nanos() as u64,
         duration: args.duration,
         format: args.format,
+        unit: args.unit,
         force_pid_hash: args.force_pid_hash,
     };
     let stdout = io::stdout();

@@ -82,23 +82,23 @@ impl LatencyHistogram {
         slot_quantile(slots, self.count(), q)
     }
 
-    /// Counts folded into power-of-two microsecond buckets, runqlat's layout: bucket `i` holds
-    /// waits in [2^i, 2^(i+1)) µs, bucket 0 also holds everything below 1 µs. Slots are powers
-    /// of two in ns, so a slot straddling a µs boundary goes by its midpoint: bucket edges are
-    /// right to within one slot (3 %).
+    /// Counts folded into power-of-two buckets of `unit`, runqlat's layout: bucket `i` holds
+    /// waits in [2^i, 2^(i+1)) units, bucket 0 also holds everything below one unit. Slots
+    /// are powers of two in ns, so a slot straddling a unit boundary goes by its midpoint:
+    /// bucket edges are right to within one slot (3 %).
     #[must_use]
-    pub fn log2_usecs(&self) -> Vec<u64> {
+    pub fn log2_buckets(&self, unit: TimeUnit) -> Vec<u64> {
         let mut buckets: Vec<u64> = Vec::new();
         for (slot, &n) in self.counts.iter().enumerate() {
             if n == 0 {
                 continue;
             }
             let (lo, hi) = hist_slot_bounds(slot as u32);
-            let usecs = (lo + (hi - lo) / 2) / 1000;
-            let index = if usecs == 0 {
+            let units = (lo + (hi - lo) / 2) / unit.ns();
+            let index = if units == 0 {
                 0
             } else {
-                agent_common::log2_floor(usecs) as usize
+                agent_common::log2_floor(units) as usize
             };
             if buckets.len() <= index {
                 buckets.resize(index + 1, 0);
@@ -108,16 +108,18 @@ impl LatencyHistogram {
         buckets
     }
 
-    /// runqlat-style text rendering.
+    /// runqlat-style text rendering, in `unit` (runqlat: µs by default, `-m` for ms).
     #[must_use]
-    pub fn render_log2(&self) -> String {
-        let buckets = self.log2_usecs();
+    pub fn render_log2(&self, unit: TimeUnit) -> String {
+        let buckets = self.log2_buckets(unit);
         let max = buckets.iter().copied().max().unwrap_or(0);
         let mut out = String::new();
         let _ = writeln!(
             out,
             "     {:>10} : {:<10}   {:<8} distribution",
-            "usecs", "", "count"
+            unit.label(),
+            "",
+            "count"
         );
         for (i, &n) in buckets.iter().enumerate() {
             let lo: u64 = if i == 0 { 0 } else { 1 << i };
@@ -130,6 +132,35 @@ impl LatencyHistogram {
             );
         }
         out
+    }
+}
+
+/// The unit of a log2 histogram's buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeUnit {
+    /// Microseconds.
+    #[default]
+    Us,
+    /// Milliseconds.
+    Ms,
+}
+
+impl TimeUnit {
+    #[must_use]
+    pub const fn ns(self) -> u64 {
+        match self {
+            TimeUnit::Us => 1_000,
+            TimeUnit::Ms => 1_000_000,
+        }
+    }
+
+    /// The column header, as runqlat prints it.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            TimeUnit::Us => "usecs",
+            TimeUnit::Ms => "msecs",
+        }
     }
 }
 
@@ -221,12 +252,23 @@ mod tests {
         for ns in [500, 900, 1_100, 1_900, 2_100, 3_900, 4_100, 1_000_000] {
             hist.record(ns);
         }
-        let buckets = hist.log2_usecs();
+        let buckets = hist.log2_buckets(TimeUnit::Us);
         // <2 µs: 500, 900, 1100, 1900 ns; [2,4) µs: 2100, 3900; [4,8) µs: 4100; 1 ms -> [512,1024) µs
         assert_eq!(&buckets[..3], &[4, 2, 1]);
         assert_eq!(buckets[9], 1);
         assert_eq!(buckets.iter().sum::<u64>(), 8);
-        let text = hist.render_log2();
+        let text = hist.render_log2(TimeUnit::Us);
         assert!(text.contains("512 -> 1023"), "{text}");
+        assert!(text.contains("usecs"), "{text}");
+        // In ms every wait here is below 2 ms: all in the first bucket, 0 -> 1 ms.
+        assert_eq!(hist.log2_buckets(TimeUnit::Ms), vec![8]);
+        let text = hist.render_log2(TimeUnit::Ms);
+        assert!(text.contains("msecs") && text.contains("0 -> 1"), "{text}");
+        hist.record(5_000_000);
+        assert_eq!(
+            hist.log2_buckets(TimeUnit::Ms),
+            vec![8, 0, 1],
+            "5 ms in [4, 8) ms"
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     host::procinfo,
     kernel::events::{self, EventJson, comm_str},
     kernel::loader::{ProbeConfig, Probes, TaskFilter},
-    stats::hist::{LatencyHistogram, Summary},
+    stats::hist::{LatencyHistogram, Summary, TimeUnit},
 };
 
 /// How often the reader drains the ring buffer when the kernel has not woken it.
@@ -42,6 +42,8 @@ pub struct TraceOptions {
     pub threshold_ns: u64,
     pub duration: Option<Duration>,
     pub format: OutputFormat,
+    /// Unit of the log2 histograms in text output.
+    pub unit: TimeUnit,
     pub force_pid_hash: bool,
 }
 
@@ -180,7 +182,7 @@ pub fn summarize(
         .collect()
 }
 
-fn render_text_summary(s: &ProcessSummary) -> String {
+fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
     use events::human_ns;
     let mut out = format!(
         "\nPID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}, lost events {}\n",
@@ -195,7 +197,7 @@ fn render_text_summary(s: &ProcessSummary) -> String {
         s.lost
     );
     if s.count > 0 {
-        out.push_str(&s.histogram.render_log2());
+        out.push_str(&s.histogram.render_log2(unit));
         let _ = writeln!(
             out,
             "  {:<8} {:<16} {:>8} {:>10} {:>10}",
@@ -259,7 +261,7 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
     drop(ring);
     drop(probes); // detach before printing, so a slow reader does not keep programs attached
     if printer.open {
-        print_summaries(printer.out, options.format, &summaries)?;
+        print_summaries(printer.out, options.format, options.unit, &summaries)?;
     }
     report_counters(&counters);
     Ok(())
@@ -359,11 +361,12 @@ fn follow(
 fn print_summaries(
     out: &mut dyn Write,
     format: OutputFormat,
+    unit: TimeUnit,
     summaries: &[ProcessSummary],
 ) -> Result<()> {
     for summary in summaries {
         let text = match format {
-            OutputFormat::Text => render_text_summary(summary),
+            OutputFormat::Text => render_text_summary(summary, unit),
             OutputFormat::Json => {
                 serde_json::to_string(&serde_json::json!({ "summary": summary }))?
             }
