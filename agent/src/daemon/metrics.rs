@@ -792,12 +792,17 @@ mod tests {
                 procs: vec![ProcDelta {
                     cgroup_id: 9,
                     tgid: 42,
-                    slots: vec![(proc_hist_slot(3_000_000), 4)],
+                    slots: vec![(proc_hist_slot(28_927), 1), (proc_hist_slot(3_000_000), 4)],
                     classes: {
                         let mut c = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
                         c[PreemptorClass::SameCgroup as usize] = ClassWaits {
                             waits: 4,
                             wait_ns: 12_000_000,
+                        };
+                        // 28927 ns: as a product with 1e-9 it printed 0.000028927000000000003.
+                        c[PreemptorClass::Idle as usize] = ClassWaits {
+                            waits: 1,
+                            wait_ns: 28_927,
                         };
                         c
                     },
@@ -827,13 +832,14 @@ mod tests {
         let text = String::from_utf8(encode(families(&agg.exported, &stats), vec![])).unwrap();
         for needle in [
             "# TYPE schedlat_runqueue_latency_seconds histogram",
-            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.004194304\"} 4",
-            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.002097152\"} 0",
+            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.004194304\"} 5",
+            "schedlat_runqueue_latency_seconds_bucket{cgroup=\"app.service\",process=\"app42\",le=\"0.002097152\"} 1",
             "schedlat_runqueue_latency_seconds_sum{cgroup=\"app.service\",process=\"app42\"} 0.012",
-            "schedlat_runqueue_latency_seconds_count{cgroup=\"app.service\",process=\"app42\"} 4",
+            "schedlat_runqueue_latency_seconds_count{cgroup=\"app.service\",process=\"app42\"} 5",
             "schedlat_preemptions_total{cgroup=\"app.service\",class=\"same_cgroup\"} 4",
             "schedlat_cpu_runqueue_length{cpu=\"0\"} 0.0024",
             "schedlat_cpu_runqueue_latency_seconds_sum{cpu=\"0\"} 0.012028927",
+            "schedlat_preemption_wait_seconds_total{cgroup=\"app.service\",class=\"idle\"} 0.000028927\n",
             "# TYPE schedlat_node_window_max_latency_seconds gauge",
             "schedlat_process_window_max_latency_seconds{cgroup=\"app.service\",process=\"app42\"} 0.00",
             "schedlat_cgroup_window_latency_seconds{cgroup=\"app.service\",quantile=\"0.99\"} 0.00",

@@ -267,8 +267,11 @@ impl Daemon {
                 probes: &self.probes,
                 config: &self.config,
             };
+            // Labelled once, for the preemptor table and the incident trigger alike.
+            let cgroup = lookup.cgroup(&mut self.names, e.tgid);
             account_preemptor(
                 &e,
+                cgroup.as_deref(),
                 &mut self.aggregator.exported.preemptors,
                 &mut self.names,
                 &lookup,
@@ -285,7 +288,6 @@ impl Daemon {
                 && !self.names.is_kernel_thread(e.tgid)
                 && e.tgid != std::process::id()
             {
-                let cgroup = lookup.cgroup(&mut self.names, e.tgid);
                 let process = self.names.process(e.tgid);
                 if capture.config().watches(&process, cgroup.as_deref()) {
                     capture.on_wait(&e, cgroup.as_deref(), &self.aggregator.exported);
@@ -653,13 +655,12 @@ impl Lookup<'_> {
 /// Counts a long wait under its preemptor, labelled (bounded: `stats::preemptors`).
 fn account_preemptor(
     e: &WaitEvent,
+    victim_cgroup: Option<&str>,
     table: &mut PreemptorTable,
     names: &mut ProcNames,
     lookup: &Lookup,
 ) {
-    let victim_cgroup = lookup
-        .cgroup(names, e.tgid)
-        .unwrap_or_else(|| UNKNOWN.to_owned());
+    let victim_cgroup = victim_cgroup.unwrap_or(UNKNOWN).to_owned();
     let (preemptor_cgroup, preemptor) = if e.preemptor_tid == 0 {
         (IDLE.to_owned(), IDLE.to_owned())
     } else {

@@ -783,6 +783,14 @@ mod tests {
     }
 
     #[test]
+    fn seconds_print_as_their_decimal() {
+        // A product with 1e-9 printed 0.000028927000000000003.
+        assert_eq!(seconds(28_927).to_string(), "0.000028927");
+        assert_eq!(seconds(1_024).to_string(), "0.000001024");
+        assert_eq!(seconds(17_179_869_184).to_string(), "17.179869184");
+    }
+
+    #[test]
     fn per_process_layout_quantiles_are_within_its_precision() {
         // The kernel's per-process slots are 1/8 of a power of two wide: the midpoint is at
         // most 6.25 % from any value of its slot.
