@@ -107,10 +107,16 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
 
     assert_eq!(meta["reason"], "wait");
     assert!(meta["value_ns"].as_u64().unwrap() >= 2_000_000, "{meta}");
-    assert_eq!(
-        meta["preemptor"]["tid"].as_u64(),
-        Some(u64::from(workload.hog_tid)),
-        "the sleeper waited behind the hog: {meta}"
+    // `preemptor` is the task that ran last before the victim: the hog, or a kernel thread
+    // that slipped in at the end of the wait (seen here: rcu_preempt, about 1 run in 10). Who
+    // held the CPU during the wait is checked below, from the CPU samples.
+    let preemptor_is_kernel_thread = meta["preemptor"]["comm"]
+        .as_str()
+        .is_some_and(|comm| comm.ends_with("(kernel thread)"));
+    assert!(
+        meta["preemptor"]["tid"].as_u64() == Some(u64::from(workload.hog_tid))
+            || preemptor_is_kernel_thread,
+        "the sleeper waited behind the hog (or a kernel thread ran last): {meta}"
     );
     assert_eq!(meta["cpu"].as_u64(), Some(0));
 
