@@ -21,6 +21,22 @@ pub const FLAG_WAKER_UNKNOWN: u32 = 1 << 3;
 /// The preemptor was a kernel thread.
 pub const FLAG_PREEMPTOR_KTHREAD: u32 = 1 << 4;
 
+/// A cgroup's CFS bandwidth throttling starting or ending on one CPU (the kernel's
+/// `throttle_cfs_rq` / `unthrottle_cfs_rq`), sent through `THROTTLES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    pub ts_ns: u64,
+    /// The throttled group's cgroup id (`kn->id` in the hierarchy of the cpu controller).
+    pub cgroup_id: u64,
+    pub cpu: u32,
+    /// `THROTTLE_START` or `THROTTLE_END`.
+    pub kind: u32,
+}
+const _: () = assert!(size_of::<ThrottleRecord>() == 24);
+pub const THROTTLE_END: u32 = 0;
+pub const THROTTLE_START: u32 = 1;
+
 /// One wakeup-to-run sample at or above the per-event threshold, sent through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,8 +74,91 @@ pub struct EnqueueRecord {
     pub waker_tgid: u32,
     pub flags: u32,
     pub pad: u32,
+    /// `bpf_ktime_get_ns` when the task was last moved to another CPU while waiting; 0: never.
+    pub migrated_ns: u64,
+    /// Its `cfs_rq`'s cumulative throttled time at enqueue (`THROTTLED_UNKNOWN`: not known).
+    pub throttled_ns: u64,
 }
-const _: () = assert!(size_of::<EnqueueRecord>() == 32);
+const _: () = assert!(size_of::<EnqueueRecord>() == 48);
+
+/// A throttled-time reading that is not known.
+pub const THROTTLED_UNKNOWN: u64 = u64::MAX;
+
+/// One stretch of a CPU's time: who held it from `start_ns` to `end_ns` (`bpf_ktime_get_ns`).
+/// The programs write one at every context switch into the CPU's [`OccupancyRing`], so the
+/// history of a long wait's CPU (who held it during the wait, for how long) can be read back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// `pid_tgid` of the holder (`tid | tgid << 32`); 0 for the idle task.
+    pub pid_tgid: u64,
+    /// The holder's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// The holder's `task_struct.prio` (below 100: real-time or deadline).
+    pub prio: i32,
+    /// `OCC_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Occupancy>() == 40);
+
+/// The holder was a kernel thread.
+pub const OCC_KTHREAD: u32 = 1;
+/// Priorities below this are real-time (`MAX_RT_PRIO`); deadline tasks have -1.
+pub const MAX_RT_PRIO: i32 = 100;
+
+/// Stretches kept per CPU (a power of two).
+pub const OCCUPANCY_LEN: usize = 64;
+
+/// The last [`OCCUPANCY_LEN`] stretches of one CPU (a per-CPU array value), newest at
+/// `head - 1` (modulo the length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OccupancyRing {
+    /// Stretches written so far (the next index to write, before the modulo).
+    pub head: u64,
+    /// When the current holder got the CPU (0: not seen yet).
+    pub current_start_ns: u64,
+    /// The current holder's thread id (0: the CPU is idle).
+    pub current_tid: u32,
+    pub pad: u32,
+    pub entries: [Occupancy; OCCUPANCY_LEN],
+}
+const _: () = assert!(size_of::<OccupancyRing>() == 24 + 40 * OCCUPANCY_LEN);
+
+impl OccupancyRing {
+    /// The stretches in time order (oldest first), skipping unwritten ones.
+    pub fn in_order(&self) -> impl Iterator<Item = &Occupancy> {
+        let written = self.head.min(OCCUPANCY_LEN as u64) as usize;
+        let first = (self.head as usize).wrapping_sub(written);
+        (0..written).map(move |i| &self.entries[(first + i) % OCCUPANCY_LEN])
+    }
+}
+
+/// A long wait with the history of its CPU: what the programs send instead of a bare
+/// [`WaitEvent`] (the reader tells them apart by size).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DiagEvent {
+    pub event: WaitEvent,
+    /// The wait, in `bpf_ktime_get_ns` time: from `wait_start_ns` to `wait_end_ns`.
+    pub wait_start_ns: u64,
+    pub wait_end_ns: u64,
+    /// When the task was moved to this CPU while it waited (trace programs only); 0: not
+    /// moved, or not known.
+    pub migrated_ns: u64,
+    /// The waiting task's cgroup v2 id (0: not known; the trace programs leave it to user
+    /// space).
+    pub cgroup_id: u64,
+    /// Cumulative throttled time (rq clock ns) of the task's `cfs_rq` on this CPU at the start
+    /// and at the end of the wait (`Settings::throttle_clock`); `THROTTLED_UNKNOWN` when not
+    /// read (the daemon cannot read it at the start).
+    pub throttled_start_ns: u64,
+    pub throttled_end_ns: u64,
+    pub history: OccupancyRing,
+}
+const _: () = assert!(size_of::<DiagEvent>() == 80 + 48 + size_of::<OccupancyRing>());
 
 /// Exact per-thread totals kept in the kernel for traced tasks (key: tid).
 ///
@@ -380,8 +479,14 @@ pub struct Settings {
     /// 1: the daemon does not use the kernel's `sched_info` stamps (no `CONFIG_SCHED_INFO`, or
     /// forced): the wakeup programs stamp enqueues and the daemon's switch program takes them.
     pub daemon_own_stamps: u32,
+    /// 1: every context switch records who held the CPU (`OCCUPANCY`) and long waits go out
+    /// as `DiagEvent`s with their CPU's history (the diagnosis); 0: bare `WaitEvent`s.
+    pub diagnose: u32,
+    /// 1: the kernel has `cfs_rq.throttled_clock_self_time` (6.8+): long waits carry their
+    /// cgroup's throttled time (`CgroupOffsets`).
+    pub throttle_clock: u32,
 }
-const _: () = assert!(size_of::<Settings>() == 48);
+const _: () = assert!(size_of::<Settings>() == 56);
 
 impl Settings {
     /// The values compiled into the object: no filter, no events, nothing optional.
@@ -395,6 +500,8 @@ impl Settings {
         switch_has_prev_state: 1,
         rq_walk: 0,
         daemon_own_stamps: 0,
+        diagnose: 0,
+        throttle_clock: 0,
     };
 }
 
@@ -424,8 +531,10 @@ pub struct TaskOffsets {
     pub group_leader: u32,
     /// `sched_info.pcount`.
     pub pcount: u32,
+    /// `prio` (only read when `Settings::diagnose` is on).
+    pub prio: u32,
 }
-const _: () = assert!(size_of::<TaskOffsets>() == 40);
+const _: () = assert!(size_of::<TaskOffsets>() == 44);
 
 impl TaskOffsets {
     /// No offset known: what the object holds until the loader sets the real ones.
@@ -440,6 +549,7 @@ impl TaskOffsets {
         on_rq: 0,
         group_leader: 0,
         pcount: 0,
+        prio: 0,
     };
 }
 
@@ -481,6 +591,50 @@ impl RqOffsets {
     };
 }
 
+/// Offsets the throttle programs follow from a `cfs_rq` to its CPU and cgroup id, from
+/// vmlinux BTF (the global `names::global::CGROUP_OFFSETS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    /// `cfs_rq.tg`, `cfs_rq.rq`, `cfs_rq.throttled`.
+    pub cfs_rq_tg: u32,
+    pub cfs_rq_rq: u32,
+    pub cfs_rq_throttled: u32,
+    /// `rq.cpu`.
+    pub rq_cpu: u32,
+    /// `task_group.css` plus `cgroup_subsys_state.cgroup`.
+    pub tg_cgroup: u32,
+    /// `cgroup.kn`, `kernfs_node.id`.
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    /// `task_struct.se` plus `sched_entity.cfs_rq`: the task's CPU-local `cfs_rq`.
+    pub task_cfs_rq: u32,
+    /// `cfs_rq.throttled_clock_self_time`, `.throttled_clock_self` (6.8+; 0: absent).
+    pub cfs_rq_self_time: u32,
+    pub cfs_rq_self_clock: u32,
+    /// `rq.clock`.
+    pub rq_clock: u32,
+    pub pad: u32,
+}
+const _: () = assert!(size_of::<CgroupOffsets>() == 48);
+
+impl CgroupOffsets {
+    pub const UNKNOWN: Self = Self {
+        cfs_rq_tg: 0,
+        cfs_rq_rq: 0,
+        cfs_rq_throttled: 0,
+        rq_cpu: 0,
+        tg_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+        task_cfs_rq: 0,
+        cfs_rq_self_time: 0,
+        cfs_rq_self_clock: 0,
+        rq_clock: 0,
+        pad: 0,
+    };
+}
+
 /// Index of the daemon's event threshold (ns) in `DAEMON_CFG`, the settings user space may
 /// change while the programs run.
 pub const DAEMON_CFG_MIN_EVENT_NS: u32 = 0;
@@ -501,7 +655,9 @@ pub mod names {
         pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
         /// An `RqOffsets`.
         pub const RQ_OFFSETS: &str = "RQ_OFFSETS";
-        pub const ALL: [&str; 3] = [SETTINGS, TASK_OFFSETS, RQ_OFFSETS];
+        /// A `CgroupOffsets`.
+        pub const CGROUP_OFFSETS: &str = "CGROUP_OFFSETS";
+        pub const ALL: [&str; 4] = [SETTINGS, TASK_OFFSETS, RQ_OFFSETS, CGROUP_OFFSETS];
     }
 
     /// Maps (agent-ebpf/src/maps.rs).
@@ -523,7 +679,9 @@ pub mod names {
         pub const DAEMON_CFG: &str = "DAEMON_CFG";
         pub const SAMPLES: &str = "SAMPLES";
         pub const WALK_SCRATCH: &str = "WALK_SCRATCH";
-        pub const ALL: [&str; 17] = [
+        pub const OCCUPANCY: &str = "OCCUPANCY";
+        pub const THROTTLES: &str = "THROTTLES";
+        pub const ALL: [&str; 19] = [
             TASK_ENQUEUE,
             TID_ENQUEUE,
             FILTER_TGIDS,
@@ -541,6 +699,8 @@ pub mod names {
             DAEMON_CFG,
             SAMPLES,
             WALK_SCRATCH,
+            OCCUPANCY,
+            THROTTLES,
         ];
     }
 
@@ -554,7 +714,10 @@ pub mod names {
         pub const SCHED_SWITCH_DAEMON: &str = "sched_switch_daemon";
         pub const SCHED_PROCESS_EXEC_DAEMON: &str = "sched_process_exec_daemon";
         pub const CPU_SAMPLE: &str = "cpu_sample";
-        pub const ALL: [&str; 8] = [
+        /// fexit of the kernel function `throttle_cfs_rq`, fentry of `unthrottle_cfs_rq`.
+        pub const THROTTLE_START: &str = "throttle_start";
+        pub const THROTTLE_END: &str = "throttle_end";
+        pub const ALL: [&str; 10] = [
             SCHED_WAKEUP,
             SCHED_WAKEUP_NEW,
             SCHED_MIGRATE_TASK,
@@ -563,7 +726,15 @@ pub mod names {
             SCHED_SWITCH_DAEMON,
             SCHED_PROCESS_EXEC_DAEMON,
             CPU_SAMPLE,
+            THROTTLE_START,
+            THROTTLE_END,
         ];
+    }
+
+    /// Kernel functions the throttle programs attach to.
+    pub mod function {
+        pub const THROTTLE_CFS_RQ: &str = "throttle_cfs_rq";
+        pub const UNTHROTTLE_CFS_RQ: &str = "unthrottle_cfs_rq";
     }
 
     /// BTF tracepoints the programs attach to.
@@ -696,6 +867,14 @@ mod user {
     unsafe impl aya::Pod for super::TaskOffsets {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::RqOffsets {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::OccupancyRing {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::DiagEvent {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::ThrottleRecord {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::CgroupOffsets {}
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! a time (`cfg(&SETTINGS.filter)`): a scalar load at a constant offset is what the verifier
 //! resolves to a constant.
 
-use agent_common::{RqOffsets, Settings, TaskOffsets};
+use agent_common::{CgroupOffsets, RqOffsets, Settings, TaskOffsets};
 
 /// What the programs do (global `names::global::SETTINGS`).
 #[unsafe(no_mangle)]
@@ -29,3 +29,8 @@ pub fn cfg<T: Copy>(value: &'static T) -> T {
     // folding the compiled-in default, so the program loads the value the loader set.
     unsafe { core::ptr::read_volatile(value) }
 }
+
+/// `cfs_rq` to CPU and cgroup id, for the throttle programs (global
+/// `names::global::CGROUP_OFFSETS`).
+#[unsafe(no_mangle)]
+pub static CGROUP_OFFSETS: CgroupOffsets = CgroupOffsets::UNKNOWN;

@@ -25,6 +25,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use agent_common::{
     Counter, DAEMON_CFG_MIN_EVENT_NS, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN,
     PER_CPU_SLOT, PF_KTHREAD, PROC_CLASS_SLOTS, PROC_HIST_SLOTS, PreemptorClass, ProcInfo,
+    THROTTLED_UNKNOWN,
     ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, WaitEvent, hist_slot, proc_hist_slot,
 };
 use aya_ebpf::{
@@ -39,10 +40,13 @@ use aya_ebpf::{
 
 use crate::{
     config::{SETTINGS, TASK_OFFSETS, cfg},
-    helpers::{count, field, read_field, stamp_if_preempted, submit_flags, take_record},
+    helpers::{
+        WaitSpan, count, field, read_field, record_occupancy, stamp_if_preempted, submit_event,
+        take_record, throttled_total,
+    },
     maps::{
-        CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, EVENTS, MIGRATED_LIST_LEN, MIGRATED_TO,
-        PROC_INFO, PROC_WAITS, PROC_WAITS_SPARE,
+        CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, MIGRATED_LIST_LEN, MIGRATED_TO, PROC_INFO,
+        PROC_WAITS, PROC_WAITS_SPARE,
     },
 };
 
@@ -70,18 +74,30 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
 
     let own_stamps = cfg(&SETTINGS.daemon_own_stamps) != 0;
+    let diagnose = cfg(&SETTINGS.diagnose) != 0;
+    let now = if diagnose {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
     if slot.task == prev as u64 && slot.last_queued != 0 {
         let arrival: u64 = if own_stamps {
             slot.ktime_at_switch_in
         } else {
             field(prev, cfg(&TASK_OFFSETS.last_arrival))
         };
-        finish(prev, slot, arrival, current, cgroup);
+        finish(prev, slot, arrival, current, cgroup, now);
         if !own_stamps && slot.ktime_at_switch_in != 0 {
             slot.rq_clock_offset = arrival.wrapping_sub(slot.ktime_at_switch_in);
         }
     }
     slot.task = 0;
+    if diagnose {
+        // After `finish`: a long wait of `prev` went out with the history up to its
+        // switch-in; its own stretch follows.
+        record_occupancy(prev, next, current, cgroup, now);
+    }
 
     let (last_queued, migrated) = if own_stamps {
         stamp_if_preempted(ctx, prev, current)?;
@@ -105,6 +121,22 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if migrated {
         flags |= FLAG_MIGRATED;
     }
+    slot.throttled_end = THROTTLED_UNKNOWN;
+    if diagnose && cfg(&SETTINGS.throttle_clock) != 0 {
+        // Only for waits that will be events: the reads cost more than the rest of a switch.
+        let min_event_ns = DAEMON_CFG
+            .get(DAEMON_CFG_MIN_EVENT_NS)
+            .copied()
+            .unwrap_or(u64::MAX);
+        let waited = if own_stamps {
+            now.saturating_sub(last_queued)
+        } else {
+            (now.wrapping_add(slot.rq_clock_offset)).saturating_sub(last_queued)
+        };
+        if waited >= min_event_ns || slot.rq_clock_offset == 0 {
+            slot.throttled_end = throttled_total(next);
+        }
+    }
     slot.task = next as u64;
     slot.last_queued = last_queued;
     slot.preemptor_pid_tgid = current;
@@ -114,7 +146,9 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Now and then, note the time: `next`'s last_arrival (rq clock) will be stamped with the
     // clock value of this very switch, so the pair gives the rq clock's offset from ktime.
     slot.switches = slot.switches.wrapping_add(1);
-    slot.ktime_at_switch_in = if own_stamps || slot.switches % 64 == 1 {
+    slot.ktime_at_switch_in = if diagnose {
+        now
+    } else if own_stamps || slot.switches % 64 == 1 {
         // SAFETY: helper without preconditions.
         unsafe { bpf_ktime_get_ns() }
     } else {
@@ -159,7 +193,14 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
 /// Accounts the wait of `prev` (now `current`), which got this CPU at `arrival` (its
 /// `sched_info.last_arrival`) when `slot` was filled.
 #[inline(always)]
-fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cgroup: u64) {
+fn finish(
+    prev: *mut task_struct,
+    slot: &CpuSlot,
+    arrival: u64,
+    current: u64,
+    cgroup: u64,
+    now: u64,
+) {
     if arrival < slot.last_queued {
         count(Counter::NegativeDelta);
         return;
@@ -200,7 +241,7 @@ fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cg
         .copied()
         .unwrap_or(u64::MAX);
     if wait_ns >= min_event_ns {
-        emit(slot, current, wait_ns);
+        emit(slot, current, cgroup, wait_ns, now);
     }
 }
 
@@ -296,17 +337,19 @@ pub fn sched_process_exec_daemon(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Sends the wait of `current` (cgroup `cgroup`), at `now` when the caller read the clock
+/// (`Settings::diagnose`), else 0.
 #[inline(always)]
-fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
-    let Some(mut entry) = EVENTS.reserve(0) else {
-        count(Counter::RingbufFull);
-        return;
-    };
+fn emit(slot: &CpuSlot, current: u64, cgroup: u64, wait_ns: u64, now: u64) {
     let preemptor_tid = slot.preemptor_pid_tgid as u32;
     let mut event = WaitEvent {
         // When the wait was accounted: at the task's switch-out after it.
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: if now == 0 {
+            // SAFETY: helper without preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            now
+        },
         wait_ns,
         tid: current as u32,
         tgid: (current >> 32) as u32,
@@ -334,9 +377,20 @@ fn emit(slot: &CpuSlot, current: u64, wait_ns: u64) {
             )
         };
     }
-    entry.write(event);
-    count(Counter::EventsSubmitted);
-    entry.submit(submit_flags());
+    // The wait ended at the switch-in, whose clock reading is kept when diagnosing.
+    let span = WaitSpan {
+        start_ns: slot.ktime_at_switch_in.saturating_sub(wait_ns),
+        end_ns: slot.ktime_at_switch_in,
+        migrated_ns: 0,
+        cgroup_id: cgroup,
+        throttled_start_ns: THROTTLED_UNKNOWN,
+        throttled_end_ns: slot.throttled_end,
+    };
+    if submit_event(&event, &span) {
+        count(Counter::EventsSubmitted);
+    } else {
+        count(Counter::RingbufFull);
+    }
 }
 
 #[btf_tracepoint(function = "sched_migrate_task")]

@@ -1,7 +1,10 @@
 //! Helpers shared by the program families: counters, `task_struct` reads, the task filter,
 //! enqueue records and ring-buffer submission.
 
-use agent_common::{Counter, EnqueueRecord, FLAG_PREEMPTED, TASK_COMM_LEN};
+use agent_common::{
+    Counter, DiagEvent, EnqueueRecord, FLAG_PREEMPTED, OCC_KTHREAD, OCCUPANCY_LEN,
+    OccupancyRing, PER_CPU_SLOT, PF_KTHREAD, TASK_COMM_LEN, THROTTLED_UNKNOWN, WaitEvent,
+};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct},
     helpers::{
@@ -12,8 +15,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{SETTINGS, TASK_OFFSETS, cfg},
-    maps::{COUNTERS, EVENTS, FILTER_TGIDS, FILTER_TIDS, TASK_ENQUEUE, TID_ENQUEUE},
+    config::{CGROUP_OFFSETS, SETTINGS, TASK_OFFSETS, cfg},
+    maps::{COUNTERS, EVENTS, FILTER_TGIDS, FILTER_TIDS, OCCUPANCY, TASK_ENQUEUE, TID_ENQUEUE},
 };
 
 /// Adds one to a counter of this CPU.
@@ -104,6 +107,12 @@ pub fn enqueue(task: *mut task_struct, tid: u32, tgid: u32, waker_pid_tgid: u64,
         waker_tgid: (waker_pid_tgid >> 32) as u32,
         flags,
         pad: 0,
+        migrated_ns: 0,
+        throttled_ns: if cfg(&SETTINGS.diagnose) != 0 {
+            throttled_total(task)
+        } else {
+            THROTTLED_UNKNOWN
+        },
     };
     let stored = if cfg(&SETTINGS.use_task_storage) != 0 {
         TASK_ENQUEUE
@@ -182,4 +191,127 @@ pub fn take_record(next: *mut task_struct) -> Option<EnqueueRecord> {
         let _ = TID_ENQUEUE.remove(queued.tid);
     }
     Some(queued)
+}
+
+/// At `sched_switch` (with `Settings::diagnose`): `prev` (ids `prev_pid_tgid`, cgroup
+/// `cgroup`) hands this CPU over to `next` at `now`; its stretch goes into the CPU's occupancy
+/// ring. One lookup of a per-CPU array (inlined by the verifier), three field loads and a
+/// 40-byte store: no helper calls beyond the caller's clock read.
+#[inline(always)]
+pub fn record_occupancy(
+    prev: *const task_struct,
+    next: *const task_struct,
+    prev_pid_tgid: u64,
+    cgroup: u64,
+    now: u64,
+) {
+    let Some(ring) = OCCUPANCY.get_ptr_mut(PER_CPU_SLOT) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a preallocated per-CPU array; sched_switch does not nest on a
+    // CPU. User space and other CPUs only read it (a torn read costs one stretch's accuracy).
+    let ring = unsafe { &mut *ring };
+    let start = ring.current_start_ns;
+    ring.current_start_ns = now;
+    ring.current_tid = field(next, cfg(&TASK_OFFSETS.pid));
+    if start == 0 {
+        return;
+    }
+    let task_flags: u32 = field(prev, cfg(&TASK_OFFSETS.flags));
+    let entry = &mut ring.entries[(ring.head as usize) & (OCCUPANCY_LEN - 1)];
+    entry.start_ns = start;
+    entry.end_ns = now;
+    entry.pid_tgid = prev_pid_tgid;
+    entry.cgroup_id = cgroup;
+    entry.prio = field(prev, cfg(&TASK_OFFSETS.prio));
+    entry.flags = if task_flags & PF_KTHREAD != 0 {
+        OCC_KTHREAD
+    } else {
+        0
+    };
+    ring.head = ring.head.wrapping_add(1);
+}
+
+/// What a long wait's event carries besides the `WaitEvent`.
+pub struct WaitSpan {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub migrated_ns: u64,
+    pub cgroup_id: u64,
+    pub throttled_start_ns: u64,
+    pub throttled_end_ns: u64,
+}
+
+/// Sends `event` with its CPU's occupancy history (`Settings::diagnose`), or bare. Returns
+/// whether it was sent (the caller counts losses its own way).
+#[inline(always)]
+pub fn submit_event(event: &WaitEvent, span: &WaitSpan) -> bool {
+    if cfg(&SETTINGS.diagnose) == 0 {
+        let Some(mut entry) = EVENTS.reserve_untyped::<WaitEvent>(0) else {
+            return false;
+        };
+        entry.write(*event);
+        entry.submit(submit_flags());
+        return true;
+    }
+    let Some(mut entry) = EVENTS.reserve_untyped::<DiagEvent>(0) else {
+        return false;
+    };
+    let out = entry.as_mut_ptr();
+    // SAFETY: `out` points to reserved ring-buffer memory of a whole `DiagEvent`; every field
+    // is written before the submit (the history by the copy below, or zeroed).
+    unsafe {
+        (*out).event = *event;
+        (*out).wait_start_ns = span.start_ns;
+        (*out).wait_end_ns = span.end_ns;
+        (*out).migrated_ns = span.migrated_ns;
+        (*out).cgroup_id = span.cgroup_id;
+        (*out).throttled_start_ns = span.throttled_start_ns;
+        (*out).throttled_end_ns = span.throttled_end_ns;
+        let history = core::slice::from_raw_parts_mut(
+            (&raw mut (*out).history).cast::<u8>(),
+            core::mem::size_of::<OccupancyRing>(),
+        );
+        let copied = OCCUPANCY.get_ptr(PER_CPU_SLOT).is_some_and(|ring| {
+            bpf_probe_read_kernel_buf(ring.cast::<u8>(), history).is_ok()
+        });
+        if !copied {
+            (*out).history.head = 0;
+            (*out).history.current_start_ns = 0;
+            (*out).history.current_tid = 0;
+        }
+    }
+    entry.submit(submit_flags());
+    true
+}
+
+/// Cumulative time the task's `cfs_rq` on its CPU has been throttled, by its own cgroup's CPU
+/// quota or an ancestor's (`throttled_clock_self_time`, 6.8+, plus the throttle going on), in
+/// rq clock ns; `THROTTLED_UNKNOWN` without `Settings::throttle_clock`. A few reads: only for
+/// traced tasks' enqueues and long waits.
+#[inline(always)]
+pub fn throttled_total(task: *const task_struct) -> u64 {
+    if cfg(&SETTINGS.throttle_clock) == 0 {
+        return THROTTLED_UNKNOWN;
+    }
+    let Ok(cfs_rq) = read_field::<u64>(task, cfg(&CGROUP_OFFSETS.task_cfs_rq)) else {
+        return THROTTLED_UNKNOWN;
+    };
+    let kread = |base: u64, offset: u32| -> Option<u64> {
+        // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+        unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const u64) }.ok()
+    };
+    let (Some(total), Some(since)) = (
+        kread(cfs_rq, cfg(&CGROUP_OFFSETS.cfs_rq_self_time)),
+        kread(cfs_rq, cfg(&CGROUP_OFFSETS.cfs_rq_self_clock)),
+    ) else {
+        return THROTTLED_UNKNOWN;
+    };
+    if since == 0 {
+        return total;
+    }
+    let clock = kread(cfs_rq, cfg(&CGROUP_OFFSETS.cfs_rq_rq))
+        .and_then(|rq| kread(rq, cfg(&CGROUP_OFFSETS.rq_clock)))
+        .unwrap_or(since);
+    total + clock.saturating_sub(since)
 }

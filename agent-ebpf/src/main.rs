@@ -28,6 +28,7 @@ mod daemon;
 mod helpers;
 mod maps;
 mod sampler;
+mod throttle;
 mod trace;
 
 #[cfg(not(test))]

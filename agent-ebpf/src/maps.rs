@@ -1,8 +1,8 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, CpuSample, DAEMON_CFG_LEN, EnqueueRecord, HIST_SLOTS, HistKey, ProcInfo,
-    ProcWaits, TaskStats, WaitBucket, WaitEvent,
+    COUNTER_COUNT, CpuSample, DAEMON_CFG_LEN, EnqueueRecord, HIST_SLOTS, HistKey,
+    OccupancyRing, ProcInfo, ProcWaits, TaskStats, ThrottleRecord, WaitBucket, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},
@@ -125,6 +125,9 @@ pub struct CpuSlot {
     /// rq clock minus `bpf_ktime_get_ns` on this CPU, as last paired (0: not yet): lets the
     /// sampler tell how long queued tasks have waited without the rq clock's tick lag.
     pub rq_clock_offset: u64,
+    /// The task's cumulative throttled time at switch-in, read only when its wait looks long
+    /// enough to become an event (`THROTTLED_UNKNOWN` otherwise).
+    pub throttled_end: u64,
 }
 
 /// One slot per CPU (index `agent_common::PER_CPU_SLOT`).
@@ -192,3 +195,13 @@ pub struct WalkScratch {
 
 #[btf_map]
 pub static WALK_SCRATCH: PerCpuArray<WalkScratch, 1> = PerCpuArray::new();
+
+/// Who held each CPU lately (only with `Settings::diagnose`): written at every context switch,
+/// copied into the event of a long wait, read by user space for the other CPUs.
+#[btf_map]
+pub static OCCUPANCY: PerCpuArray<OccupancyRing, 1> = PerCpuArray::new();
+
+/// CFS bandwidth throttling starts and ends (`ThrottleRecord`): a few per period per throttled
+/// cgroup and CPU.
+#[btf_map]
+pub static THROTTLES: RingBuf<ThrottleRecord, { 256 << 10 }> = RingBuf::new();

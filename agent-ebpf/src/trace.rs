@@ -13,7 +13,8 @@ use agent_common::{
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -22,10 +23,10 @@ use aya_ebpf::{
 use crate::{
     config::{SETTINGS, cfg},
     helpers::{
-        count, enqueue, record_of, stamp_if_preempted, submit_flags, take_record, task_comm,
-        task_ids,
+        WaitSpan, count, enqueue, record_of, record_occupancy, stamp_if_preempted, submit_event,
+        take_record, task_comm, task_ids, throttled_total,
     },
-    maps::{EVENTS, HIST, TASK_STATS},
+    maps::{HIST, TASK_STATS},
 };
 
 #[inline(always)]
@@ -55,6 +56,8 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
         && record.enqueue_ts != 0
     {
         record.flags |= FLAG_MIGRATED;
+        // SAFETY: helper without preconditions.
+        record.migrated_ns = unsafe { bpf_ktime_get_ns() };
     }
     0
 }
@@ -71,13 +74,28 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let next: *mut task_struct = ctx.arg(2);
     // The tracepoint runs before the context switch, so `current` is still `prev`.
     let prev_pid_tgid = bpf_get_current_pid_tgid();
+    let diagnose = cfg(&SETTINGS.diagnose) != 0;
+    let switch_ns = if diagnose {
+        // SAFETY: helper without preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: helper without preconditions.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        record_occupancy(prev, next, prev_pid_tgid, cgroup, now);
+        now
+    } else {
+        0
+    };
     stamp_if_preempted(ctx, prev, prev_pid_tgid)?;
     let Some(queued) = take_record(next) else {
         return Ok(());
     };
 
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = if diagnose {
+        switch_ns
+    } else {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    };
     if now < queued.enqueue_ts {
         count(Counter::NegativeDelta);
         return Ok(());
@@ -148,16 +166,6 @@ fn emit(
     now: u64,
     wait_ns: u64,
 ) {
-    let Some(mut entry) = EVENTS.reserve(0) else {
-        count(Counter::RingbufFull);
-        if cfg(&SETTINGS.task_stats) != 0
-            && let Some(stats) = TASK_STATS.get_ptr_mut(queued.tid)
-        {
-            // SAFETY: as in account().
-            unsafe { (*stats).lost_events += 1 };
-        }
-        return;
-    };
     let mut event = WaitEvent {
         ts_ns: now,
         wait_ns,
@@ -174,7 +182,28 @@ fn emit(
         preemptor_comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
     };
     task_comm(task, &mut event.comm);
-    entry.write(event);
-    count(Counter::EventsSubmitted);
-    entry.submit(submit_flags());
+    let span = WaitSpan {
+        start_ns: queued.enqueue_ts,
+        end_ns: now,
+        migrated_ns: queued.migrated_ns,
+        cgroup_id: 0,
+        // A move to another CPU changes the cfs_rq: the two readings no longer compare.
+        throttled_start_ns: if queued.flags & FLAG_MIGRATED == 0 {
+            queued.throttled_ns
+        } else {
+            agent_common::THROTTLED_UNKNOWN
+        },
+        throttled_end_ns: throttled_total(task),
+    };
+    if submit_event(&event, &span) {
+        count(Counter::EventsSubmitted);
+        return;
+    }
+    count(Counter::RingbufFull);
+    if cfg(&SETTINGS.task_stats) != 0
+        && let Some(stats) = TASK_STATS.get_ptr_mut(queued.tid)
+    {
+        // SAFETY: as in account().
+        unsafe { (*stats).lost_events += 1 };
+    }
 }

@@ -16,6 +16,7 @@
 // private: the binary needs only the command line, so code nothing uses is a compile warning.
 mod cli;
 mod daemon;
+mod diagnosis;
 mod host;
 mod incident;
 mod kernel;

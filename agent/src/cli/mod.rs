@@ -128,6 +128,10 @@ pub struct TraceArgs {
     /// Use the tid-keyed hash map instead of task storage (the path for kernels < 5.11).
     #[arg(long, hide = true)]
     pub force_pid_hash: bool,
+    /// Do not diagnose long waits (no CULPRIT/CAUSE): every context switch on the machine
+    /// then costs less (the diagnosis records who holds each CPU at every switch).
+    #[arg(long)]
+    pub no_diagnosis: bool,
 }
 
 /// Flags of `schedlat run`.
@@ -307,6 +311,7 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
         format: args.format,
         unit: args.unit,
         force_pid_hash: args.force_pid_hash,
+        diagnose: !args.no_diagnosis,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -59,6 +59,10 @@ pub struct Config {
     /// has an entry, not per CPU). Waits of processes that find it full are counted node-wide
     /// in the overflow entry (`schedlat_kernel_map_folded_waits_total`), never dropped.
     pub kernel_map_entries: u32,
+    /// Diagnose every wait at or above `event_threshold`: who held the CPU (by share) and the
+    /// cause (`schedlat_wait_cause_*`, incident verdicts). Costs a little at every context
+    /// switch (the kernel notes who holds each CPU); off: the preemptor is the last task.
+    pub diagnosis: bool,
     pub labels: LabelConfig,
     pub incidents: IncidentConfig,
 }
@@ -100,6 +104,9 @@ pub struct IncidentConfig {
     /// How much CPU history before the trigger, and after it, goes into the flame graph.
     pub before: Dur,
     pub after: Dur,
+    /// Whether a wait diagnosed `self_contention` (the victim's own cgroup held the CPU: it
+    /// is the hog itself, or its siblings) triggers an incident.
+    pub trigger_on_self_contention: bool,
 }
 
 impl Default for Config {
@@ -112,6 +119,7 @@ impl Default for Config {
             event_threshold: millis(1),
             series_ttl: secs(120),
             kernel_map_entries: 16384,
+            diagnosis: true,
             labels: LabelConfig::default(),
             incidents: IncidentConfig::default(),
         }
@@ -143,6 +151,7 @@ impl Default for IncidentConfig {
             sample_hz: 49,
             before: secs(10),
             after: secs(1),
+            trigger_on_self_contention: false,
         }
     }
 }

@@ -478,17 +478,48 @@ fn preemptors_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     }
     out.push(family(
         "schedlat_preemptor_waits_total",
-        "Waits of at least event_threshold by who ran instead: the preemptor's process and \
-         cgroup (\"[idle]\" when the CPU was idle). Bounded: label sets beyond 1000 count as \
+        "Waits of at least event_threshold by who ran instead: with diagnosis on, the task that \
+         held the CPU longest during the wait (its process and cgroup; \"[idle]\" when the CPU \
+         was idle most); off, the task that ran last. Bounded: label sets beyond 1000 count as \
          preemptor=\"other\".",
         COUNTER,
         waits,
     ));
     out.push(family(
         "schedlat_preemptor_wait_seconds_total",
-        "Total wait of the waits in schedlat_preemptor_waits_total.",
+        "Wait time of long waits by who held the CPU during them (with diagnosis on: each \
+         task's time on the CPU within the wait, so one wait splits between its culprits; off: \
+         the whole wait goes to the last task).",
         COUNTER,
         wait_seconds,
+    ));
+    let mut waits = Vec::new();
+    let mut wait_seconds = Vec::new();
+    for ((cgroup, cause), w) in exported.causes.iter() {
+        let labels = [("cgroup", cgroup.as_str()), ("cause", cause.name())];
+        waits.push(counter(&labels, w.waits as f64));
+        wait_seconds.push(counter(&labels, seconds(w.wait_ns)));
+    }
+    out.push(family(
+        "schedlat_wait_cause_waits_total",
+        "Waits of at least event_threshold by the waiting task's cgroup and diagnosed cause \
+         (throttled, affinity, rt, irq, stalled, noisy_neighbour, self_contention, kernel, \
+         migration, unknown; see the README).",
+        COUNTER,
+        waits,
+    ));
+    out.push(family(
+        "schedlat_wait_cause_seconds_total",
+        "Total wait of the waits in schedlat_wait_cause_waits_total.",
+        COUNTER,
+        wait_seconds,
+    ));
+    out.push(family(
+        "schedlat_undiagnosed_waits_total",
+        "Long waits not diagnosed because the per-window diagnosis budget was spent (they are \
+         in every other metric).",
+        COUNTER,
+        vec![counter(&[], exported.undiagnosed as f64)],
     ));
 }
 

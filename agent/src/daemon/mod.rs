@@ -34,7 +34,8 @@ use crate::{
     incident::capture::Capture,
     incident::store::{self, DirStatus},
     kernel::daemon_maps::KernelReader,
-    kernel::events::{self, comm_str},
+    diagnosis::engine::{Diagnoser, Diagnosis, Host},
+    kernel::events::{self, Record, comm_str},
     kernel::loader::{Mode, ProbeConfig, Probes},
     kernel::privileges,
     stats::aggregate::{
@@ -175,12 +176,20 @@ struct Daemon {
     handler: http::Handler,
     /// (tgid, cpu, wait ns) of this window's events: their exact maxima.
     event_waits: Vec<EventWait>,
-    events: Vec<WaitEvent>,
+    events: Vec<Record>,
     window_start: Instant,
+    diagnoser: Diagnoser,
+    /// The kernel's CFS throttle records (`None`: throttling not observable).
+    throttle_ring: Option<RingBuf<MapData>>,
+    /// Waits diagnosed this window (bounded by `MAX_DIAGNOSES_PER_WINDOW`).
+    diagnosed: usize,
 }
 
 /// Events kept per window for their exact maxima; the cap bounds memory in a storm.
 const MAX_EVENTS_PER_WINDOW: usize = 100_000;
+/// Waits diagnosed per window: each reads a few /proc files; past this, a storm of long waits
+/// is counted (`schedlat_undiagnosed_waits_total`) rather than diagnosed.
+const MAX_DIAGNOSES_PER_WINDOW: usize = 5_000;
 
 impl Daemon {
     /// Loads and attaches the programs, serves /metrics, drops privileges.
@@ -192,6 +201,8 @@ impl Daemon {
         let mut probes = load_probes(options, &config, capture.as_ref())?;
         let events_ring = probes.take_events()?;
         let samples_ring = probes.take_samples()?;
+        let diagnoser = Diagnoser::new(probes.throttle_observable(), probes.throttle_clock());
+        let throttle_ring = probes.take_throttles();
         let aggregator = Aggregator::new(aggregator_config(&config));
         // Complete before the first scrape: what is known now is exported now, what only a
         // window tells (quantiles, map use) is absent until the first window closes.
@@ -246,6 +257,9 @@ impl Daemon {
             event_waits: Vec::new(),
             events: Vec::new(),
             window_start: Instant::now(),
+            diagnoser,
+            throttle_ring,
+            diagnosed: 0,
         })
     }
 
@@ -260,22 +274,68 @@ impl Daemon {
             // samples go nowhere rather than count as lost.
             while self.samples_ring.next().is_some() {}
         }
+        if let Some(throttles) = self.throttle_ring.as_mut() {
+            self.diagnoser.throttles.drain(throttles);
+        }
         drain_events(&mut self.events_ring, &mut self.events, &mut self.stats);
-        for e in self.events.drain(..) {
+        let event_threshold_ns = self.config.event_threshold.0.as_nanos() as u64;
+        for record in std::mem::take(&mut self.events) {
+            let e = *record.event();
+            let diagnosis = match record.diag() {
+                Some(d) if self.diagnosed < MAX_DIAGNOSES_PER_WINDOW => {
+                    self.diagnosed += 1;
+                    Some(self.diagnoser.diagnose(
+                        d,
+                        &mut DaemonHost {
+                            names: &mut self.names,
+                            config: &self.config,
+                            probes: &self.probes,
+                        },
+                    ))
+                }
+                Some(_) => {
+                    self.aggregator.exported.undiagnosed += 1;
+                    None
+                }
+                None => None,
+            };
             let lookup = Lookup {
                 reader: &self.reader,
                 probes: &self.probes,
                 config: &self.config,
             };
             // Labelled once, for the preemptor table and the incident trigger alike.
-            let cgroup = lookup.cgroup(&mut self.names, e.tgid);
-            account_preemptor(
-                &e,
-                cgroup.as_deref(),
-                &mut self.aggregator.exported.preemptors,
-                &mut self.names,
-                &lookup,
-            );
+            let cgroup = match record.diag() {
+                Some(d) if d.cgroup_id != 0 => {
+                    Some(cgroup_label(&mut self.names, d.cgroup_id, &self.config))
+                }
+                _ => lookup.cgroup(&mut self.names, e.tgid),
+            };
+            let in_metrics = e.wait_ns >= event_threshold_ns;
+            match &diagnosis {
+                Some(diagnosis) if in_metrics => {
+                    self.aggregator.exported.causes.add(
+                        cgroup.as_deref().unwrap_or(UNKNOWN),
+                        diagnosis.cause,
+                        e.wait_ns,
+                    );
+                    account_culprits(
+                        &e,
+                        diagnosis,
+                        cgroup.as_deref(),
+                        &mut self.aggregator.exported.preemptors,
+                        &mut self.names,
+                    );
+                }
+                None if in_metrics => account_preemptor(
+                    &e,
+                    cgroup.as_deref(),
+                    &mut self.aggregator.exported.preemptors,
+                    &mut self.names,
+                    &lookup,
+                ),
+                _ => {}
+            }
             if self.event_waits.len() < MAX_EVENTS_PER_WINDOW {
                 self.event_waits.push(EventWait {
                     tgid: e.tgid,
@@ -287,10 +347,19 @@ impl Daemon {
                 && e.wait_ns >= capture.config().threshold.0.as_nanos() as u64
                 && !self.names.is_kernel_thread(e.tgid)
                 && e.tgid != std::process::id()
+                && (capture.config().trigger_on_self_contention
+                    || diagnosis
+                        .as_ref()
+                        .is_none_or(|d| d.cause != crate::diagnosis::Cause::SelfContention))
             {
                 let process = self.names.process(e.tgid);
                 if capture.config().watches(&process, cgroup.as_deref()) {
-                    capture.on_wait(&e, cgroup.as_deref(), &self.aggregator.exported);
+                    capture.on_wait(
+                        &e,
+                        cgroup.as_deref(),
+                        diagnosis.as_ref(),
+                        &self.aggregator.exported,
+                    );
                 }
             }
         }
@@ -426,6 +495,7 @@ fn load_probes(options: &RunOptions, config: &Config, capture: Option<&Capture>)
         proc_map_entries: config.kernel_map_entries,
         force_own_stamps: options.force_wakeup_probes,
         sampler_hz: capture.map(|c| c.config().sample_hz),
+        diagnose: config.diagnosis,
         ..ProbeConfig::default()
     };
     let first = match Probes::load(&wanted) {
@@ -572,11 +642,12 @@ fn reload(
 }
 
 /// Reads the long-wait events out of the ring buffer.
-fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &mut SelfStats) {
+fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<Record>, stats: &mut SelfStats) {
     while let Some(item) = ring.next() {
         stats.events_received += 1;
-        match events::decode(&item) {
-            Ok(e) => {
+        match events::decode_record(&item) {
+            Ok(record) => {
+                let e = record.event();
                 log::trace!(
                     "long wait: {} {}/{} on cpu {} behind {}/{}",
                     events::human_ns(e.wait_ns),
@@ -586,7 +657,7 @@ fn drain_events(ring: &mut RingBuf<MapData>, out: &mut Vec<WaitEvent>, stats: &m
                     e.preemptor_tid,
                     comm_str(&e.preemptor_comm)
                 );
-                out.push(e);
+                out.push(record);
             }
             Err(e) => debug!("undecodable event: {e:#}"),
         }
@@ -649,6 +720,59 @@ impl Lookup<'_> {
                 .proc_cgroup_path(tgid)
                 .map(|path| crate::host::cgroups::label(&path, self.config.labels.cgroup_names)),
         }
+    }
+}
+
+/// What the diagnosis asks of the host, for the daemon.
+struct DaemonHost<'a> {
+    names: &'a mut ProcNames,
+    config: &'a Config,
+    probes: &'a Probes,
+}
+
+impl Host for DaemonHost<'_> {
+    fn cgroup_label(&mut self, id: u64) -> String {
+        cgroup_label(self.names, id, self.config)
+    }
+
+    fn cgroup_id_of(&mut self, _tid: u32) -> Option<u64> {
+        // The daemon's events carry the waiting task's cgroup id.
+        None
+    }
+
+    fn other_cpus(&mut self) -> Option<Vec<agent_common::OccupancyRing>> {
+        self.probes.occupancy().ok()
+    }
+}
+
+/// Counts a long wait under the tasks that held the CPU during it, each with its held time;
+/// the wait itself under its main culprit.
+fn account_culprits(
+    e: &WaitEvent,
+    diagnosis: &Diagnosis,
+    victim_cgroup: Option<&str>,
+    table: &mut PreemptorTable,
+    names: &mut ProcNames,
+) {
+    let victim_cgroup = victim_cgroup.unwrap_or(UNKNOWN);
+    for (i, culprit) in diagnosis.culprits.iter().enumerate() {
+        let (preemptor_cgroup, preemptor) = if culprit.tid == 0 {
+            (IDLE.to_owned(), IDLE.to_owned())
+        } else {
+            let process = names
+                .known_process(culprit.tgid)
+                .unwrap_or_else(|| culprit.comm.clone());
+            (culprit.cgroup.clone(), process)
+        };
+        table.add_share(
+            PreemptorKey {
+                cgroup: victim_cgroup.to_owned(),
+                preemptor_cgroup,
+                preemptor,
+            },
+            u64::from(i == 0),
+            (culprit.share * e.wait_ns as f64) as u64,
+        );
     }
 }
 

@@ -169,6 +169,20 @@ impl CgroupResolver {
         }
     }
 
+    /// The cgroup v2 id of a task's cgroup (the inode of its directory), if it still exists.
+    #[must_use]
+    pub fn id_of_task(&self, tid: u32) -> Option<u64> {
+        use std::os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _};
+        let mount = self.mount.as_ref()?;
+        let cgroup = std::fs::read(format!("/proc/{tid}/cgroup")).ok()?;
+        let path = cgroup
+            .split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(b"0::"))?;
+        let relative = path.strip_prefix(b"/").unwrap_or(path);
+        let dir = mount.join(std::ffi::OsStr::from_bytes(relative));
+        std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
     /// The cgroup's path relative to the cgroup2 root ("/" for the root), or `cgroup:<id>`
     /// when it cannot be found (removed since, or no cgroup2 mount).
     pub fn path(&mut self, id: u64) -> String {

@@ -1,9 +1,10 @@
 //! What the host says about tasks and groups outside BPF: /proc (`procinfo`), the cgroup file
-//! systems and the names SREs know cgroups by (`cgroups`), and the one escaping every name
-//! shown to people or written into labels goes through (`names`), and wall-clock formatting
-//! (`clock`).
+//! systems and the names SREs know cgroups by (`cgroups`), what limits a task's CPU (CFS
+//! quota, allowed CPUs, nice, policy: `cpulimits`), the one escaping every name shown to
+//! people or written into labels goes through (`names`), and wall-clock formatting (`clock`).
 
 pub mod cgroups;
 pub mod clock;
+pub mod cpulimits;
 pub mod names;
 pub mod procinfo;

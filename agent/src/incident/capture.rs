@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::{
     daemon::config::IncidentConfig,
+    diagnosis::engine::Diagnosis,
     incident::snapshot::{self, Snapshot},
     incident::store::{
         Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
@@ -50,6 +51,8 @@ struct Pending {
     victim: TaskRef,
     cpu: Option<u32>,
     preemptor: Option<TaskRef>,
+    /// Who held the CPU and why (waits with diagnosis on).
+    diagnosis: Option<Diagnosis>,
     snapshot: Snapshot,
     /// The victim's /proc files as the kernel wrote them (the name in them need not be UTF-8).
     victim_status: Option<Vec<u8>>,
@@ -150,7 +153,13 @@ impl Capture {
     }
 
     /// A long wait: captures it if it crosses the threshold and the limits allow.
-    pub fn on_wait(&mut self, e: &WaitEvent, cgroup: Option<&str>, exported: &Exported) {
+    pub fn on_wait(
+        &mut self,
+        e: &WaitEvent,
+        cgroup: Option<&str>,
+        diagnosis: Option<&Diagnosis>,
+        exported: &Exported,
+    ) {
         let threshold_ns = self.config.threshold.0.as_nanos() as u64;
         if e.wait_ns < threshold_ns {
             return;
@@ -188,6 +197,9 @@ impl Capture {
             Some(preemptor),
             window,
         );
+        if let Some(p) = self.pending.last_mut() {
+            p.diagnosis = diagnosis.cloned();
+        }
     }
 
     /// After a window: cgroups whose p99 crossed `p99_threshold`.
@@ -295,6 +307,7 @@ impl Capture {
             victim_status,
             victim_sched,
             window,
+            diagnosis: None,
         });
     }
 
@@ -313,7 +326,7 @@ impl Capture {
                 Ok(path) => {
                     *self.stats.captured.entry(p.reason.name()).or_default() += 1;
                     info!(
-                        "incident ({}): {} [{}] {} {} on CPU {} behind {} -> {}",
+                        "incident ({}): {} [{}] {} {} on CPU {}: {} -> {}",
                         p.reason.name(),
                         p.victim.comm,
                         p.victim.tgid,
@@ -324,7 +337,7 @@ impl Capture {
                         },
                         human_ns(p.value_ns),
                         p.cpu.map_or("-".to_owned(), |c| c.to_string()),
-                        p.preemptor.as_ref().map_or("-", |t| t.comm.as_str()),
+                        headline_cause(&p),
                         path.display()
                     );
                 }
@@ -351,12 +364,12 @@ impl Capture {
         );
         let title = match p.reason {
             Reason::Wait => format!(
-                "schedlat incident: {} [{}] waited {} on CPU {} behind {}",
+                "schedlat incident: {} [{}] waited {} on CPU {}: {}",
                 p.victim.comm,
                 p.victim.tgid,
                 human_ns(p.value_ns),
                 p.cpu.unwrap_or(0),
-                p.preemptor.as_ref().map_or("-", |t| t.comm.as_str()),
+                headline_cause(p),
             ),
             Reason::WindowP99 => format!(
                 "schedlat incident: cgroup {} window p99 {} (worst: {})",
@@ -409,6 +422,7 @@ impl Capture {
             cpu: p.cpu,
             preemptor: p.preemptor.clone(),
             waker: None,
+            diagnosis: p.diagnosis.clone(),
             window: p.window.clone(),
             samples: samples.len(),
             flamegraph_before_ms: before / 1_000_000,
@@ -437,4 +451,16 @@ fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
         "node": exported.window.node.as_ref().map(q),
         "cgroup": cgroup.and_then(|cg| exported.window.cgroups.get(cg)).map(q),
     })
+}
+
+/// What a wait incident's headline blames: the diagnosis (cause and main culprit with its
+/// share), else the task that ran last.
+fn headline_cause(p: &Pending) -> String {
+    match &p.diagnosis {
+        Some(d) => format!("{} ({}; culprit {})", d.verdict, d.cause.name(), d.culprit_label()),
+        None => format!(
+            "behind {} (last task on the CPU; not diagnosed)",
+            p.preemptor.as_ref().map_or("-", |t| t.comm.as_str())
+        ),
+    }
 }

@@ -134,6 +134,9 @@ pub struct Metadata {
     pub preemptor: Option<TaskRef>,
     /// The daemon's switch-only probes do not see wakeups; `None` then.
     pub waker: Option<TaskRef>,
+    /// Who held the CPU during the wait and why (`None`: not diagnosed, or a p99 trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::diagnosis::engine::Diagnosis>,
     /// The victim's cgroup and the node over the last full window: p50, p99, max (ns).
     pub window: serde_json::Value,
     /// CPU samples in the flame graph and the interval they cover around the trigger.

@@ -5,7 +5,7 @@
 //! (`agent_common::TaskOffsets`, `RqOffsets`).
 //! Format: <https://docs.kernel.org/bpf/btf.html>.
 
-use agent_common::{RqOffsets, TaskOffsets};
+use agent_common::{CgroupOffsets, RqOffsets, TaskOffsets};
 use anyhow::{Context as _, Result, bail, ensure};
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -241,6 +241,50 @@ pub struct KernelLayout {
     /// What the sampler's run-queue walk reads; `None` when a field is missing (e.g. no
     /// `CONFIG_FAIR_GROUP_SCHED`).
     pub rq: Option<RqOffsets>,
+    /// What the throttle programs read; `None` without `CONFIG_CFS_BANDWIDTH` (or a field
+    /// missing).
+    pub cgroup: Option<CgroupOffsets>,
+}
+
+/// `cfs_rq` → CPU, throttled state and cgroup id, for the throttle programs
+/// (agent-ebpf/src/throttle.rs), and the throttled-time clock (6.8+). A field this kernel
+/// lacks is 0: `CgroupOffsets::has_*` tell what is usable.
+fn cgroup_offsets_from_btf(btf: &Btf) -> Result<CgroupOffsets> {
+    let field = |st: &str, name: &str| -> Result<u32> {
+        Ok(btf.member_offset(st, name)?.unwrap_or(0))
+    };
+    let task_se = field("task_struct", "se")?;
+    let se_cfs_rq = field("sched_entity", "cfs_rq")?;
+    Ok(CgroupOffsets {
+        cfs_rq_tg: field("cfs_rq", "tg")?,
+        cfs_rq_rq: field("cfs_rq", "rq")?,
+        cfs_rq_throttled: field("cfs_rq", "throttled")?,
+        rq_cpu: field("rq", "cpu")?,
+        tg_cgroup: field("task_group", "css")? + field("cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: field("cgroup", "kn")?,
+        kn_id: field("kernfs_node", "id")?,
+        task_cfs_rq: if task_se == 0 || se_cfs_rq == 0 {
+            0
+        } else {
+            task_se + se_cfs_rq
+        },
+        cfs_rq_self_time: field("cfs_rq", "throttled_clock_self_time")?,
+        cfs_rq_self_clock: field("cfs_rq", "throttled_clock_self")?,
+        rq_clock: field("rq", "clock")?,
+        pad: 0,
+    })
+}
+
+/// Whether the throttle programs' fields are all known.
+#[must_use]
+pub fn has_throttle_fields(o: &CgroupOffsets) -> bool {
+    o.cfs_rq_tg != 0 && o.cfs_rq_rq != 0 && o.cfs_rq_throttled != 0 && o.cgroup_kn != 0
+}
+
+/// Whether the throttled-time clock (`cfs_rq.throttled_clock_self_time`, 6.8+) is readable.
+#[must_use]
+pub fn has_throttle_clock(o: &CgroupOffsets) -> bool {
+    o.task_cfs_rq != 0 && o.cfs_rq_self_time != 0 && o.cfs_rq_self_clock != 0 && o.rq_clock != 0
 }
 
 /// Scheduler structure offsets for the CPU sampler's run-queue walk (agent-ebpf/src/sampler.rs),
@@ -270,6 +314,8 @@ pub struct DaemonLayout {
     pub flags_offset: u32,
     pub on_rq_offset: u32,
     pub group_leader_offset: u32,
+    /// `task_struct.prio` (the diagnosis tells real-time holders by it).
+    pub prio_offset: u32,
     /// The kernel's own wait stamps; `None` without `CONFIG_SCHED_INFO`, when the daemon
     /// falls back to stamping enqueues with the wakeup programs.
     pub sched_info: Option<SchedInfoLayout>,
@@ -304,6 +350,7 @@ impl DaemonLayout {
             flags_offset: field("task_struct", "flags")?,
             on_rq_offset: field("task_struct", "on_rq")?,
             group_leader_offset: field("task_struct", "group_leader")?,
+            prio_offset: field("task_struct", "prio")?,
             sched_info,
         })
     }
@@ -328,6 +375,7 @@ impl KernelLayout {
             on_rq: daemon.map_or(0, |d| d.on_rq_offset),
             group_leader: daemon.map_or(0, |d| d.group_leader_offset),
             pcount: stamps.map_or(0, |s| s.pcount),
+            prio: daemon.map_or(0, |d| d.prio_offset),
         }
     }
 
@@ -352,6 +400,9 @@ impl KernelLayout {
                 .ok(),
             rq: rq_offsets_from_btf(btf)
                 .inspect_err(|e| log::debug!("run-queue layout: {e:#}"))
+                .ok(),
+            cgroup: cgroup_offsets_from_btf(btf)
+                .inspect_err(|e| log::debug!("throttle layout: {e:#}"))
                 .ok(),
         })
     }
@@ -457,6 +508,7 @@ mod tests {
                 // The synthetic task_struct has no flags/on_rq/group_leader: no daemon layout.
                 daemon: None,
                 rq: None,
+                cgroup: None,
             }
         );
     }

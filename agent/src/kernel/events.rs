@@ -2,13 +2,50 @@
 
 use std::fmt::Write as _;
 
-use agent_common::{FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, TASK_COMM_LEN, WaitEvent};
+use agent_common::{
+    DiagEvent, FLAG_MIGRATED, FLAG_NEW_TASK, FLAG_PREEMPTED, TASK_COMM_LEN, WaitEvent,
+};
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-/// Decodes one ring-buffer record.
+/// One long wait from the ring buffer: bare, or with its CPU's history (diagnosis on).
+#[derive(Clone, Debug)]
+pub enum Record {
+    Plain(WaitEvent),
+    Diag(Box<DiagEvent>),
+}
+
+impl Record {
+    #[must_use]
+    pub fn event(&self) -> &WaitEvent {
+        match self {
+            Self::Plain(e) => e,
+            Self::Diag(d) => &d.event,
+        }
+    }
+
+    #[must_use]
+    pub fn diag(&self) -> Option<&DiagEvent> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Diag(d) => Some(d),
+        }
+    }
+}
+
+/// Decodes one event record (the two kinds differ in size).
+pub fn decode_record(bytes: &[u8]) -> Result<Record> {
+    if bytes.len() >= size_of::<DiagEvent>() {
+        Ok(Record::Diag(Box::new(decode_as::<DiagEvent>(bytes)?)))
+    } else {
+        Ok(Record::Plain(decode_as::<WaitEvent>(bytes)?))
+    }
+}
+
+/// Decodes one ring-buffer record's wait (either kind).
+#[cfg(test)]
 pub fn decode(bytes: &[u8]) -> Result<WaitEvent> {
-    decode_as::<WaitEvent>(bytes)
+    decode_record(bytes).map(|r| *r.event())
 }
 
 /// Decodes a ring buffer record of a plain-old-data contract type.
@@ -33,7 +70,7 @@ pub fn comm_str(comm: &[u8; TASK_COMM_LEN]) -> String {
 }
 
 /// The stable JSON form of an event (documented in the README; add fields, never rename).
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Debug, PartialEq)]
 pub struct EventJson {
     pub ts_ns: u64,
     /// The same moment in wall-clock time (RFC 3339, UTC, milliseconds).
@@ -53,6 +90,15 @@ pub struct EventJson {
     pub preempted: bool,
     /// First run of a new task.
     pub new_task: bool,
+    /// Why it waited (`unknown` when not diagnosed); see the README.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::diagnosis::Cause>,
+    /// Who held the CPU during the wait, largest share first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprits: Option<Vec<crate::diagnosis::engine::Culprit>>,
+    /// The diagnosis in one sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 impl EventJson {
@@ -76,7 +122,19 @@ impl EventJson {
             migrated: e.flags & FLAG_MIGRATED != 0,
             preempted: e.flags & FLAG_PREEMPTED != 0,
             new_task: e.flags & FLAG_NEW_TASK != 0,
+            cause: None,
+            culprits: None,
+            verdict: None,
         }
+    }
+
+    /// Adds the diagnosis.
+    #[must_use]
+    pub fn with_diagnosis(mut self, d: &crate::diagnosis::engine::Diagnosis) -> Self {
+        self.cause = Some(d.cause);
+        self.culprits = Some(d.culprits.clone());
+        self.verdict = Some(d.verdict.clone());
+        self
     }
 }
 
@@ -108,11 +166,15 @@ pub fn utc_time_of_day(realtime_ns: u64) -> String {
     )
 }
 
-pub const TEXT_HEADER: &str = "TIME(UTC)     TID      COMM             CPU  WAIT       PREEMPTOR                  WAKER     MIGRATED";
+pub const TEXT_HEADER: &str = "TIME(UTC)     TID      COMM             CPU  WAIT       CULPRIT                    CAUSE            PREEMPTOR                  WAKER     MIGRATED";
 
 /// One text line for an event; `realtime_ns` is its wall-clock time.
 #[must_use]
-pub fn text_line(e: &WaitEvent, realtime_ns: u64) -> String {
+pub fn text_line(
+    e: &WaitEvent,
+    diagnosis: Option<&crate::diagnosis::engine::Diagnosis>,
+    realtime_ns: u64,
+) -> String {
     let mut line = String::new();
     let preemptor = format!("{}/{}", e.preemptor_tid, comm_str(&e.preemptor_comm));
     let waker = if e.flags & FLAG_PREEMPTED != 0 {
@@ -122,12 +184,14 @@ pub fn text_line(e: &WaitEvent, realtime_ns: u64) -> String {
     };
     let _ = write!(
         line,
-        "{:<13} {:<8} {:<16} {:<4} {:<10} {:<26} {:<9} {}",
+        "{:<13} {:<8} {:<16} {:<4} {:<10} {:<26} {:<16} {:<26} {:<9} {}",
         utc_time_of_day(realtime_ns),
         e.tid,
         comm_str(&e.comm),
         e.cpu,
         human_ns(e.wait_ns),
+        diagnosis.map_or_else(|| "-".to_owned(), |d| d.culprit_label()),
+        diagnosis.map_or("-", |d| d.cause.name()),
         preemptor,
         waker,
         if e.flags & FLAG_MIGRATED != 0 {
@@ -222,7 +286,7 @@ mod tests {
         event.comm[..9].copy_from_slice(b"bad\xff\x1b[31m");
         event.preemptor_comm = [0; TASK_COMM_LEN];
         event.preemptor_comm[..6].copy_from_slice(b"two\nli");
-        let line = text_line(&event, 0);
+        let line = text_line(&event, None, 0);
         assert!(!line.chars().any(char::is_control), "{line:?}");
         assert!(line.contains(" bad\\xff\\x1b[31m "), "{line}");
         assert!(line.contains("43/two\\x0ali"), "{line}");
@@ -235,7 +299,7 @@ mod tests {
 
     #[test]
     fn text_line_shows_preemptor_and_migration() {
-        let line = text_line(&sample(), 0);
+        let line = text_line(&sample(), None, 0);
         assert!(line.contains("43/hog-with-long-nm"), "{line}");
         assert!(line.contains("4.56ms"), "{line}");
         assert!(line.trim_end().ends_with("yes"), "{line}");

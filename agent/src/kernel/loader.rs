@@ -4,9 +4,9 @@
 use std::collections::HashMap as StdHashMap;
 
 use agent_common::{
-    COUNTER_COUNT, Counter, DAEMON_CFG_MIN_EVENT_NS, HistKey, RqOffsets, Settings, TaskOffsets,
-    TaskStats,
-    names::{global, map, program, tracepoint},
+    COUNTER_COUNT, CgroupOffsets, Counter, DAEMON_CFG_MIN_EVENT_NS, HistKey, RqOffsets,
+    Settings, TaskOffsets, TaskStats,
+    names::{function, global, map, program, tracepoint},
 };
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -106,6 +106,9 @@ pub struct ProbeConfig {
     pub proc_map_entries: u32,
     /// Sample every CPU's stacks this many times per second (`None`: no sampler).
     pub sampler_hz: Option<u64>,
+    /// Record who holds each CPU at every switch and send long waits with their CPU's
+    /// history (the diagnosis). Needs the daemon layout's `flags`/`prio` offsets.
+    pub diagnose: bool,
 }
 
 impl Default for ProbeConfig {
@@ -120,6 +123,7 @@ impl Default for ProbeConfig {
             ringbuf_bytes: 2 << 20,
             proc_map_entries: 16384,
             sampler_hz: None,
+            diagnose: false,
         }
     }
 }
@@ -197,6 +201,10 @@ impl Features {
 pub struct Probes {
     ebpf: Ebpf,
     pub features: Features,
+    /// Whether the kernel's CFS throttling is observed (`Err`: why not).
+    throttles: Result<(), String>,
+    /// Whether long waits carry the throttled-time clock.
+    throttle_clock: bool,
 }
 
 /// What this run loads, decided from the configuration and the kernel's features: the values
@@ -207,6 +215,7 @@ struct Plan {
     settings: Settings,
     task_offsets: TaskOffsets,
     rq_offsets: RqOffsets,
+    cgroup_offsets: Option<CgroupOffsets>,
 }
 
 impl Plan {
@@ -234,6 +243,12 @@ impl Plan {
             // with ktime by the daemon's switch program when it reads those stamps.
             rq_walk: u32::from(layout.rq.is_some() && stamps && !own_stamps),
             daemon_own_stamps: u32::from(own_stamps),
+            diagnose: u32::from(config.diagnose && layout.daemon.is_some()),
+            throttle_clock: u32::from(
+                config.diagnose
+                    && layout.daemon.is_some()
+                    && layout.cgroup.as_ref().is_some_and(super::btf::has_throttle_clock),
+            ),
             ..Settings::DEFAULT
         };
         Ok(Self {
@@ -242,6 +257,7 @@ impl Plan {
             // Set whatever the mode: the sampler's run-queue walk reads last_queued too.
             task_offsets: layout.task_offsets(),
             rq_offsets: layout.rq.unwrap_or_default(),
+            cgroup_offsets: layout.cgroup,
         })
     }
 
@@ -280,6 +296,9 @@ impl Plan {
             .override_global(global::SETTINGS, &self.settings, true)
             .override_global(global::TASK_OFFSETS, &self.task_offsets, true)
             .override_global(global::RQ_OFFSETS, &self.rq_offsets, true);
+        if let Some(offsets) = &self.cgroup_offsets {
+            loader.override_global(global::CGROUP_OFFSETS, offsets, true);
+        }
     }
 
     /// Step 2: map sizes. Maps a configuration does not use shrink to one entry (ring buffers
@@ -326,6 +345,9 @@ impl Plan {
         if self.mode == Mode::Sampler {
             loader.map_max_entries(map::EVENTS, page);
         }
+        if self.settings.diagnose == 0 {
+            loader.map_max_entries(map::THROTTLES, page);
+        }
         for name in unused {
             loader.map_max_entries(name, 1);
         }
@@ -368,7 +390,12 @@ impl Probes {
         let ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading schedlat's eBPF object into the kernel")?;
-        let mut probes = Self { ebpf, features };
+        let mut probes = Self {
+            ebpf,
+            features,
+            throttles: Err("diagnosis is off".to_owned()),
+            throttle_clock: plan.settings.throttle_clock != 0,
+        };
         if let Some(filter) = &config.filter {
             probes.fill_filter(filter)?;
         }
@@ -376,6 +403,23 @@ impl Probes {
             probes.set_min_event_ns(plan.settings.min_event_ns)?;
         }
         probes.attach_scheduler_programs(&plan)?;
+        if plan.settings.diagnose != 0 {
+            probes.throttles = probes.attach_throttle_programs(&plan).map_err(|e| {
+                let reason = format!("{e:#}");
+                if plan.settings.throttle_clock != 0 {
+                    // The long waits carry their cgroup's throttled time: enough.
+                    log::debug!("throttle programs not attached ({reason}); using the clock");
+                } else {
+                    log::warn!(
+                        "CFS throttling is not observable ({reason}; and no \
+                         cfs_rq.throttled_clock_self_time before Linux 6.8): waits of tasks \
+                         under a CPU quota cannot be diagnosed `throttled` (the rest of the \
+                         diagnosis works)"
+                    );
+                }
+                reason
+            });
+        }
         if let Some(hz) = config.sampler_hz {
             probes.attach_sampler(hz)?;
         }
@@ -427,6 +471,62 @@ impl Probes {
             plan.stamps_label(),
         );
         Ok(())
+    }
+
+    /// Attaches the throttle programs (fexit/fentry on the kernel's `throttle_cfs_rq` and
+    /// `unthrottle_cfs_rq`): they need BTF for those functions, which a kernel may inline.
+    fn attach_throttle_programs(&mut self, plan: &Plan) -> Result<()> {
+        use aya::programs::{FEntry, FExit};
+        if !plan
+            .cgroup_offsets
+            .as_ref()
+            .is_some_and(super::btf::has_throttle_fields)
+        {
+            bail!("cfs_rq/task_group/cgroup fields not found in BTF (no CONFIG_CFS_BANDWIDTH?)");
+        }
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let start: &mut FExit = self
+            .ebpf
+            .program_mut(program::THROTTLE_START)
+            .context("throttle program missing from the eBPF object")?
+            .try_into()?;
+        start
+            .load(function::THROTTLE_CFS_RQ, &btf)
+            .with_context(|| format!("loading fexit on {}", function::THROTTLE_CFS_RQ))?;
+        start
+            .attach()
+            .with_context(|| format!("attaching fexit to {}", function::THROTTLE_CFS_RQ))?;
+        let end: &mut FEntry = self
+            .ebpf
+            .program_mut(program::THROTTLE_END)
+            .context("throttle program missing from the eBPF object")?
+            .try_into()?;
+        end.load(function::UNTHROTTLE_CFS_RQ, &btf)
+            .with_context(|| format!("loading fentry on {}", function::UNTHROTTLE_CFS_RQ))?;
+        end.attach()
+            .with_context(|| format!("attaching fentry to {}", function::UNTHROTTLE_CFS_RQ))?;
+        Ok(())
+    }
+
+    /// How CFS throttling is observed: the throttle programs' records, the throttled-time
+    /// clock in each long wait, or not at all (why).
+    #[must_use]
+    pub fn throttle_observable(&self) -> Result<(), String> {
+        self.throttles.clone()
+    }
+
+    /// Whether long waits carry their cgroup's throttled-time clock (`Settings::throttle_clock`).
+    #[must_use]
+    pub fn throttle_clock(&self) -> bool {
+        self.throttle_clock
+    }
+
+    /// The throttle record ring buffer, when throttling is observed; can be taken once.
+    pub fn take_throttles(&mut self) -> Option<RingBuf<MapData>> {
+        if self.throttles.is_err() {
+            return None;
+        }
+        RingBuf::try_from(self.ebpf.take_map(map::THROTTLES)?).ok()
     }
 
     /// Attaches the CPU sampler to a `cpu-clock` perf event on every online CPU.
@@ -512,6 +612,18 @@ impl Probes {
                 Some((name.to_owned(), fd.as_fd().as_raw_fd()))
             })
             .collect()
+    }
+
+    /// Every CPU's occupancy ring, as it is now (`ProbeConfig::diagnose`), indexed by CPU.
+    pub fn occupancy(&self) -> Result<Vec<agent_common::OccupancyRing>> {
+        let rings: aya::maps::PerCpuArray<_, agent_common::OccupancyRing> =
+            aya::maps::PerCpuArray::try_from(self.required_map(map::OCCUPANCY)?)?;
+        Ok(rings
+            .get(&agent_common::PER_CPU_SLOT, 0)
+            .context("reading the occupancy rings")?
+            .iter()
+            .copied()
+            .collect())
     }
 
     /// The event ring buffer; can be taken once.
@@ -631,6 +743,7 @@ mod tests {
                 flags_offset: 30,
                 on_rq_offset: 34,
                 group_leader_offset: 40,
+                prio_offset: 44,
                 sched_info: sched_info.then_some(SchedInfoLayout {
                     last_arrival: 50,
                     last_queued: 58,
@@ -641,6 +754,7 @@ mod tests {
                 task_se: 100,
                 ..RqOffsets::default()
             }),
+            cgroup: None,
         }
     }
 

@@ -337,6 +337,10 @@ pub struct Exported {
     pub windows: u64,
     /// Long waits by preemptor (cumulative, bounded).
     pub preemptors: super::preemptors::PreemptorTable,
+    /// Long waits by cgroup and diagnosed cause (cumulative, bounded).
+    pub causes: super::preemptors::CauseTable,
+    /// Long waits not diagnosed (over the per-window budget).
+    pub undiagnosed: u64,
     /// Every wait the kernel counted per process since the start (all processes, before any
     /// folding or filtering, the overflow entry included).
     pub process_waits: u64,

@@ -5,7 +5,7 @@
 //! events and, at the end, the per-process summaries.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     io::{self, Write},
     os::fd::AsRawFd as _,
@@ -24,7 +24,11 @@ use serde::Serialize;
 use crate::{
     UsageError,
     cli::OutputFormat,
-    host::procinfo,
+    diagnosis::{
+        Cause,
+        engine::{Diagnoser, Diagnosis, Host},
+    },
+    host::{cgroups::CgroupResolver, procinfo},
     kernel::events::{self, EventJson, comm_str},
     kernel::loader::{ProbeConfig, Probes, TaskFilter},
     stats::hist::{LatencyHistogram, Summary, TimeUnit},
@@ -45,6 +49,8 @@ pub struct TraceOptions {
     /// Unit of the log2 histograms in text output.
     pub unit: TimeUnit,
     pub force_pid_hash: bool,
+    /// Diagnose long waits (who held the CPU, why).
+    pub diagnose: bool,
 }
 
 /// A process the user asked about, resolved at start (it may exit while traced).
@@ -101,6 +107,14 @@ pub fn resolve_targets(pids: &[u32], tids: &[u32]) -> Result<Vec<Target>> {
     Ok(targets)
 }
 
+/// Long waits of one cause (the JSON summary's `causes` entries).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct CauseTotal {
+    pub cause: Cause,
+    pub waits: u64,
+    pub wait_ns: u64,
+}
+
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ThreadSummary {
     pub tid: u32,
@@ -124,6 +138,8 @@ pub struct ProcessSummary {
     /// Events of this process the ring buffer could not take (its totals are still exact).
     pub lost: u64,
     pub threads: Vec<ThreadSummary>,
+    /// Waits at or above the threshold by diagnosed cause, most wait time first.
+    pub causes: Vec<CauseTotal>,
     #[serde(skip)]
     pub histogram: LatencyHistogram,
 }
@@ -176,6 +192,7 @@ pub fn summarize(
                 max_ns: summary.max_ns,
                 lost,
                 threads,
+                causes: Vec::new(),
                 histogram,
             }
         })
@@ -196,6 +213,14 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
         human_ns(s.max_ns),
         s.lost
     );
+    if !s.causes.is_empty() {
+        let causes: Vec<String> = s
+            .causes
+            .iter()
+            .map(|c| format!("{} {} ({})", c.cause.name(), c.waits, human_ns(c.wait_ns)))
+            .collect();
+        let _ = writeln!(out, "Long waits by cause: {}", causes.join(", "));
+    }
     if s.count > 0 {
         out.push_str(&s.histogram.render_log2(unit));
         let _ = writeln!(
@@ -241,6 +266,7 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         min_event_ns: Some(options.threshold_ns),
         task_stats: true,
         force_pid_hash: options.force_pid_hash,
+        diagnose: options.diagnose,
         ..ProbeConfig::default()
     })?;
     let mut ring = probes.take_events()?;
@@ -250,13 +276,30 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         format: options.format,
         realtime_offset_ns: realtime_offset_ns(),
         open: true,
+        diagnoser: Diagnoser::new(probes.throttle_observable(), probes.throttle_clock()),
+        throttle_ring: probes.take_throttles(),
+        cgroups: CgroupResolver::new(),
+        causes: HashMap::new(),
     };
     if options.format == OutputFormat::Text {
         printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
     }
-    follow(&mut ring, &mut printer, options, &filter, stop)?;
+    follow(&mut ring, &mut printer, options, &filter, stop, &probes)?;
 
-    let summaries = summarize(&targets, &probes.task_stats()?, &probes.histograms()?);
+    let mut summaries = summarize(&targets, &probes.task_stats()?, &probes.histograms()?);
+    for summary in &mut summaries {
+        if let Some(causes) = printer.causes.remove(&summary.tgid) {
+            summary.causes = causes
+                .into_iter()
+                .map(|(cause, (waits, wait_ns))| CauseTotal {
+                    cause,
+                    waits,
+                    wait_ns,
+                })
+                .collect();
+            summary.causes.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns));
+        }
+    }
     let counters = probes.counters()?;
     drop(ring);
     drop(probes); // detach before printing, so a slow reader does not keep programs attached
@@ -296,21 +339,77 @@ fn announce(options: &TraceOptions, targets: &[Target]) {
     );
 }
 
+/// What the diagnosis asks of the host, for `trace`.
+struct TraceHost<'a> {
+    cgroups: &'a mut CgroupResolver,
+    probes: &'a Probes,
+}
+
+impl Host for TraceHost<'_> {
+    fn cgroup_label(&mut self, id: u64) -> String {
+        self.cgroups.path(id)
+    }
+
+    fn cgroup_id_of(&mut self, tid: u32) -> Option<u64> {
+        self.cgroups.id_of_task(tid)
+    }
+
+    fn other_cpus(&mut self) -> Option<Vec<agent_common::OccupancyRing>> {
+        self.probes.occupancy().ok()
+    }
+}
+
 /// Where events go; `open` turns false once the reader has gone (a closed pipe).
 struct EventPrinter<'a> {
     out: &'a mut dyn Write,
     format: OutputFormat,
     realtime_offset_ns: u64,
     open: bool,
+    diagnoser: Diagnoser,
+    throttle_ring: Option<RingBuf<MapData>>,
+    cgroups: CgroupResolver,
+    /// tgid → cause → (waits, wait time).
+    causes: HashMap<u32, BTreeMap<Cause, (u64, u64)>>,
 }
 
 impl EventPrinter<'_> {
-    /// Prints every event waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
-        while let Some(record) = ring.next() {
-            let event = events::decode(&record)?;
+    /// Prints every event waiting in the ring buffer (after taking the kernel's throttle
+    /// records, which the waits they explain follow).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<()> {
+        if let Some(throttles) = &mut self.throttle_ring {
+            self.diagnoser.throttles.drain(throttles);
+        }
+        while let Some(bytes) = ring.next() {
+            let record = events::decode_record(&bytes)?;
+            drop(bytes);
+            let diagnosis = record.diag().map(|d| {
+                self.diagnoser.diagnose(
+                    d,
+                    &mut TraceHost {
+                        cgroups: &mut self.cgroups,
+                        probes,
+                    },
+                )
+            });
+            let event = record.event();
+            if let Some(d) = &diagnosis {
+                let total = self
+                    .causes
+                    .entry(event.tgid)
+                    .or_default()
+                    .entry(d.cause)
+                    .or_default();
+                total.0 += 1;
+                total.1 += event.wait_ns;
+            }
             if self.open {
-                self.open = print_event(self.out, self.format, &event, self.realtime_offset_ns)?;
+                self.open = print_event(
+                    self.out,
+                    self.format,
+                    event,
+                    diagnosis.as_ref(),
+                    self.realtime_offset_ns,
+                )?;
             }
         }
         Ok(())
@@ -325,6 +424,7 @@ fn follow(
     options: &TraceOptions,
     filter: &TaskFilter,
     stop: &Arc<AtomicBool>,
+    probes: &Probes,
 ) -> Result<()> {
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
@@ -335,7 +435,7 @@ fn follow(
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
         wait_readable(ring.as_raw_fd(), timeout);
-        printer.drain(ring)?;
+        printer.drain(ring, probes)?;
         if printer.open && printer.out.flush().is_err() {
             printer.open = false;
         }
@@ -355,7 +455,7 @@ fn follow(
         }
     }
     // Events already in the ring buffer still belong to the trace.
-    printer.drain(ring)
+    printer.drain(ring, probes)
 }
 
 fn print_summaries(
@@ -412,11 +512,19 @@ fn print_event(
     out: &mut dyn Write,
     format: OutputFormat,
     event: &agent_common::WaitEvent,
+    diagnosis: Option<&Diagnosis>,
     realtime_offset: u64,
 ) -> Result<bool> {
     let line = match format {
-        OutputFormat::Text => events::text_line(event, event.ts_ns + realtime_offset),
-        OutputFormat::Json => serde_json::to_string(&EventJson::new(event, realtime_offset))?,
+        OutputFormat::Text => events::text_line(event, diagnosis, event.ts_ns + realtime_offset),
+        OutputFormat::Json => {
+            let json = EventJson::new(event, realtime_offset);
+            let json = match diagnosis {
+                Some(d) => json.with_diagnosis(d),
+                None => json,
+            };
+            serde_json::to_string(&json)?
+        }
     };
     writeln_or_stop(out, &line)
 }

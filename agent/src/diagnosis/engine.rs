@@ -1,0 +1,462 @@
+//! Gathers the evidence for one long wait (from the event, the kernel's throttle records, the
+//! other CPUs' histories and /proc), classifies it and names the culprits.
+
+use std::collections::{HashMap, VecDeque};
+
+use agent_common::{DiagEvent, OccupancyRing, THROTTLE_START, THROTTLED_UNKNOWN, ThrottleRecord};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Affinity, Cause, Classification, Evidence, Holder, Occupation, TOP_CULPRITS, Throttle,
+    ThrottleKnowledge, classify, cpu_list, idle_within, ms, occupation,
+};
+use crate::{
+    host::{cpulimits, procinfo},
+    kernel::events::comm_str,
+};
+
+/// A task that held the CPU during a wait, with its share (the JSON form is stable).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Culprit {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    /// Share of the wait, 0..1.
+    pub share: f64,
+}
+
+/// The diagnosis of one long wait.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub cause: Cause,
+    /// Share of the wait the cause explains, 0..1.
+    pub cause_share: f64,
+    /// Who held the CPU, largest share first (at most `TOP_CULPRITS`; the idle task is
+    /// `[idle]`, tid 0).
+    pub culprits: Vec<Culprit>,
+    /// Share held by the holders not listed.
+    pub rest_share: f64,
+    /// Share of the wait the CPU's history did not cover.
+    pub unrecorded_share: f64,
+    /// The facts that decided the cause.
+    pub evidence: Vec<String>,
+    /// One sentence for people.
+    pub verdict: String,
+}
+
+impl Diagnosis {
+    /// The culprit with the largest share, if any.
+    #[must_use]
+    pub fn culprit(&self) -> Option<&Culprit> {
+        self.culprits.first()
+    }
+
+    /// "comm 63%" of the main culprit, or "-".
+    #[must_use]
+    pub fn culprit_label(&self) -> String {
+        self.culprit().map_or_else(
+            || "-".to_owned(),
+            |c| format!("{} {:.0}%", c.comm, 100.0 * c.share),
+        )
+    }
+}
+
+/// Throttle intervals the kernel reported, kept for `KEEP_NS`.
+#[derive(Debug, Default)]
+pub struct ThrottleLog {
+    /// (cpu, cgroup) → throttled since.
+    open: HashMap<(u32, u64), u64>,
+    /// (cpu, cgroup, start, end), oldest first.
+    closed: VecDeque<(u32, u64, u64, u64)>,
+    /// Records seen (for the self-metrics and tests).
+    pub records: u64,
+}
+
+impl ThrottleLog {
+    /// How long intervals are kept: longer than any wait worth diagnosing plus the reader's
+    /// delay.
+    pub const KEEP_NS: u64 = 30_000_000_000;
+    /// Bound on kept intervals (a throttled cgroup on every CPU every period is 10 per second
+    /// per CPU).
+    pub const MAX_INTERVALS: usize = 65_536;
+
+    pub fn on_record(&mut self, r: &ThrottleRecord) {
+        self.records += 1;
+        let key = (r.cpu, r.cgroup_id);
+        if r.kind == THROTTLE_START {
+            self.open.entry(key).or_insert(r.ts_ns);
+        } else if let Some(start) = self.open.remove(&key) {
+            self.closed.push_back((r.cpu, r.cgroup_id, start, r.ts_ns));
+        }
+        while self.closed.len() > Self::MAX_INTERVALS
+            || self
+                .closed
+                .front()
+                .is_some_and(|c| c.3 + Self::KEEP_NS < r.ts_ns)
+        {
+            self.closed.pop_front();
+        }
+        // A start without an end (missed record) must not grow the map forever.
+        if self.open.len() > Self::MAX_INTERVALS {
+            self.open.clear();
+        }
+    }
+
+    /// Takes every record waiting in the kernel's throttle ring buffer.
+    pub fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        while let Some(bytes) = ring.next() {
+            if let Ok(record) = crate::kernel::events::decode_as::<ThrottleRecord>(&bytes) {
+                self.on_record(&record);
+            }
+        }
+    }
+
+    /// Time within `[start, end)` that any of `cgroups` was throttled on `cpu` (the union of
+    /// the intervals, so nested throttled ancestors are not counted twice).
+    #[must_use]
+    pub fn throttled_within(&self, cpu: u32, cgroups: &[u64], start: u64, end: u64) -> u64 {
+        let mut spans: Vec<(u64, u64)> = self
+            .closed
+            .iter()
+            .filter(|c| c.0 == cpu && cgroups.contains(&c.1))
+            .map(|c| (c.2, c.3))
+            .chain(
+                self.open
+                    .iter()
+                    .filter(|((c, id), _)| *c == cpu && cgroups.contains(id))
+                    .map(|(_, &s)| (s, end)),
+            )
+            .map(|(s, e)| (s.max(start), e.min(end)))
+            .filter(|(s, e)| s < e)
+            .collect();
+        spans.sort_unstable();
+        let mut total = 0;
+        let mut reach = start;
+        for (s, e) in spans {
+            let s = s.max(reach);
+            if e > s {
+                total += e - s;
+                reach = e;
+            }
+        }
+        total
+    }
+}
+
+/// Turns long waits into diagnoses.
+pub struct Diagnoser {
+    pub throttles: ThrottleLog,
+    /// `Err(reason)` when the kernel's throttle records are not available.
+    throttle_observable: Result<(), String>,
+    /// Whether long waits carry their `cfs_rq`'s throttled-time clock.
+    throttle_clock: bool,
+    /// (CPU, cgroup id) → (throttled-time clock, ktime) at the end of the last long wait
+    /// seen there: the daemon's programs read the clock only at a wait's end, so the previous
+    /// reading bounds the throttled time of the next wait from below.
+    last_clock: HashMap<(u32, u64), (u64, u64)>,
+    irq_accounted: bool,
+    online: Vec<u32>,
+}
+
+/// How the caller names cgroups (v2 ids) and reads the other CPUs' histories.
+pub trait Host {
+    /// The label of a cgroup v2 id.
+    fn cgroup_label(&mut self, id: u64) -> String;
+    /// The cgroup v2 id of a task's cgroup, if it still exists.
+    fn cgroup_id_of(&mut self, tid: u32) -> Option<u64>;
+    /// Every CPU's occupancy ring now, indexed by CPU.
+    fn other_cpus(&mut self) -> Option<Vec<OccupancyRing>>;
+}
+
+impl Diagnoser {
+    #[must_use]
+    pub fn new(throttle_observable: Result<(), String>, throttle_clock: bool) -> Self {
+        Self {
+            throttles: ThrottleLog::default(),
+            throttle_observable,
+            throttle_clock,
+            last_clock: HashMap::new(),
+            irq_accounted: cpulimits::irq_time_accounting() == cpulimits::IrqAccounting::Accounted,
+            online: cpulimits::online_cpus().unwrap_or_default(),
+        }
+    }
+
+    /// Diagnoses one long wait.
+    pub fn diagnose(&mut self, d: &DiagEvent, host: &mut dyn Host) -> Diagnosis {
+        let e = &d.event;
+        let migrated = (d.migrated_ns != 0).then_some(d.migrated_ns);
+        let occ = occupation(&d.history, d.wait_start_ns, d.wait_end_ns, migrated, e.tid);
+        let victim_cgroup_id = if d.cgroup_id != 0 {
+            Some(d.cgroup_id)
+        } else {
+            host.cgroup_id_of(e.tid)
+        };
+        let evidence = Evidence {
+            victim_cgroup_id,
+            throttle: self.throttle_knowledge(d, victim_cgroup_id),
+            affinity: self.affinity(d, host),
+            irq_accounted: self.irq_accounted,
+            victim_nice: cpulimits::nice(e.tid).ok().flatten(),
+            holder_nice: occ
+                .holders
+                .first()
+                .and_then(|h| cpulimits::nice(h.tid).ok().flatten()),
+        };
+        let class = classify(&occ, &evidence);
+        let culprits = culprits(&occ, d, host);
+        let listed: f64 = culprits.iter().map(|c| c.share).sum();
+        let recorded = occ.share(occ.wait_ns.saturating_sub(occ.unrecorded_ns + occ.before_migration_ns));
+        let verdict = verdict(&class, &occ, &evidence, &culprits, e.cpu);
+        Diagnosis {
+            cause: class.cause,
+            cause_share: class.share,
+            rest_share: (recorded - listed).max(0.0),
+            unrecorded_share: occ.share(occ.unrecorded_ns),
+            culprits,
+            evidence: class.facts,
+            verdict,
+        }
+    }
+
+    /// Throttled time within the wait, as the kernel tells it: exactly from the clock read
+    /// at the wait's start and end (trace), at least the part the previous reading proves
+    /// (daemon), or from the throttle programs' records.
+    fn throttled_within(&mut self, d: &DiagEvent, cgroup_id: Option<u64>) -> Option<u64> {
+        let wait = d.wait_end_ns.saturating_sub(d.wait_start_ns);
+        if d.throttled_end_ns != THROTTLED_UNKNOWN {
+            if d.throttled_start_ns != THROTTLED_UNKNOWN {
+                return Some(d.throttled_end_ns.saturating_sub(d.throttled_start_ns).min(wait));
+            }
+            let key = (
+                d.event.cpu,
+                cgroup_id.unwrap_or(u64::from(d.event.tid) << 32),
+            );
+            let previous = self.last_clock.get(&key).copied();
+            if self.last_clock.len() >= ThrottleLog::MAX_INTERVALS {
+                self.last_clock.clear();
+            }
+            self.last_clock
+                .insert(key, (d.throttled_end_ns, d.wait_end_ns));
+            let (clock, at) = previous?;
+            if at > d.wait_start_ns || clock > d.throttled_end_ns {
+                return None;
+            }
+            // Throttled time between the readings, minus the most of it that could fall
+            // before the wait began.
+            let between = d.throttled_end_ns - clock;
+            return Some(between.saturating_sub(d.wait_start_ns - at).min(wait));
+        }
+        if self.throttle_observable.is_ok() {
+            let ids: Vec<u64> = cpulimits::cpu_control(d.event.tid)
+                .ok()
+                .flatten()
+                .map(|c| c.chain.iter().map(|l| l.kernfs_id).collect())
+                .unwrap_or_default();
+            return Some(self.throttles.throttled_within(
+                d.event.cpu,
+                &ids,
+                d.wait_start_ns,
+                d.wait_end_ns,
+            ));
+        }
+        None
+    }
+
+    fn throttle_knowledge(&mut self, d: &DiagEvent, cgroup_id: Option<u64>) -> ThrottleKnowledge {
+        let measured = self.throttled_within(d, cgroup_id);
+        let limited = match cpulimits::cpu_control(d.event.tid) {
+            Ok(Some(control)) => control.chain.into_iter().find(|c| c.quota_ns.is_some()),
+            Ok(None) | Err(_) => {
+                return match measured {
+                    Some(ns) if ns > 0 => ThrottleKnowledge::Observed(Throttle {
+                        cgroup: "?".to_owned(),
+                        quota_ns: 0,
+                        period_ns: 0,
+                        throttled_ns: ns,
+                    }),
+                    _ => ThrottleKnowledge::Unknown,
+                };
+            }
+        };
+        match (limited, measured) {
+            (Some(limit), Some(ns)) => ThrottleKnowledge::Observed(Throttle {
+                cgroup: limit.display_path(),
+                quota_ns: limit.quota_ns.unwrap_or(0),
+                period_ns: limit.period_ns,
+                throttled_ns: ns,
+            }),
+            // The kernel says throttled although no quota is in sight (a limit above a
+            // container's view of the hierarchy): still throttled.
+            (None, Some(ns)) if ns > 0 => ThrottleKnowledge::Observed(Throttle {
+                cgroup: "(not visible)".to_owned(),
+                quota_ns: 0,
+                period_ns: 0,
+                throttled_ns: ns,
+            }),
+            (None, _) => ThrottleKnowledge::NoQuota,
+            (Some(_), None) => ThrottleKnowledge::Unobservable(if self.throttle_clock {
+                "no earlier reading of this cgroup's throttled time on this CPU".to_owned()
+            } else {
+                self.throttle_observable
+                    .clone()
+                    .err()
+                    .unwrap_or_else(|| "not read".to_owned())
+            }),
+        }
+    }
+
+    fn affinity(&self, d: &DiagEvent, host: &mut dyn Host) -> Option<Affinity> {
+        let allowed = cpulimits::allowed_cpus(d.event.tid).ok()??;
+        let outside: Vec<u32> = self
+            .online
+            .iter()
+            .copied()
+            .filter(|c| !allowed.contains(c))
+            .collect();
+        if outside.is_empty() {
+            return None;
+        }
+        let rings = host.other_cpus()?;
+        let idle_outside = outside
+            .iter()
+            .filter_map(|&cpu| {
+                let ring = rings.get(cpu as usize)?;
+                Some((cpu, idle_within(ring, d.wait_start_ns, d.wait_end_ns).0))
+            })
+            .collect();
+        Some(Affinity {
+            allowed,
+            idle_outside,
+        })
+    }
+}
+
+/// The top holders (the idle task included) with names and cgroup labels.
+fn culprits(occ: &Occupation, d: &DiagEvent, host: &mut dyn Host) -> Vec<Culprit> {
+    let mut all: Vec<(u64, Option<&Holder>)> =
+        occ.holders.iter().map(|h| (h.held_ns, Some(h))).collect();
+    if occ.idle_ns > 0 {
+        all.push((occ.idle_ns, None));
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.into_iter()
+        .take(TOP_CULPRITS)
+        .map(|(ns, holder)| match holder {
+            None => Culprit {
+                tid: 0,
+                tgid: 0,
+                comm: "[idle]".to_owned(),
+                cgroup: "[idle]".to_owned(),
+                share: occ.share(ns),
+            },
+            Some(h) => Culprit {
+                tid: h.tid,
+                tgid: h.tgid,
+                comm: holder_comm(h, d),
+                cgroup: host.cgroup_label(h.cgroup_id),
+                share: occ.share(ns),
+            },
+        })
+        .collect()
+}
+
+/// A holder's name: from /proc while it lives, else the event's preemptor name if it was the
+/// last one, else `?`.
+fn holder_comm(h: &Holder, d: &DiagEvent) -> String {
+    let name = procinfo::thread_comm(h.tgid, h.tid)
+        .or_else(|| (d.event.preemptor_tid == h.tid).then(|| comm_str(&d.event.preemptor_comm)))
+        .unwrap_or_else(|| "?".to_owned());
+    if h.kthread {
+        format!("{name} (kernel thread)")
+    } else {
+        name
+    }
+}
+
+/// The one-sentence verdict.
+fn verdict(
+    class: &Classification,
+    occ: &Occupation,
+    ev: &Evidence,
+    culprits: &[Culprit],
+    cpu: u32,
+) -> String {
+    let wait = ms(occ.wait_ns);
+    let pct = |share: f64| format!("{:.0}%", 100.0 * share);
+    let top = |pred: &dyn Fn(&Culprit) -> bool| {
+        culprits
+            .iter()
+            .find(|c| pred(c))
+            .map(|c| format!("{} ({}, {})", c.comm, c.cgroup, pct(c.share)))
+    };
+    let mostly = |pred: &dyn Fn(&Culprit) -> bool| {
+        top(pred).map_or_else(String::new, |t| format!("; mostly {t}"))
+    };
+    match class.cause {
+        Cause::Throttled => match &ev.throttle {
+            ThrottleKnowledge::Observed(t) => format!(
+                "throttled by its cgroup's CPU quota ({} per {}, cgroup {}) for {} of the {wait} \
+                 wait",
+                ms(t.quota_ns),
+                ms(t.period_ns),
+                t.cgroup,
+                ms(t.throttled_ns)
+            ),
+            _ => format!("throttled by its cgroup's CPU quota during the {wait} wait"),
+        },
+        Cause::Affinity => {
+            let (allowed, idle) = ev.affinity.as_ref().map_or((String::new(), String::new()), |a| {
+                let idle = a
+                    .idle_outside
+                    .iter()
+                    .max_by_key(|(_, ns)| *ns)
+                    .map(|(c, ns)| format!("CPU {c} sat idle for {}", ms(*ns)))
+                    .unwrap_or_default();
+                (cpu_list(&a.allowed), idle)
+            });
+            format!(
+                "may only run on CPU {allowed} (waited on CPU {cpu}) while {idle} of the {wait} \
+                 wait{}",
+                mostly(&|c: &Culprit| c.tid != 0)
+            )
+        }
+        Cause::Rt => format!(
+            "real-time tasks held the CPU for {} of the {wait} wait{}",
+            pct(class.share),
+            mostly(&|c: &Culprit| c.tid != 0)
+        ),
+        Cause::Irq => format!("interrupts took {} of the {wait} wait", pct(class.share)),
+        Cause::Stalled => format!(
+            "{} held the CPU without a break for {} of the {wait} wait",
+            culprits.first().map_or("?", |c| c.comm.as_str()),
+            ms(occ.holders.first().map_or(0, |h| h.longest_ns))
+        ),
+        Cause::NoisyNeighbour => format!(
+            "tasks of other cgroups held the CPU for {} of the {wait} wait{}",
+            pct(class.share),
+            mostly(&|c: &Culprit| c.tid != 0)
+        ),
+        Cause::SelfContention => format!(
+            "its own cgroup's tasks held the CPU for {} of the {wait} wait{}",
+            pct(class.share),
+            mostly(&|c: &Culprit| c.tid != 0)
+        ),
+        Cause::Kernel => format!(
+            "kernel threads held the CPU for {} of the {wait} wait{}",
+            pct(class.share),
+            mostly(&|c: &Culprit| c.tid != 0)
+        ),
+        Cause::Migration => format!(
+            "{} of the {wait} wait passed on another CPU before it was moved to CPU {cpu}",
+            ms(occ.before_migration_ns)
+        ),
+        Cause::Unknown => format!(
+            "no single cause explains most of the {wait} wait{}",
+            culprits
+                .first()
+                .map(|c| format!(" (largest share: {} {})", c.comm, pct(c.share)))
+                .unwrap_or_default()
+        ),
+    }
+}
