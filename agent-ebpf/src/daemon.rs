@@ -25,8 +25,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use agent_common::{
     Counter, DAEMON_CFG_MIN_EVENT_NS, FLAG_MIGRATED, FLAG_PREEMPTOR_KTHREAD, FLAG_WAKER_UNKNOWN,
     PER_CPU_SLOT, PF_KTHREAD, PROC_CLASS_SLOTS, PROC_HIST_SLOTS, PreemptorClass, ProcInfo,
-    THROTTLED_UNKNOWN,
-    ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, WaitEvent, hist_slot, proc_hist_slot,
+    ProcWaits, SPARE_OVERFLOW, SPARE_ZERO, TASK_COMM_LEN, THROTTLED_UNKNOWN, WaitEvent, hist_slot,
+    proc_hist_slot,
 };
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, task_struct},

@@ -2,8 +2,8 @@
 //! enqueue records and ring-buffer submission.
 
 use agent_common::{
-    Counter, DiagEvent, EnqueueRecord, FLAG_PREEMPTED, OCC_KTHREAD, OCCUPANCY_LEN,
-    OccupancyRing, PER_CPU_SLOT, PF_KTHREAD, TASK_COMM_LEN, THROTTLED_UNKNOWN, WaitEvent,
+    Counter, DiagEvent, EnqueueRecord, FLAG_PREEMPTED, OCC_KTHREAD, OCCUPANCY_LEN, OccupancyRing,
+    PER_CPU_SLOT, PF_KTHREAD, TASK_COMM_LEN, THROTTLED_UNKNOWN, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, task_struct},
@@ -272,9 +272,9 @@ pub fn submit_event(event: &WaitEvent, span: &WaitSpan) -> bool {
             (&raw mut (*out).history).cast::<u8>(),
             core::mem::size_of::<OccupancyRing>(),
         );
-        let copied = OCCUPANCY.get_ptr(PER_CPU_SLOT).is_some_and(|ring| {
-            bpf_probe_read_kernel_buf(ring.cast::<u8>(), history).is_ok()
-        });
+        let copied = OCCUPANCY
+            .get_ptr(PER_CPU_SLOT)
+            .is_some_and(|ring| bpf_probe_read_kernel_buf(ring.cast::<u8>(), history).is_ok());
         if !copied {
             (*out).history.head = 0;
             (*out).history.current_start_ns = 0;

@@ -1,8 +1,8 @@
 //! Every map of the schedlat programs. Sizes here are defaults; the loader may resize them.
 
 use agent_common::{
-    COUNTER_COUNT, CpuSample, DAEMON_CFG_LEN, EnqueueRecord, HIST_SLOTS, HistKey,
-    OccupancyRing, ProcInfo, ProcWaits, TaskStats, ThrottleRecord, WaitBucket, WaitEvent,
+    COUNTER_COUNT, CpuSample, DAEMON_CFG_LEN, EnqueueRecord, HIST_SLOTS, HistKey, OccupancyRing,
+    ProcInfo, ProcWaits, TaskStats, ThrottleRecord, WaitBucket, WaitEvent,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type, task_struct},

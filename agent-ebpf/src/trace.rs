@@ -23,7 +23,7 @@ use aya_ebpf::{
 use crate::{
     config::{SETTINGS, cfg},
     helpers::{
-        WaitSpan, count, enqueue, record_of, record_occupancy, stamp_if_preempted, submit_event,
+        WaitSpan, count, enqueue, record_occupancy, record_of, stamp_if_preempted, submit_event,
         take_record, task_comm, task_ids, throttled_total,
     },
     maps::{HIST, TASK_STATS},

@@ -219,6 +219,7 @@ mod tests {
                 cgroup: None,
             }),
             waker: None,
+            diagnosis: None,
             window: serde_json::json!({}),
             samples: 0,
             flamegraph_before_ms: 0,

@@ -1,7 +1,10 @@
 //! Gathers the evidence for one long wait (from the event, the kernel's throttle records, the
 //! other CPUs' histories and /proc), classifies it and names the culprits.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use agent_common::{DiagEvent, OccupancyRing, THROTTLE_START, THROTTLED_UNKNOWN, ThrottleRecord};
 use serde::{Deserialize, Serialize};
@@ -144,6 +147,20 @@ impl ThrottleLog {
     }
 }
 
+/// How long facts read from /proc about a task are reused.
+const TASK_TTL: Duration = Duration::from_secs(1);
+/// Tasks whose facts are kept.
+const MAX_TASKS: usize = 4096;
+
+/// What /proc said about a task when it was last read.
+struct TaskFacts {
+    read_at: Instant,
+    control: Option<cpulimits::CpuControl>,
+    allowed: Option<Vec<u32>>,
+    nice: Option<i32>,
+    realtime: Option<bool>,
+}
+
 /// Turns long waits into diagnoses.
 pub struct Diagnoser {
     pub throttles: ThrottleLog,
@@ -155,6 +172,8 @@ pub struct Diagnoser {
     /// seen there: the daemon's programs read the clock only at a wait's end, so the previous
     /// reading bounds the throttled time of the next wait from below.
     last_clock: HashMap<(u32, u64), (u64, u64)>,
+    /// Recently read facts of tasks (see `task`).
+    tasks: HashMap<u32, TaskFacts>,
     irq_accounted: bool,
     online: Vec<u32>,
 }
@@ -177,9 +196,82 @@ impl Diagnoser {
             throttle_observable,
             throttle_clock,
             last_clock: HashMap::new(),
+            tasks: HashMap::new(),
             irq_accounted: cpulimits::irq_time_accounting() == cpulimits::IrqAccounting::Accounted,
             online: cpulimits::online_cpus().unwrap_or_default(),
         }
+    }
+
+    /// What /proc says about a task, read at most once per `TASK_TTL` (a victim waits again
+    /// and again; the reads cost more than the rest of a diagnosis).
+    fn task(&mut self, tid: u32) -> &TaskFacts {
+        let now = Instant::now();
+        let fresh = self
+            .tasks
+            .get(&tid)
+            .is_some_and(|t| now.duration_since(t.read_at) < TASK_TTL);
+        if !fresh {
+            if self.tasks.len() >= MAX_TASKS {
+                self.tasks
+                    .retain(|_, t| now.duration_since(t.read_at) < TASK_TTL);
+                if self.tasks.len() >= MAX_TASKS {
+                    self.tasks.clear();
+                }
+            }
+            self.tasks.insert(
+                tid,
+                TaskFacts {
+                    read_at: now,
+                    control: cpulimits::cpu_control(tid).ok().flatten(),
+                    allowed: cpulimits::allowed_cpus(tid).ok().flatten(),
+                    nice: cpulimits::nice(tid).ok().flatten(),
+                    realtime: cpulimits::policy_is_realtime(tid).ok().flatten(),
+                },
+            );
+        }
+        &self.tasks[&tid]
+    }
+
+    /// What the host says about the victim that helps read any diagnosis: the throttling
+    /// counters of its tightest CPU quota, limits out of sight, its own real-time policy.
+    fn host_facts(&mut self, tid: u32) -> Vec<String> {
+        let mut facts = Vec::new();
+        let task = self.task(tid);
+        if task.realtime == Some(true) {
+            facts.push("the waiting task itself has a real-time policy".to_owned());
+        }
+        let Some(control) = &task.control else {
+            return facts;
+        };
+        if !control.reaches_root() {
+            facts.push(format!(
+                "cgroups above {} are out of sight: a CPU quota there cannot be read",
+                control.hierarchy.mount().display()
+            ));
+        }
+        if let Some((index, limit)) = control
+            .chain
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.quota_ns.is_some())
+            .min_by(|a, b| {
+                a.1.cpus()
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.1.cpus().unwrap_or(f64::MAX))
+            })
+            && let Ok(Some(stat)) = cpulimits::throttle_stat(control, index)
+        {
+            facts.push(format!(
+                "cgroup {} ({:.2} CPUs of quota): throttled in {} of {} periods since it was \
+                 created, {} in all",
+                limit.display_path(),
+                limit.cpus().unwrap_or(0.0),
+                stat.nr_throttled,
+                stat.nr_periods,
+                ms(stat.throttled_ns)
+            ));
+        }
+        facts
     }
 
     /// Diagnoses one long wait.
@@ -197,16 +289,17 @@ impl Diagnoser {
             throttle: self.throttle_knowledge(d, victim_cgroup_id),
             affinity: self.affinity(d, host),
             irq_accounted: self.irq_accounted,
-            victim_nice: cpulimits::nice(e.tid).ok().flatten(),
-            holder_nice: occ
-                .holders
-                .first()
-                .and_then(|h| cpulimits::nice(h.tid).ok().flatten()),
+            victim_nice: self.task(e.tid).nice,
+            holder_nice: occ.holders.first().and_then(|h| self.task(h.tid).nice),
+            host_facts: self.host_facts(e.tid),
         };
         let class = classify(&occ, &evidence);
         let culprits = culprits(&occ, d, host);
         let listed: f64 = culprits.iter().map(|c| c.share).sum();
-        let recorded = occ.share(occ.wait_ns.saturating_sub(occ.unrecorded_ns + occ.before_migration_ns));
+        let recorded = occ.share(
+            occ.wait_ns
+                .saturating_sub(occ.unrecorded_ns + occ.before_migration_ns),
+        );
         let verdict = verdict(&class, &occ, &evidence, &culprits, e.cpu);
         Diagnosis {
             cause: class.cause,
@@ -226,7 +319,11 @@ impl Diagnoser {
         let wait = d.wait_end_ns.saturating_sub(d.wait_start_ns);
         if d.throttled_end_ns != THROTTLED_UNKNOWN {
             if d.throttled_start_ns != THROTTLED_UNKNOWN {
-                return Some(d.throttled_end_ns.saturating_sub(d.throttled_start_ns).min(wait));
+                return Some(
+                    d.throttled_end_ns
+                        .saturating_sub(d.throttled_start_ns)
+                        .min(wait),
+                );
             }
             let key = (
                 d.event.cpu,
@@ -248,9 +345,10 @@ impl Diagnoser {
             return Some(between.saturating_sub(d.wait_start_ns - at).min(wait));
         }
         if self.throttle_observable.is_ok() {
-            let ids: Vec<u64> = cpulimits::cpu_control(d.event.tid)
-                .ok()
-                .flatten()
+            let ids: Vec<u64> = self
+                .task(d.event.tid)
+                .control
+                .as_ref()
                 .map(|c| c.chain.iter().map(|l| l.kernfs_id).collect())
                 .unwrap_or_default();
             return Some(self.throttles.throttled_within(
@@ -265,9 +363,9 @@ impl Diagnoser {
 
     fn throttle_knowledge(&mut self, d: &DiagEvent, cgroup_id: Option<u64>) -> ThrottleKnowledge {
         let measured = self.throttled_within(d, cgroup_id);
-        let limited = match cpulimits::cpu_control(d.event.tid) {
-            Ok(Some(control)) => control.chain.into_iter().find(|c| c.quota_ns.is_some()),
-            Ok(None) | Err(_) => {
+        let limited = match &self.task(d.event.tid).control {
+            Some(control) => control.tightest().cloned(),
+            None => {
                 return match measured {
                     Some(ns) if ns > 0 => ThrottleKnowledge::Observed(Throttle {
                         cgroup: "?".to_owned(),
@@ -306,8 +404,8 @@ impl Diagnoser {
         }
     }
 
-    fn affinity(&self, d: &DiagEvent, host: &mut dyn Host) -> Option<Affinity> {
-        let allowed = cpulimits::allowed_cpus(d.event.tid).ok()??;
+    fn affinity(&mut self, d: &DiagEvent, host: &mut dyn Host) -> Option<Affinity> {
+        let allowed = self.task(d.event.tid).allowed.clone()?;
         let outside: Vec<u32> = self
             .online
             .iter()
@@ -339,7 +437,7 @@ fn culprits(occ: &Occupation, d: &DiagEvent, host: &mut dyn Host) -> Vec<Culprit
     if occ.idle_ns > 0 {
         all.push((occ.idle_ns, None));
     }
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|a| std::cmp::Reverse(a.0));
     all.into_iter()
         .take(TOP_CULPRITS)
         .map(|(ns, holder)| match holder {
@@ -406,15 +504,18 @@ fn verdict(
             _ => format!("throttled by its cgroup's CPU quota during the {wait} wait"),
         },
         Cause::Affinity => {
-            let (allowed, idle) = ev.affinity.as_ref().map_or((String::new(), String::new()), |a| {
-                let idle = a
-                    .idle_outside
-                    .iter()
-                    .max_by_key(|(_, ns)| *ns)
-                    .map(|(c, ns)| format!("CPU {c} sat idle for {}", ms(*ns)))
-                    .unwrap_or_default();
-                (cpu_list(&a.allowed), idle)
-            });
+            let (allowed, idle) =
+                ev.affinity
+                    .as_ref()
+                    .map_or((String::new(), String::new()), |a| {
+                        let idle = a
+                            .idle_outside
+                            .iter()
+                            .max_by_key(|(_, ns)| *ns)
+                            .map(|(c, ns)| format!("CPU {c} sat idle for {}", ms(*ns)))
+                            .unwrap_or_default();
+                        (cpu_list(&a.allowed), idle)
+                    });
             format!(
                 "may only run on CPU {allowed} (waited on CPU {cpu}) while {idle} of the {wait} \
                  wait{}",

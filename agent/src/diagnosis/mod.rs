@@ -56,6 +56,7 @@ pub enum Cause {
 }
 
 impl Cause {
+    #[cfg(test)]
     pub const ALL: [Self; 10] = [
         Self::Throttled,
         Self::Affinity,
@@ -161,7 +162,16 @@ pub fn occupation(
     let mut recorded = 0;
     let mut stretches: Vec<(u64, u64, u64, u64, i32, u32)> = history
         .in_order()
-        .map(|e| (e.start_ns, e.end_ns, e.pid_tgid, e.cgroup_id, e.prio, e.flags))
+        .map(|e| {
+            (
+                e.start_ns,
+                e.end_ns,
+                e.pid_tgid,
+                e.cgroup_id,
+                e.prio,
+                e.flags,
+            )
+        })
         .collect();
     // The stretch going on when the history was read (idle or not), up to the wait's end.
     if history.current_start_ns != 0 && history.current_start_ns < end_ns {
@@ -260,6 +270,9 @@ pub struct Evidence {
     /// Nice values of the victim and of the longest holder (for `stalled`).
     pub victim_nice: Option<i32>,
     pub holder_nice: Option<i32>,
+    /// Facts about the host worth showing whatever the cause (the cgroup's throttling
+    /// counters, the victim's own policy).
+    pub host_facts: Vec<String>,
 }
 
 /// The cause and the facts that decided it.
@@ -274,8 +287,12 @@ pub struct Classification {
 
 /// Picks the cause of one wait (see the module docs).
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the precedence reads top to bottom: one rule after the other"
+)]
 pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
-    let mut facts = Vec::new();
+    let mut facts = ev.host_facts.clone();
     let wait = occ.wait_ns;
     let result = |cause, ns: u64, facts| Classification {
         cause,
@@ -313,20 +330,22 @@ pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
             }
         }
         ThrottleKnowledge::Unobservable(why) => {
-            facts.push(format!("a CPU quota applies but throttling is not observable: {why}"));
+            facts.push(format!(
+                "a CPU quota applies but throttling is not observable: {why}"
+            ));
         }
         ThrottleKnowledge::NoQuota | ThrottleKnowledge::Unknown => {}
     }
-    if let Some(a) = &ev.affinity {
-        if let Some(&(cpu, idle)) = a.idle_outside.iter().max_by_key(|(_, idle)| *idle) {
-            facts.push(format!(
-                "allowed CPUs {}; CPU {cpu} (not allowed) idle for {} of the wait",
-                cpu_list(&a.allowed),
-                ms(idle)
-            ));
-            if occ.share(idle) > MAJORITY {
-                return result(Cause::Affinity, idle, facts);
-            }
+    if let Some(a) = &ev.affinity
+        && let Some(&(cpu, idle)) = a.idle_outside.iter().max_by_key(|(_, idle)| *idle)
+    {
+        facts.push(format!(
+            "allowed CPUs {}; CPU {cpu} (not allowed) idle for {} of the wait",
+            cpu_list(&a.allowed),
+            ms(idle)
+        ));
+        if occ.share(idle) > MAJORITY {
+            return result(Cause::Affinity, idle, facts);
         }
     }
     let rt_ns = occ.held_by(|h| h.rt);
@@ -335,7 +354,8 @@ pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
         return result(Cause::Rt, rt_ns, facts);
     }
     if !ev.irq_accounted {
-        facts.push("IRQ time: not accounted by this kernel (CONFIG_IRQ_TIME_ACCOUNTING off)".into());
+        facts
+            .push("IRQ time: not accounted by this kernel (CONFIG_IRQ_TIME_ACCOUNTING off)".into());
     }
     if let Some(top) = occ.holders.first()
         && top.longest_ns >= STALL_MIN_NS
@@ -362,8 +382,12 @@ pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
     }
     let victim_cgroup = ev.victim_cgroup_id;
     let kernel_ns = occ.held_by(|h| h.kthread && !h.rt);
-    let same_ns = victim_cgroup.map_or(0, |c| occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id == c));
-    let other_ns = victim_cgroup.map_or(0, |c| occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id != c));
+    let same_ns = victim_cgroup.map_or(0, |c| {
+        occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id == c)
+    });
+    let other_ns = victim_cgroup.map_or(0, |c| {
+        occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id != c)
+    });
     let by_holder = [
         (Cause::NoisyNeighbour, other_ns),
         (Cause::SelfContention, same_ns),

@@ -1,6 +1,9 @@
 //! The share math and the classification on synthetic histories.
 
-use agent_common::{OCC_KTHREAD, OCCUPANCY_LEN, Occupancy, OccupancyRing, THROTTLE_END, THROTTLE_START, ThrottleRecord};
+use agent_common::{
+    OCC_KTHREAD, OCCUPANCY_LEN, Occupancy, OccupancyRing, THROTTLE_END, THROTTLE_START,
+    ThrottleRecord,
+};
 
 use super::{engine::ThrottleLog, *};
 
@@ -39,7 +42,9 @@ fn evidence() -> Evidence {
         affinity: None,
         irq_accounted: false,
         victim_nice: Some(0),
-        holder_nice: Some(0),
+        // Unknown unless a test says otherwise: no stall is concluded without it.
+        holder_nice: None,
+        host_facts: Vec::new(),
     }
 }
 
@@ -55,7 +60,10 @@ fn shares_are_time_weighted_within_the_wait() {
     assert_eq!(occ.idle_ns, 20 * MS);
     assert_eq!(occ.unrecorded_ns, 0);
     assert_eq!(
-        occ.holders.iter().map(|h| (h.tid, h.held_ns)).collect::<Vec<_>>(),
+        occ.holders
+            .iter()
+            .map(|h| (h.tid, h.held_ns))
+            .collect::<Vec<_>>(),
         vec![(7, 30 * MS), (8, 30 * MS)]
     );
     // Neither cgroup has a majority (37.5 % each): no confident answer.
@@ -92,10 +100,16 @@ fn history_that_does_not_cover_the_wait_is_unknown() {
 
 #[test]
 fn own_cgroup_and_kernel_threads() {
-    let r = ring(&[(0, 80, 8, VICTIM_CGROUP, 120, 0), (80, 100, 3, 1, 120, OCC_KTHREAD)]);
+    let r = ring(&[
+        (0, 80, 8, VICTIM_CGROUP, 120, 0),
+        (80, 100, 3, 1, 120, OCC_KTHREAD),
+    ]);
     let occ = occupation(&r, 0, 100 * MS, None, 9);
     assert_eq!(classify(&occ, &evidence()).cause, Cause::SelfContention);
-    let r = ring(&[(0, 30, 8, VICTIM_CGROUP, 120, 0), (30, 100, 3, 1, 120, OCC_KTHREAD)]);
+    let r = ring(&[
+        (0, 30, 8, VICTIM_CGROUP, 120, 0),
+        (30, 100, 3, 1, 120, OCC_KTHREAD),
+    ]);
     let occ = occupation(&r, 0, 100 * MS, None, 9);
     assert_eq!(classify(&occ, &evidence()).cause, Cause::Kernel);
     // Without the victim's cgroup, same or other cannot be told.
@@ -109,7 +123,10 @@ fn own_cgroup_and_kernel_threads() {
 
 #[test]
 fn real_time_holders_come_before_who_they_are() {
-    let r = ring(&[(0, 70, 7, OTHER_CGROUP, 49, 0), (70, 100, 8, OTHER_CGROUP, 120, 0)]);
+    let r = ring(&[
+        (0, 70, 7, OTHER_CGROUP, 49, 0),
+        (70, 100, 8, OTHER_CGROUP, 120, 0),
+    ]);
     let occ = occupation(&r, 0, 100 * MS, None, 9);
     assert!(occ.holders[0].rt);
     assert_eq!(classify(&occ, &evidence()).cause, Cause::Rt);
@@ -170,10 +187,11 @@ fn other_cpus_idle_time_includes_the_current_idle_stretch() {
 fn one_long_unbroken_stretch_is_a_stall_only_when_priorities_allow_no_excuse() {
     let r = ring(&[(0, 300, 7, OTHER_CGROUP, 120, 0)]);
     let occ = occupation(&r, 5 * MS, 300 * MS, None, 9);
-    let class = classify(&occ, &evidence());
+    let mut ev = evidence();
+    ev.holder_nice = Some(0);
+    let class = classify(&occ, &ev);
     assert_eq!(class.cause, Cause::Stalled);
     // A nice 19 victim behind a nice 0 task is fair scheduling, not a stall.
-    let mut ev = evidence();
     ev.victim_nice = Some(19);
     assert_eq!(classify(&occ, &ev).cause, Cause::NoisyNeighbour);
     // Unknown priorities: no stall claimed.
@@ -182,7 +200,8 @@ fn one_long_unbroken_stretch_is_a_stall_only_when_priorities_allow_no_excuse() {
     // Short stretches never stall.
     let r = ring(&[(0, 50, 7, OTHER_CGROUP, 120, 0)]);
     let occ = occupation(&r, 0, 50 * MS, None, 9);
-    assert_eq!(classify(&occ, &evidence()).cause, Cause::NoisyNeighbour);
+    ev.victim_nice = Some(0);
+    assert_eq!(classify(&occ, &ev).cause, Cause::NoisyNeighbour);
 }
 
 #[test]
@@ -197,7 +216,10 @@ fn time_before_a_migration_is_not_this_cpus() {
 
 #[test]
 fn the_victims_own_stretches_are_not_culprits() {
-    let r = ring(&[(0, 2, 9, VICTIM_CGROUP, 120, 0), (2, 100, 7, OTHER_CGROUP, 120, 0)]);
+    let r = ring(&[
+        (0, 2, 9, VICTIM_CGROUP, 120, 0),
+        (2, 100, 7, OTHER_CGROUP, 120, 0),
+    ]);
     let occ = occupation(&r, MS, 100 * MS, None, 9);
     assert_eq!(occ.holders.len(), 1);
     assert_eq!(occ.unrecorded_ns, MS);

@@ -457,7 +457,12 @@ fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
 /// share), else the task that ran last.
 fn headline_cause(p: &Pending) -> String {
     match &p.diagnosis {
-        Some(d) => format!("{} ({}; culprit {})", d.verdict, d.cause.name(), d.culprit_label()),
+        Some(d) => format!(
+            "{} ({}; culprit {})",
+            d.verdict,
+            d.cause.name(),
+            d.culprit_label()
+        ),
         None => format!(
             "behind {} (last task on the CPU; not diagnosed)",
             p.preemptor.as_ref().map_or("-", |t| t.comm.as_str())

@@ -250,9 +250,8 @@ pub struct KernelLayout {
 /// (agent-ebpf/src/throttle.rs), and the throttled-time clock (6.8+). A field this kernel
 /// lacks is 0: `CgroupOffsets::has_*` tell what is usable.
 fn cgroup_offsets_from_btf(btf: &Btf) -> Result<CgroupOffsets> {
-    let field = |st: &str, name: &str| -> Result<u32> {
-        Ok(btf.member_offset(st, name)?.unwrap_or(0))
-    };
+    let field =
+        |st: &str, name: &str| -> Result<u32> { Ok(btf.member_offset(st, name)?.unwrap_or(0)) };
     let task_se = field("task_struct", "se")?;
     let se_cfs_rq = field("sched_entity", "cfs_rq")?;
     Ok(CgroupOffsets {

@@ -99,6 +99,9 @@ pub struct EventJson {
     /// The diagnosis in one sentence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// The facts that decided the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Vec<String>>,
 }
 
 impl EventJson {
@@ -125,6 +128,7 @@ impl EventJson {
             cause: None,
             culprits: None,
             verdict: None,
+            evidence: None,
         }
     }
 
@@ -134,6 +138,7 @@ impl EventJson {
         self.cause = Some(d.cause);
         self.culprits = Some(d.culprits.clone());
         self.verdict = Some(d.verdict.clone());
+        self.evidence = Some(d.evidence.clone());
         self
     }
 }
@@ -190,7 +195,10 @@ pub fn text_line(
         comm_str(&e.comm),
         e.cpu,
         human_ns(e.wait_ns),
-        diagnosis.map_or_else(|| "-".to_owned(), |d| d.culprit_label()),
+        diagnosis.map_or_else(
+            || "-".to_owned(),
+            crate::diagnosis::engine::Diagnosis::culprit_label,
+        ),
         diagnosis.map_or("-", |d| d.cause.name()),
         preemptor,
         waker,

@@ -4,8 +4,8 @@
 use std::collections::HashMap as StdHashMap;
 
 use agent_common::{
-    COUNTER_COUNT, CgroupOffsets, Counter, DAEMON_CFG_MIN_EVENT_NS, HistKey, RqOffsets,
-    Settings, TaskOffsets, TaskStats,
+    COUNTER_COUNT, CgroupOffsets, Counter, DAEMON_CFG_MIN_EVENT_NS, HistKey, RqOffsets, Settings,
+    TaskOffsets, TaskStats,
     names::{function, global, map, program, tracepoint},
 };
 use anyhow::{Context as _, Result, bail};
@@ -247,7 +247,10 @@ impl Plan {
             throttle_clock: u32::from(
                 config.diagnose
                     && layout.daemon.is_some()
-                    && layout.cgroup.as_ref().is_some_and(super::btf::has_throttle_clock),
+                    && layout
+                        .cgroup
+                        .as_ref()
+                        .is_some_and(super::btf::has_throttle_clock),
             ),
             ..Settings::DEFAULT
         };
@@ -510,7 +513,6 @@ impl Probes {
 
     /// How CFS throttling is observed: the throttle programs' records, the throttled-time
     /// clock in each long wait, or not at all (why).
-    #[must_use]
     pub fn throttle_observable(&self) -> Result<(), String> {
         self.throttles.clone()
     }

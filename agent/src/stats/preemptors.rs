@@ -106,8 +106,11 @@ mod tests {
             .map(|(_, w)| (w.waits, w.wait_ns));
         assert_eq!(app, Some((2, 100)));
         assert_eq!(table.iter().count(), MAX_LABEL_SETS + 1);
-        let other = table.iter().find(|(k, _)| k.0 == OTHER).map(|(_, w)| w.waits);
-        assert_eq!(other, Some(11 + 1 - 1));
+        let other = table
+            .iter()
+            .find(|(k, _)| k.0 == OTHER)
+            .map(|(_, w)| w.waits);
+        assert_eq!(other, Some(12));
     }
 
     #[test]

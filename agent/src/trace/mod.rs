@@ -297,7 +297,7 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
                     wait_ns,
                 })
                 .collect();
-            summary.causes.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns));
+            summary.causes.sort_by_key(|c| std::cmp::Reverse(c.wait_ns));
         }
     }
     let counters = probes.counters()?;
