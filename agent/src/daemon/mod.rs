@@ -759,8 +759,9 @@ fn account_culprits(
         let (preemptor_cgroup, preemptor) = if culprit.tid == 0 {
             (IDLE.to_owned(), IDLE.to_owned())
         } else {
-            let process = names
-                .known_process(culprit.tgid)
+            // The process's name now (a cached one may predate an exec), else as known.
+            let process = crate::host::procinfo::process_comm(culprit.tgid)
+                .or_else(|| names.known_process(culprit.tgid))
                 .unwrap_or_else(|| culprit.comm.clone());
             (culprit.cgroup.clone(), process)
         };
