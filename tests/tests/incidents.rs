@@ -66,7 +66,14 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     // Sample ~1000 times a second, so the flight recorder catches the sleeper in the run
     // queue during its 3-4 ms waits.
     let config = std::env::temp_dir().join(format!("schedlat-inc-{}.toml", std::process::id()));
-    std::fs::write(&config, "[incidents]\nsample_hz = 997\n").unwrap();
+    // The sleeper waits behind its own process's hog: `affinity` on a quiet machine (it is
+    // pinned and the other CPU idles), `self_contention` when that CPU is busy, which does not
+    // trigger by default (see `self_contention_does_not_trigger_by_default`).
+    std::fs::write(
+        &config,
+        "[incidents]\nsample_hz = 997\ntrigger_on_self_contention = true\n",
+    )
+    .unwrap();
     let agent = Agent::start(&[
         "--config",
         config.to_str().unwrap(),
@@ -119,6 +126,21 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         "the sleeper waited behind the hog (or a kernel thread ran last): {meta}"
     );
     assert_eq!(meta["cpu"].as_u64(), Some(0));
+    // The diagnosis: who held the CPU by share, and why.
+    let diagnosis = &meta["diagnosis"];
+    let cause = diagnosis["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause == "affinity" || cause == "self_contention",
+        "the pinned sleeper waits behind its own hog: {diagnosis}"
+    );
+    let culprit = &diagnosis["culprits"][0];
+    assert_eq!(
+        culprit["tid"].as_u64(),
+        Some(u64::from(workload.hog_tid)),
+        "the hog held the CPU most: {diagnosis}"
+    );
+    assert!(culprit["share"].as_f64().unwrap() >= 0.5, "{diagnosis}");
+    assert!(!diagnosis["verdict"].as_str().unwrap().is_empty());
 
     let bundle = dir.join(&id);
     let folded = std::fs::read_to_string(bundle.join("stacks.folded")).unwrap();
@@ -211,6 +233,17 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         .unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && list.contains(&id), "{list}");
+    assert!(list.contains(cause), "the list shows the cause: {list}");
+    let out = Command::new(schedlat_bin())
+        .args(["incidents", "show", &id, "--incident-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("verdict    ") && text.contains("culprits ") && text.contains("evidence "),
+        "show renders the diagnosis: {text}"
+    );
     let out = Command::new(schedlat_bin())
         .args([
             "incidents",
@@ -471,4 +504,55 @@ fn an_incident_of_a_process_named_with_bytes_shows_the_name_escaped() {
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&config);
+}
+
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn self_contention_does_not_trigger_by_default() {
+    let dir = temp_dir("selfcontention");
+    let agent = Agent::start(&[
+        "--window",
+        "1s",
+        "--threshold",
+        "2ms",
+        "--incident-dir",
+        dir.to_str().unwrap(),
+    ]);
+    // CPU 1 busy, so the pinned sleeper's only explanation is its own hog on CPU 0.
+    let busy = Command::new("taskset")
+        .args(["-c", "1", env!("CARGO_BIN_EXE_schedlat-busy"), "10000000", "0"])
+        .spawn()
+        .unwrap();
+    let mut workload = Workload::start(100_000, 500, 1000);
+    let pid = workload.pid();
+    workload.go();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let self_waits = loop {
+        let m = agent.samples();
+        let waits = sum(
+            &m,
+            "schedlat_wait_cause_waits_total",
+            &[("cause", "self_contention")],
+        );
+        if waits >= 20.0 || Instant::now() > deadline {
+            break waits;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        self_waits >= 20.0,
+        "expected long waits diagnosed self_contention; agent log:\n{}",
+        agent.stderr()
+    );
+    let ours = bundles_of(&dir, pid);
+    assert!(
+        ours.is_empty(),
+        "waiting behind its own hog is not an incident by default: {ours:?}"
+    );
+    drop(workload);
+    let mut busy = busy;
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(agent.stop(libc::SIGTERM).success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -76,8 +76,8 @@ pub fn list(dir: &Path, format: OutputFormat, out: &mut dyn Write) -> Result<()>
     if format == OutputFormat::Text {
         writeln!(
             out,
-            "{:<48} {:<11} {:>10} {:<4} {:<32} PREEMPTOR",
-            "ID", "REASON", "VALUE", "CPU", "VICTIM"
+            "{:<48} {:<11} {:>10} {:<4} {:<32} {:<16} VERDICT",
+            "ID", "REASON", "VALUE", "CPU", "VICTIM", "CAUSE"
         )?;
     }
     for (id, _) in &bundles {
@@ -98,16 +98,14 @@ pub fn list(dir: &Path, format: OutputFormat, out: &mut dyn Write) -> Result<()>
                 let m = escaped(m);
                 writeln!(
                     out,
-                    "{:<48} {:<11} {:>10} {:<4} {:<32} {}",
+                    "{:<48} {:<11} {:>10} {:<4} {:<32} {:<16} {}",
                     m.id,
                     m.reason.name(),
                     human_ns(m.value_ns),
                     m.cpu.map_or("-".to_owned(), |c| c.to_string()),
                     victim_text(&m),
-                    m.preemptor.as_ref().map_or("-".to_owned(), |p| format!(
-                        "{}/{} [{}]",
-                        p.tid, p.comm, p.tgid
-                    ))
+                    m.diagnosis.as_ref().map_or("-", |d| d.cause.name()),
+                    headline(&m)
                 )?;
             }
         }
@@ -149,8 +147,15 @@ pub fn show(dir: &Path, id: &str, format: OutputFormat, out: &mut dyn Write) -> 
     if let Some(cpu) = m.cpu {
         let _ = writeln!(text, "cpu        {cpu}");
     }
+    if let Some(d) = &m.diagnosis {
+        render_diagnosis(&mut text, d);
+    }
     if let Some(p) = &m.preemptor {
-        let _ = writeln!(text, "preemptor  {}/{} [{}]", p.tid, p.comm, p.tgid);
+        let _ = writeln!(
+            text,
+            "preemptor  {}/{} [{}] (the last task on the CPU before the victim)",
+            p.tid, p.comm, p.tgid
+        );
     }
     let _ = writeln!(
         text,
@@ -308,5 +313,52 @@ mod tests {
             "{err:#}"
         );
         fs::remove_dir_all(&scratch).expect("cleanup");
+    }
+}
+
+/// The one-line story of an incident: the diagnosis' verdict, else who ran last.
+fn headline(m: &Metadata) -> String {
+    match (&m.diagnosis, &m.preemptor) {
+        (Some(d), _) => names::escape(&d.verdict).into_owned(),
+        (None, Some(p)) => format!("behind {}/{} [{}] (not diagnosed)", p.tid, p.comm, p.tgid),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// The diagnosis, readably: cause, verdict, culprits with shares, the deciding facts.
+fn render_diagnosis(text: &mut String, d: &crate::diagnosis::engine::Diagnosis) {
+    let pct = |share: f64| format!("{:.1}%", 100.0 * share);
+    let _ = writeln!(
+        text,
+        "cause      {} ({} of the wait)",
+        d.cause.name(),
+        pct(d.cause_share)
+    );
+    let _ = writeln!(text, "verdict    {}", names::escape(&d.verdict));
+    for (i, c) in d.culprits.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{}{:>6}  {}/{} [{}] in {}",
+            if i == 0 { "culprits " } else { "         " },
+            pct(c.share),
+            c.tid,
+            names::escape(&c.comm),
+            c.tgid,
+            names::escape(&c.cgroup)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "           rest {}, not recorded {}",
+        pct(d.rest_share),
+        pct(d.unrecorded_share)
+    );
+    for (i, fact) in d.evidence.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{}{}",
+            if i == 0 { "evidence   - " } else { "           - " },
+            names::escape(fact)
+        );
     }
 }
