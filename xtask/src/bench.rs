@@ -31,16 +31,24 @@ enum Tool {
     Baseline,
     Runqlat,
     Schedlat,
+    /// `schedlat run` with `diagnosis = false`: what the diagnosis costs, in the same run.
+    SchedlatNoDiagnosis,
 }
 
 impl Tool {
-    const ALL: [Tool; 3] = [Tool::Baseline, Tool::Runqlat, Tool::Schedlat];
+    const ALL: [Tool; 4] = [
+        Tool::Baseline,
+        Tool::Runqlat,
+        Tool::Schedlat,
+        Tool::SchedlatNoDiagnosis,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Tool::Baseline => "nothing attached",
             Tool::Runqlat => "runqlat (libbpf-tools)",
             Tool::Schedlat => "schedlat run (defaults)",
+            Tool::SchedlatNoDiagnosis => "schedlat run, no diagnosis",
         }
     }
 }
@@ -222,8 +230,8 @@ fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
         options.loops, options.rounds
     );
     println!(
-        "  {:<26} {:>10} {:>12} {:>16} {:>14}",
-        "configuration", "usecs/op", "added/op", "vs runqlat", "tool CPU/op"
+        "  {:<26} {:>10} {:>12} {:>12} {:>13} {:>14}",
+        "configuration", "usecs/op", "added/op", "vs runqlat", "tool CPU/op", "tool CPU/s"
     );
     let runqlat_added = median(runqlat_rounds.clone());
     for tool in Tool::ALL {
@@ -234,18 +242,20 @@ fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
             median(added_in_round(tool))
         };
         let cpu_per_op_us = median(of(tool, |s| s.tool_cpu_s)) * 1e6 / f64::from(options.loops);
+        let cpu_ms_per_s = median(of(tool, |s| s.tool_cpu_s / s.wall_s)) * 1e3;
         let ratio = if tool == Tool::Baseline {
             "-".to_owned()
         } else {
             format!("{:.2}x", added / runqlat_added)
         };
         println!(
-            "  {:<26} {:>10.3} {:>+12.3} {:>16} {:>11.3} us",
+            "  {:<26} {:>10.3} {:>+12.3} {:>12} {:>10.3} us {:>9.1} ms",
             tool.name(),
             usecs,
             added,
             ratio,
-            cpu_per_op_us
+            cpu_per_op_us,
+            cpu_ms_per_s
         );
     }
     let bpf = |tool: Tool| -> Vec<f64> {
@@ -256,6 +266,7 @@ fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
             .collect()
     };
     let (runqlat_bpf, schedlat_bpf) = (bpf(Tool::Runqlat), bpf(Tool::Schedlat));
+    let plain_bpf = bpf(Tool::SchedlatNoDiagnosis);
     if !runqlat_bpf.is_empty() && !schedlat_bpf.is_empty() {
         let spread = |v: &[f64]| {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -272,12 +283,23 @@ BPF run time per context switch (kernel.bpf_stats_enabled, medians over rounds):
             spread(&schedlat_bpf),
             s / r
         );
+        if !plain_bpf.is_empty() {
+            let p = median(plain_bpf.clone());
+            println!(
+                "  schedlat without diagnosis {p:.0} ns (rounds {}): {:.2}x; the diagnosis adds \
+                 {:.0} ns per switch",
+                spread(&plain_bpf),
+                p / r,
+                s - p
+            );
+        }
     }
     let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "\nschedlat's added cost / runqlat's: {:.2}x (median of per-round ratios {:.2}x; rounds: {}). \
-         Target: at most 0.50x.\nadded/op is the median over rounds of (tool - baseline of the \
-         same round); tool CPU/op is the attached tool's own user+system time per bench op.",
+         Target: BPF run time per switch at most 0.30x of runqlat's.\nadded/op is the median over rounds of (tool - baseline of the \
+         same round); tool CPU/op is the attached tool's own user+system time per bench op, tool CPU/s \
+         the same per second of bench (10 ms ticks).",
         median(schedlat_rounds) / runqlat_added,
         median(ratios),
         per_round.join(" ")
@@ -293,6 +315,16 @@ fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {
                 .args(["run", "--listen", "127.0.0.1:0"])
                 .env("RUST_LOG", "warn"),
         )?),
+        Tool::SchedlatNoDiagnosis => {
+            let config = std::env::temp_dir().join("schedlat-bench-no-diagnosis.toml");
+            std::fs::write(&config, "diagnosis = false\n")?;
+            Some(start_attached(
+                Command::new(schedlat)
+                    .args(["run", "--listen", "127.0.0.1:0", "--config"])
+                    .arg(&config)
+                    .env("RUST_LOG", "warn"),
+            )?)
+        }
     };
     // The tool's programs: those it holds file descriptors of (not whatever else was loaded
     // meanwhile, e.g. by a test running beside the bench).

@@ -28,12 +28,14 @@ pub const DEFAULT_SERIES: &[&str] = &["6.1", "6.12"];
 /// Every check the guest init reports, in its order. A check that never reports has failed.
 const EXPECTED_CHECKS: &[&str] = &[
     "check",
+    "check-diagnosis",
     "check-trace-programs",
     "check-daemon-programs",
     "check-daemon-fallback",
     "check-cpu-sampler",
     "trace-exit",
     "trace-accuracy",
+    "trace-diagnosis",
     "run-first-scrape",
     "run-metrics",
     "run-incident",

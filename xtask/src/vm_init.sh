@@ -82,6 +82,11 @@ rc=$?
 grep -E '^(kernel release|sched_info|trace programs|daemon programs|daemon fallback|CPU sampler|result)' /tmp/check.out |
     cut -c1-200 | sed 's/^/  check| /'
 if [ "$rc" = 0 ]; then report check PASS "exit 0"; else report check FAIL "exit $rc"; fi
+diag_line=$(grep '^diagnosis ' /tmp/check.out | head -n 1 | cut -c1-200)
+case "$diag_line" in
+    *yes*) report check-diagnosis PASS "${diag_line#diagnosis }" ;;
+    *) report check-diagnosis FAIL "${diag_line:-no diagnosis line}" ;;
+esac
 for set in "trace programs:check-trace-programs" "daemon programs:check-daemon-programs" \
     "daemon fallback:check-daemon-fallback" "CPU sampler:check-cpu-sampler"; do
     label=${set%%:*}
@@ -161,6 +166,16 @@ if [ -z "$trace_detail" ]; then
         printf "%s process traced=%dns kernel=%dns (%.2f%%, limit 5%%); sleeper traced=%dns kernel=%dns (%.2f%%, limit 8%%)",
             ok ? "PASS" : "FAIL", pt, pk, pe, st, sk, se }')
     report trace-accuracy "${verdict%% *}" "${verdict#* }"
+    # Every long wait is diagnosed: a cause and the culprits with their shares.
+    events=$(grep -c '"wait_ns"' /tmp/trace.json)
+    diagnosed=$(grep '"wait_ns"' /tmp/trace.json | grep -c '"cause":"[a-z_]*","culprits":\[{')
+    causes=$(grep -o '"cause":"[a-z_]*"' /tmp/trace.json | sort | uniq -c | tr -s ' \n' ' ')
+    if [ "$events" -gt 0 ] && [ "$diagnosed" = "$events" ]; then
+        report trace-diagnosis PASS "$diagnosed of $events long waits diagnosed:$causes"
+    else
+        report trace-diagnosis FAIL "$diagnosed of $events long waits diagnosed"
+        show_tail /tmp/trace.json 2
+    fi
     case "$verdict" in FAIL*) show_tail /tmp/trace.json 3 ;; esac
 else
     report trace-accuracy FAIL "$trace_detail"

@@ -26,6 +26,7 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
     let sets = program_sets(stamps);
     let mut failed_default = Vec::new();
     let mut loaded = Vec::new();
+    let mut throttling = None;
     for set in &sets {
         let names: Vec<&str> = set.programs.iter().map(|p| p.0).collect();
         match Probes::load(&ProbeConfig {
@@ -33,6 +34,9 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
             ..set.config.clone()
         }) {
             Ok(probes) => {
+                if set.label == "daemon programs" {
+                    throttling = Some(throttle_report(&probes));
+                }
                 drop(probes);
                 writeln!(
                     out,
@@ -63,6 +67,9 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
         (false, true) => "`schedlat run` can run here, `schedlat trace` cannot",
         (false, false) => "schedlat cannot run here",
     };
+    if let Some(throttling) = throttling {
+        writeln!(out, "diagnosis             yes: who held the CPU and why; {throttling}")?;
+    }
     writeln!(out, "result                {verdict}")?;
     if !can("CPU sampler") {
         writeln!(
@@ -152,6 +159,7 @@ fn program_sets(stamps: bool) -> [Set; 4] {
             label: "trace programs",
             config: ProbeConfig {
                 mode: Mode::Trace,
+                diagnose: true,
                 ..ProbeConfig::default()
             },
             programs: &TRACE_PROGRAMS,
@@ -161,6 +169,7 @@ fn program_sets(stamps: bool) -> [Set; 4] {
             label: "daemon programs",
             config: ProbeConfig {
                 mode: Mode::Daemon,
+                diagnose: true,
                 ..ProbeConfig::default()
             },
             programs: if stamps {
@@ -175,6 +184,7 @@ fn program_sets(stamps: bool) -> [Set; 4] {
             config: ProbeConfig {
                 mode: Mode::Daemon,
                 force_own_stamps: true,
+                diagnose: true,
                 ..ProbeConfig::default()
             },
             programs: &DAEMON_FALLBACK_PROGRAMS,
@@ -269,5 +279,23 @@ mod tests {
         assert!(short.len() < 400, "{} bytes: {short}", short.len());
         let plain = anyhow::anyhow!("permission denied");
         assert_eq!(short_error(&plain), "permission denied");
+    }
+}
+
+/// How the loaded programs observe CFS bandwidth throttling (for the `throttled` cause).
+fn throttle_report(probes: &Probes) -> String {
+    match (probes.throttle_clock(), probes.throttle_observable()) {
+        (true, _) => "CPU quota throttling: from the kernel's per-cgroup throttled-time clock \
+                      (cfs_rq.throttled_clock_self_time)"
+            .to_owned(),
+        (false, Ok(())) => {
+            "CPU quota throttling: from fexit/fentry on throttle_cfs_rq/unthrottle_cfs_rq"
+                .to_owned()
+        }
+        (false, Err(why)) => format!(
+            "CPU quota throttling NOT observable ({}): waits under a quota are not called \
+             `throttled`, the rest of the diagnosis works",
+            names::escape(&why)
+        ),
     }
 }
