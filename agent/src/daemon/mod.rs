@@ -433,7 +433,8 @@ impl Daemon {
     fn close_window(&mut self) {
         let duration_ns = self.window_start.elapsed().as_nanos() as u64;
         self.window_start = Instant::now();
-        // The diagnosis budget is per window.
+        // The diagnosis budget is per window: without this, diagnosis stops for good after
+        // the agent's first MAX_DIAGNOSES_PER_WINDOW long waits.
         self.diagnosed = 0;
         match self.reader.read(&mut self.probes) {
             Ok(read) => {
