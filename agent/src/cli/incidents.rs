@@ -224,6 +224,7 @@ mod tests {
             flamegraph_before_ms: 0,
             flamegraph_after_ms: 0,
             files: vec!["metadata.json".to_owned()],
+            flamegraphs: Vec::new(),
         }
     }
 
