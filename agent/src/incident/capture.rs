@@ -12,7 +12,7 @@ use std::{
 use agent_common::{CpuSample, FLAG_PREEMPTOR_KTHREAD, WaitEvent};
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use log::{info, warn};
+use log::{debug, info, warn};
 use serde_json::json;
 
 use crate::{
@@ -344,7 +344,9 @@ impl Capture {
         // The processes whose stacks the flame graphs draw first (pids, most important first).
         // None yet: this is where the diagnosis's culprits go.
         let culprits: &[u32] = &[];
+        let started = Instant::now();
         let graphs = self.flame_graphs(p, culprits)?;
+        debug!("incident flame graphs drawn in {:?}", started.elapsed());
         let runqueue_json = serde_json::to_vec_pretty(&p.snapshot)?;
         let runqueue_txt = snapshot::render(&p.snapshot);
         let victim_key = match p.reason {

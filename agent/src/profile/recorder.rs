@@ -5,7 +5,7 @@
 //! frame so each process is one tower; kernel frames carry `_[k]` as flamegraph.pl annotates
 //! them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use agent_common::CpuSample;
 
@@ -147,7 +147,8 @@ pub fn process_label(tgid: u32, comm: &str) -> String {
 /// idle loop) says nothing about what kept a task waiting, so there is none under it.
 pub const IDLE_FRAME: &str = "[idle]";
 
-/// Folds samples into `stack count` lines. `process_name` names the root frame.
+/// Folds samples into `stack count` lines. `process_name` names the root frame (once per
+/// process).
 ///
 /// The stacks of the `culprits` (tgids, most important first) come first, in that order, and
 /// the rest after them; within each process the stacks are sorted frame by frame, so stacks
@@ -160,6 +161,10 @@ pub fn fold<'a>(
     process_name: &mut dyn FnMut(u32, &str) -> String,
     culprits: &[u32],
 ) -> Vec<String> {
+    let samples: Vec<&Sample> = samples.collect();
+    user.prepare(samples.iter().map(|s| (s.tgid, s.user.as_slice())));
+    // Named once per process (`process_label` reads /proc).
+    let mut roots: HashMap<u32, String> = HashMap::new();
     // (rank of the process, frames outermost first) -> samples
     let mut counts: BTreeMap<(usize, Vec<String>), u64> = BTreeMap::new();
     for s in samples {
@@ -174,7 +179,12 @@ pub fn fold<'a>(
             continue;
         }
         let mut frames: Vec<String> = Vec::with_capacity(1 + s.user.len() + s.kernel.len());
-        frames.push(process_name(s.tgid, &s.comm));
+        frames.push(
+            roots
+                .entry(s.tgid)
+                .or_insert_with(|| process_name(s.tgid, &s.comm))
+                .clone(),
+        );
         // Kernel threads have no user stack.
         frames.extend(user.frames(s.tgid, &s.user).into_iter().rev());
         frames.extend(

@@ -109,22 +109,34 @@ impl Default for UserSymbolizer {
 }
 
 impl UserSymbolizer {
+    /// Resolves the frames of many user stacks (process, addresses innermost first) at once:
+    /// one reading of each process's mappings and one symbolizer call per process, rather than
+    /// per stack. [`frames`](Self::frames) then finds them cached.
+    pub fn prepare<'a>(&mut self, stacks: impl Iterator<Item = (u32, &'a [u64])>) {
+        let mut missing: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (tgid, addrs) in stacks {
+            for addr in lookup_addresses(addrs) {
+                if !self.cache.contains_key(&(tgid, addr)) {
+                    missing.entry(tgid).or_default().push(addr);
+                }
+            }
+        }
+        for (tgid, mut addrs) in missing {
+            addrs.sort_unstable();
+            addrs.dedup();
+            let names = self.resolve(tgid, &addrs);
+            for (addr, name) in addrs.into_iter().zip(names) {
+                self.cache.insert((tgid, addr), name);
+            }
+        }
+    }
+
     /// Names for the user stack `addrs` of process `tgid` (innermost first, as the kernel
     /// returns them), in order, without the frames that are not code (see the module
     /// documentation).
     pub fn frames(&mut self, tgid: u32, addrs: &[u64]) -> Vec<String> {
+        self.prepare(std::iter::once((tgid, addrs)));
         let lookups = lookup_addresses(addrs);
-        let missing: Vec<u64> = lookups
-            .iter()
-            .copied()
-            .filter(|a| !self.cache.contains_key(&(tgid, *a)))
-            .collect();
-        if !missing.is_empty() {
-            let names = self.resolve(tgid, &missing);
-            for (addr, name) in missing.into_iter().zip(names) {
-                self.cache.insert((tgid, addr), name);
-            }
-        }
         let mut frames: Vec<String> = Vec::with_capacity(lookups.len());
         for addr in lookups {
             let Some(Some(name)) = self.cache.get(&(tgid, addr)) else {
