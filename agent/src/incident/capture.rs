@@ -273,6 +273,15 @@ impl Capture {
                 .map(|s| snapshot::victim_queued(s, victim.tid, trigger_ts_ns))
         });
         let snapshot = snapshot::take(&last, trigger_ts_ns, self.cpus, victim_queued);
+        // User frames resolve only while their process lives: resolve those of the look-back
+        // now, not `incidents.after` from now when the bundle is written (a culprit may be
+        // gone by then).
+        let from = trigger_ts_ns.saturating_sub(self.config.before.0.as_nanos() as u64);
+        self.user.prepare(
+            self.recorder
+                .between(from, trigger_ts_ns)
+                .map(|s| (s.tgid, s.user.as_slice())),
+        );
         let task_file = |name: &str| {
             (victim.tid != 0)
                 .then(|| {
