@@ -65,9 +65,9 @@ struct BusyElsewhere(std::process::Child);
 
 impl BusyElsewhere {
     fn start() -> Self {
-        // Spins 2 ms, sleeps 8 ms: hundreds of samples on CPU 1 over the look-back. As
-        // SCHED_IDLE it never keeps a task waiting (the workload's new threads start on CPU 1
-        // at times, before they pin themselves to CPU 0).
+        // Spins 2 ms, sleeps 8 ms: hundreds of samples on CPU 1 in two seconds. SCHED_IDLE,
+        // so that it yields to everything else; still, a task that lands on CPU 1 may wait
+        // behind it (seen: 2 ms), hence `pause`.
         let child = Command::new("taskset")
             .args(["-c", "1", "chrt", "--idle", "0"])
             .arg(env!("CARGO_BIN_EXE_schedlat-busy"))
@@ -75,6 +75,13 @@ impl BusyElsewhere {
             .spawn()
             .expect("run taskset and chrt (util-linux) with schedlat-busy");
         Self(child)
+    }
+
+    /// Stops it (SIGSTOP): it no longer runs, but lives on, so its stacks still resolve.
+    fn pause(&self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        let stopped = unsafe { libc::kill(self.0.id() as i32, libc::SIGSTOP) };
+        assert_eq!(stopped, 0, "{}", std::io::Error::last_os_error());
     }
 }
 
@@ -134,7 +141,8 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         "[incidents]\nsample_hz = 997\nmax_per_minute = 1000\n",
     )
     .unwrap();
-    // Another workload, busy on CPU 1 only: in the node's flame graph, not in the victim's.
+    // Another workload, busy on CPU 1 only until the workload starts: in the node's flame
+    // graph, not in the victim's.
     let busy = BusyElsewhere::start();
     let agent = Agent::start(&[
         "--config",
@@ -146,8 +154,10 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         "--incident-dir",
         dir.to_str().unwrap(),
     ]);
-    // Let the flight recorder fill for a moment, so the flame graph has history.
+    // Let the flight recorder fill for a moment, so the flame graph has history. Then the busy
+    // process stops: it must not delay the workload's threads before they pin themselves.
     std::thread::sleep(Duration::from_secs(2));
+    busy.pause();
     // The sleeper's bursts (0.5 ms) are far below the threshold, so only the sleeper, waiting
     // a time slice of the hog's (3-4 ms here), crosses it: the hog is never the victim.
     let mut workload = Workload::start(100_000, 500, 1000);
@@ -229,12 +239,20 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         folded.contains(&hog_pair),
         "CPU 0's stacks should show {hog_pair}:\n{folded}"
     );
-    // schedlat-busy's code runs on CPU 1 only (before its exec the process was taskset's, on
-    // any CPU: its root frame alone proves nothing).
+    // Our schedlat-busy's code runs on CPU 1 only. (Its root frame alone proves nothing: before
+    // its exec the process was taskset's, on any CPU. Other tests on the machine may run
+    // schedlat-busy too, anywhere.)
+    let busy_root = format!("schedlat-busy_[{}]", busy.0.id());
+    let busy_code = |folded: &str| {
+        folded_frames(folded)
+            .iter()
+            .filter(|stack| stack[0] == busy_root && stack.contains(&BUSY_FUNCTION))
+            .count()
+    };
     assert!(
-        !folded.contains(BUSY_FUNCTION) && node_folded.contains(BUSY_FUNCTION),
-        "{BUSY_FUNCTION} ran on CPU 1 only: in the node's stacks, not in CPU 0's.\n\
-         CPU 0:\n{folded}\nnode:\n{node_folded}"
+        busy_code(&folded) == 0 && busy_code(&node_folded) > 0,
+        "{busy_root}'s {BUSY_FUNCTION} ran on CPU 1 only: in the node's stacks, not in CPU \
+         0's.\nCPU 0:\n{folded}\nnode:\n{node_folded}"
     );
     for stack in folded_frames(&folded) {
         if stack[0] == "[idle]" {
