@@ -1,5 +1,6 @@
 //! Privileged integration tests of incident capture and flame graphs: a hog (with a named,
-//! frame-pointer-unwindable function) and a latency-sensitive thread pinned to one CPU.
+//! frame-pointer-unwindable function) and a latency-sensitive thread pinned to one CPU, and a
+//! busy process on another CPU.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,6 +23,74 @@ use schedlat_test_support::sum;
 
 /// The hog's function in `schedlat-workload`.
 const HOG_FUNCTION: &str = "schedlat_workload_hog_spin";
+/// Its caller there, a Rust function: demangled, without the hash.
+const HOG_CALLER: &str = "schedlat_workload::hog_until_stopped";
+/// Where `schedlat-busy` spins.
+const BUSY_FUNCTION: &str = "schedlat_busy::main";
+
+/// The frames of the lines of a folded-stacks file.
+fn folded_frames(folded: &str) -> Vec<Vec<&str>> {
+    folded
+        .lines()
+        .map(|line| {
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no count in {line:?}"));
+            assert!(count.parse::<u64>().is_ok(), "bad count in {line:?}");
+            stack.split(';').collect()
+        })
+        .collect()
+}
+
+/// No frame of a folded-stacks file is a bare address (`0x0` and the like): user frames are
+/// names, or `module+0xoffset` in a file.
+fn assert_no_bare_addresses(name: &str, folded: &str) {
+    let bare: Vec<&str> = folded_frames(folded)
+        .into_iter()
+        .flatten()
+        .filter(|frame| {
+            frame
+                .strip_prefix("0x")
+                .is_some_and(|hex| hex.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "bare addresses {bare:?} in {name}:\n{folded}"
+    );
+}
+
+/// A busy process pinned to CPU 1, away from the victim's CPU 0.
+struct BusyElsewhere(std::process::Child);
+
+impl BusyElsewhere {
+    fn start() -> Self {
+        // Spins 2 ms, sleeps 8 ms: hundreds of samples on CPU 1 in two seconds. SCHED_IDLE,
+        // so that it yields to everything else; still, a task that lands on CPU 1 may wait
+        // behind it (seen: 2 ms), hence `pause`.
+        let child = Command::new("taskset")
+            .args(["-c", "1", "chrt", "--idle", "0"])
+            .arg(env!("CARGO_BIN_EXE_schedlat-busy"))
+            .args(["2000", "8000"])
+            .spawn()
+            .expect("run taskset and chrt (util-linux) with schedlat-busy");
+        Self(child)
+    }
+
+    /// Stops it (SIGSTOP): it no longer runs, but lives on, so its stacks still resolve.
+    fn pause(&self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        let stopped = unsafe { libc::kill(self.0.id() as i32, libc::SIGSTOP) };
+        assert_eq!(stopped, 0, "{}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for BusyElsewhere {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("schedlat-{name}-{}", std::process::id()));
@@ -68,12 +137,16 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     let config = std::env::temp_dir().join(format!("schedlat-inc-{}.toml", std::process::id()));
     // The sleeper waits behind its own process's hog: `affinity` on a quiet machine (it is
     // pinned and the other CPU idles), `self_contention` when that CPU is busy, which does not
-    // trigger by default (see `self_contention_does_not_trigger_by_default`).
+    // trigger by default (see `self_contention_does_not_trigger_by_default`). Other processes
+    // of a busy machine cross the threshold too: room for all of them.
     std::fs::write(
         &config,
-        "[incidents]\nsample_hz = 997\ntrigger_on_self_contention = true\n",
+        "[incidents]\nsample_hz = 997\nmax_per_minute = 1000\ntrigger_on_self_contention = true\n",
     )
     .unwrap();
+    // Another workload, busy on CPU 1 only until the workload starts: in the node's flame
+    // graph, not in the victim's.
+    let busy = BusyElsewhere::start();
     let agent = Agent::start(&[
         "--config",
         config.to_str().unwrap(),
@@ -84,8 +157,10 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         "--incident-dir",
         dir.to_str().unwrap(),
     ]);
-    // Let the flight recorder fill for a moment, so the flame graph has history.
+    // Let the flight recorder fill for a moment, so the flame graph has history. Then the busy
+    // process stops: it must not delay the workload's threads before they pin themselves.
     std::thread::sleep(Duration::from_secs(2));
+    busy.pause();
     // The sleeper's bursts (0.5 ms) are far below the threshold, so only the sleeper, waiting
     // a time slice of the hog's (3-4 ms here), crosses it: the hog is never the victim.
     let mut workload = Workload::start(100_000, 500, 1000);
@@ -143,15 +218,81 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     assert!(!diagnosis["verdict"].as_str().unwrap().is_empty());
 
     let bundle = dir.join(&id);
-    let folded = std::fs::read_to_string(bundle.join("stacks.folded")).unwrap();
+    // The main flame graph is CPU 0's, the victim's; the node's is the second.
+    let graphs = meta["flamegraphs"].as_array().expect("flamegraphs listed");
+    assert_eq!(graphs.len(), 2, "{meta}");
+    assert_eq!(graphs[0]["scope"], "victim_cpus");
+    assert_eq!(graphs[0]["svg"], "flamegraph.svg");
+    assert_eq!(graphs[0]["folded"], "stacks.folded");
+    assert_eq!(graphs[0]["cpus"], serde_json::json!([0]));
+    assert_eq!(graphs[1]["scope"], "node");
+    assert_eq!(graphs[1]["svg"], "flamegraph-node.svg");
+    assert_eq!(graphs[1]["folded"], "stacks-node.folded");
+    assert!(graphs[1]["cpus"].is_null(), "{meta}");
+    let files = meta["files"].as_array().unwrap();
+    for file in [
+        "flamegraph.svg",
+        "stacks.folded",
+        "flamegraph-node.svg",
+        "stacks-node.folded",
+    ] {
+        assert!(files.iter().any(|f| f == file), "{file} not listed: {meta}");
+        assert!(bundle.join(file).is_file(), "{file} missing");
+    }
+    let victim_samples = graphs[0]["samples"].as_u64().unwrap();
+    let node_samples = graphs[1]["samples"].as_u64().unwrap();
+    eprintln!("flame graphs: {victim_samples} samples of CPU 0, {node_samples} of the node");
     assert!(
-        folded.contains(HOG_FUNCTION),
-        "the flame graph's stacks should name the hog's function {HOG_FUNCTION}:\n{folded}"
+        victim_samples > 0 && victim_samples < node_samples,
+        "CPU 0 has some of the node's samples: {meta}"
     );
-    let svg = std::fs::read_to_string(bundle.join("flamegraph.svg")).unwrap();
+    assert_eq!(meta["samples"].as_u64(), Some(victim_samples));
+
+    let folded = std::fs::read_to_string(bundle.join("stacks.folded")).unwrap();
+    let node_folded = std::fs::read_to_string(bundle.join("stacks-node.folded")).unwrap();
+    // The hog's work under its caller, both named from the workload's symbol table (the
+    // caller demangled): symbolized user frames, unwound by frame pointer.
+    let hog_pair = format!("{HOG_CALLER};{HOG_FUNCTION}");
     assert!(
-        svg.contains(HOG_FUNCTION) && svg.contains("sleeper"),
-        "SVG lacks the story"
+        folded.contains(&hog_pair),
+        "CPU 0's stacks should show {hog_pair}:\n{folded}"
+    );
+    // Our schedlat-busy's code runs on CPU 1 only. (Its root frame alone proves nothing: before
+    // its exec the process was taskset's, on any CPU. Other tests on the machine may run
+    // schedlat-busy too, anywhere.)
+    let busy_root = format!("schedlat-busy_[{}]", busy.0.id());
+    let busy_code = |folded: &str| {
+        folded_frames(folded)
+            .iter()
+            .filter(|stack| stack[0] == busy_root && stack.contains(&BUSY_FUNCTION))
+            .count()
+    };
+    assert!(
+        busy_code(&folded) == 0 && busy_code(&node_folded) > 0,
+        "{busy_root}'s {BUSY_FUNCTION} ran on CPU 1 only: in the node's stacks, not in CPU \
+         0's.\nCPU 0:\n{folded}\nnode:\n{node_folded}"
+    );
+    for stack in folded_frames(&folded) {
+        if stack[0] == "[idle]" {
+            assert_eq!(stack, ["[idle]"], "an idle CPU is one frame:\n{folded}");
+        }
+    }
+    assert_no_bare_addresses("stacks.folded", &folded);
+    assert_no_bare_addresses("stacks-node.folded", &node_folded);
+    let svg = std::fs::read_to_string(bundle.join("flamegraph.svg")).unwrap();
+    // The title names the victim: the sleeper, or the thread about to become it (a new
+    // thread may wait behind the hog before it has set its name).
+    let victim_comm = meta["victim"]["comm"].as_str().unwrap();
+    for wanted in [HOG_FUNCTION, HOG_CALLER, victim_comm] {
+        assert!(
+            svg.contains(wanted),
+            "flamegraph.svg lacks {wanted:?}: {meta}"
+        );
+    }
+    let node_svg = std::fs::read_to_string(bundle.join("flamegraph-node.svg")).unwrap();
+    assert!(
+        node_svg.contains(HOG_FUNCTION) && node_svg.contains(BUSY_FUNCTION),
+        "the node's SVG lacks the hog or the busy process"
     );
     let runqueue: Value =
         serde_json::from_str(&std::fs::read_to_string(bundle.join("runqueue.json")).unwrap())
@@ -265,7 +406,7 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 
-    drop(workload);
+    drop((workload, busy));
     assert!(agent.stop(libc::SIGTERM).success());
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&config);
@@ -520,7 +661,13 @@ fn self_contention_does_not_trigger_by_default() {
     ]);
     // CPU 1 busy, so the pinned sleeper's only explanation is its own hog on CPU 0.
     let busy = Command::new("taskset")
-        .args(["-c", "1", env!("CARGO_BIN_EXE_schedlat-busy"), "10000000", "0"])
+        .args([
+            "-c",
+            "1",
+            env!("CARGO_BIN_EXE_schedlat-busy"),
+            "10000000",
+            "0",
+        ])
         .spawn()
         .unwrap();
     let mut workload = Workload::start(100_000, 500, 1000);

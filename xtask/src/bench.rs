@@ -258,6 +258,21 @@ fn report(samples: &[(usize, Tool, Sample)], options: &BenchOptions) {
             cpu_ms_per_s
         );
     }
+    report_bpf(samples);
+    let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "\nschedlat's added cost / runqlat's: {:.2}x (median of per-round ratios {:.2}x; rounds: {}). \
+         Target: BPF run time per switch at most 0.30x of runqlat's.\nadded/op is the median over rounds of (tool - baseline of the \
+         same round); tool CPU/op is the attached tool's own user+system time per bench op, tool CPU/s \
+         the same per second of bench (10 ms ticks).",
+        median(schedlat_rounds) / runqlat_added,
+        median(ratios),
+        per_round.join(" ")
+    );
+}
+
+/// The steady figure: each tool's BPF run time per context switch.
+fn report_bpf(samples: &[(usize, Tool, Sample)]) {
     let bpf = |tool: Tool| -> Vec<f64> {
         samples
             .iter()
@@ -294,16 +309,6 @@ BPF run time per context switch (kernel.bpf_stats_enabled, medians over rounds):
             );
         }
     }
-    let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    println!(
-        "\nschedlat's added cost / runqlat's: {:.2}x (median of per-round ratios {:.2}x; rounds: {}). \
-         Target: BPF run time per switch at most 0.30x of runqlat's.\nadded/op is the median over rounds of (tool - baseline of the \
-         same round); tool CPU/op is the attached tool's own user+system time per bench op, tool CPU/s \
-         the same per second of bench (10 ms ticks).",
-        median(schedlat_rounds) / runqlat_added,
-        median(ratios),
-        per_round.join(" ")
-    );
 }
 
 fn measure(tool: Tool, schedlat: &Path, loops: u32) -> Result<Sample> {

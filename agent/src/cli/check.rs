@@ -68,7 +68,10 @@ pub fn run(out: &mut dyn Write, verbose: bool) -> Result<Verdict> {
         (false, false) => "schedlat cannot run here",
     };
     if let Some(throttling) = throttling {
-        writeln!(out, "diagnosis             yes: who held the CPU and why; {throttling}")?;
+        writeln!(
+            out,
+            "diagnosis             yes: who held the CPU and why; {throttling}"
+        )?;
     }
     writeln!(out, "result                {verdict}")?;
     if !can("CPU sampler") {
@@ -251,6 +254,24 @@ pub fn short_error(error: &anyhow::Error) -> String {
     )
 }
 
+/// How the loaded programs observe CFS bandwidth throttling (for the `throttled` cause).
+fn throttle_report(probes: &Probes) -> String {
+    match (probes.throttle_clock(), probes.throttle_observable()) {
+        (true, _) => "CPU quota throttling: from the kernel's per-cgroup throttled-time clock \
+                      (cfs_rq.throttled_clock_self_time)"
+            .to_owned(),
+        (false, Ok(())) => {
+            "CPU quota throttling: from fexit/fentry on throttle_cfs_rq/unthrottle_cfs_rq"
+                .to_owned()
+        }
+        (false, Err(why)) => format!(
+            "CPU quota throttling NOT observable ({}): waits under a quota are not called \
+             `throttled`, the rest of the diagnosis works",
+            names::escape(&why)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Write as _;
@@ -279,23 +300,5 @@ mod tests {
         assert!(short.len() < 400, "{} bytes: {short}", short.len());
         let plain = anyhow::anyhow!("permission denied");
         assert_eq!(short_error(&plain), "permission denied");
-    }
-}
-
-/// How the loaded programs observe CFS bandwidth throttling (for the `throttled` cause).
-fn throttle_report(probes: &Probes) -> String {
-    match (probes.throttle_clock(), probes.throttle_observable()) {
-        (true, _) => "CPU quota throttling: from the kernel's per-cgroup throttled-time clock \
-                      (cfs_rq.throttled_clock_self_time)"
-            .to_owned(),
-        (false, Ok(())) => {
-            "CPU quota throttling: from fexit/fentry on throttle_cfs_rq/unthrottle_cfs_rq"
-                .to_owned()
-        }
-        (false, Err(why)) => format!(
-            "CPU quota throttling NOT observable ({}): waits under a quota are not called \
-             `throttled`, the rest of the diagnosis works",
-            names::escape(&why)
-        ),
     }
 }

@@ -166,14 +166,30 @@ pub fn show(dir: &Path, id: &str, format: OutputFormat, out: &mut dyn Write) -> 
         )
     );
     let _ = writeln!(text, "window     {}", m.window);
-    let _ = writeln!(
-        text,
-        "flamegraph {} samples, {} ms before to {} ms after: {}",
-        m.samples,
-        m.flamegraph_before_ms,
-        m.flamegraph_after_ms,
-        bundle.join("flamegraph.svg").display()
-    );
+    if m.flamegraphs.is_empty() {
+        let _ = writeln!(
+            text,
+            "flamegraph {} samples, {} ms before to {} ms after: {}",
+            m.samples,
+            m.flamegraph_before_ms,
+            m.flamegraph_after_ms,
+            bundle.join("flamegraph.svg").display()
+        );
+    }
+    for g in &m.flamegraphs {
+        let cpus = g.cpus.as_ref().map_or_else(
+            || "every CPU".to_owned(),
+            |c| format!("CPU {}", crate::diagnosis::cpu_list(c)),
+        );
+        let _ = writeln!(
+            text,
+            "flamegraph {cpus}: {} samples, {} ms before to {} ms after: {}",
+            g.samples,
+            m.flamegraph_before_ms,
+            m.flamegraph_after_ms,
+            bundle.join(&g.svg).display()
+        );
+    }
     let _ = writeln!(text, "files      {}", bundle.display());
     for f in &m.files {
         let _ = writeln!(text, "             {f}");
@@ -194,6 +210,57 @@ pub fn show(dir: &Path, id: &str, format: OutputFormat, out: &mut dyn Write) -> 
     // Paths (the bundle's, the directory given) may hold control characters too.
     out.write_all(names::escape_lines(text.as_bytes()).as_bytes())?;
     Ok(())
+}
+
+/// The one-line story of an incident: the diagnosis' verdict, else who ran last.
+fn headline(m: &Metadata) -> String {
+    match (&m.diagnosis, &m.preemptor) {
+        (Some(d), _) => names::escape(&d.verdict).into_owned(),
+        (None, Some(p)) => format!("behind {}/{} [{}] (not diagnosed)", p.tid, p.comm, p.tgid),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// The diagnosis, readably: cause, verdict, culprits with shares, the deciding facts.
+fn render_diagnosis(text: &mut String, d: &crate::diagnosis::engine::Diagnosis) {
+    let pct = |share: f64| format!("{:.1}%", 100.0 * share);
+    let _ = writeln!(
+        text,
+        "cause      {} ({} of the wait)",
+        d.cause.name(),
+        pct(d.cause_share)
+    );
+    let _ = writeln!(text, "verdict    {}", names::escape(&d.verdict));
+    for (i, c) in d.culprits.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{}{:>6}  {}/{} [{}] in {}",
+            if i == 0 { "culprits " } else { "         " },
+            pct(c.share),
+            c.tid,
+            names::escape(&c.comm),
+            c.tgid,
+            names::escape(&c.cgroup)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "           rest {}, not recorded {}",
+        pct(d.rest_share),
+        pct(d.unrecorded_share)
+    );
+    for (i, fact) in d.evidence.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{}{}",
+            if i == 0 {
+                "evidence   - "
+            } else {
+                "           - "
+            },
+            names::escape(fact)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +297,7 @@ mod tests {
             flamegraph_before_ms: 0,
             flamegraph_after_ms: 0,
             files: vec!["metadata.json".to_owned()],
+            flamegraphs: Vec::new(),
         }
     }
 
@@ -313,52 +381,5 @@ mod tests {
             "{err:#}"
         );
         fs::remove_dir_all(&scratch).expect("cleanup");
-    }
-}
-
-/// The one-line story of an incident: the diagnosis' verdict, else who ran last.
-fn headline(m: &Metadata) -> String {
-    match (&m.diagnosis, &m.preemptor) {
-        (Some(d), _) => names::escape(&d.verdict).into_owned(),
-        (None, Some(p)) => format!("behind {}/{} [{}] (not diagnosed)", p.tid, p.comm, p.tgid),
-        (None, None) => "-".to_owned(),
-    }
-}
-
-/// The diagnosis, readably: cause, verdict, culprits with shares, the deciding facts.
-fn render_diagnosis(text: &mut String, d: &crate::diagnosis::engine::Diagnosis) {
-    let pct = |share: f64| format!("{:.1}%", 100.0 * share);
-    let _ = writeln!(
-        text,
-        "cause      {} ({} of the wait)",
-        d.cause.name(),
-        pct(d.cause_share)
-    );
-    let _ = writeln!(text, "verdict    {}", names::escape(&d.verdict));
-    for (i, c) in d.culprits.iter().enumerate() {
-        let _ = writeln!(
-            text,
-            "{}{:>6}  {}/{} [{}] in {}",
-            if i == 0 { "culprits " } else { "         " },
-            pct(c.share),
-            c.tid,
-            names::escape(&c.comm),
-            c.tgid,
-            names::escape(&c.cgroup)
-        );
-    }
-    let _ = writeln!(
-        text,
-        "           rest {}, not recorded {}",
-        pct(d.rest_share),
-        pct(d.unrecorded_share)
-    );
-    for (i, fact) in d.evidence.iter().enumerate() {
-        let _ = writeln!(
-            text,
-            "{}{}",
-            if i == 0 { "evidence   - " } else { "           - " },
-            names::escape(fact)
-        );
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use agent_common::{CpuSample, FLAG_PREEMPTOR_KTHREAD, WaitEvent};
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use log::{info, warn};
+use log::{debug, info, warn};
 use serde_json::json;
 
 use crate::{
@@ -20,7 +20,8 @@ use crate::{
     diagnosis::engine::Diagnosis,
     incident::snapshot::{self, Snapshot},
     incident::store::{
-        Decision, DirError, Limiter, Metadata, Reason, Store, TaskRef, incident_id, rfc3339,
+        Decision, DirError, FlameGraphFile, FlameScope, Limiter, Metadata, Reason, Store, TaskRef,
+        incident_id, rfc3339,
     },
     kernel::events::{comm_str, decode_as, human_ns},
     profile::recorder::process_label,
@@ -284,6 +285,15 @@ impl Capture {
                 .map(|s| snapshot::victim_queued(s, victim.tid, trigger_ts_ns))
         });
         let snapshot = snapshot::take(&last, trigger_ts_ns, self.cpus, victim_queued);
+        // User frames resolve only while their process lives: resolve those of the look-back
+        // now, not `incidents.after` from now when the bundle is written (a culprit may be
+        // gone by then).
+        let from = trigger_ts_ns.saturating_sub(self.config.before.0.as_nanos() as u64);
+        self.user.prepare(
+            self.recorder
+                .between(from, trigger_ts_ns)
+                .map(|s| (s.tgid, s.user.as_slice())),
+        );
         let task_file = |name: &str| {
             (victim.tid != 0)
                 .then(|| {
@@ -353,11 +363,98 @@ impl Capture {
     fn write_bundle(&mut self, p: &Pending) -> Result<std::path::PathBuf> {
         let before = self.config.before.0.as_nanos() as u64;
         let after = self.config.after.0.as_nanos() as u64;
-        let from = p.trigger_ts_ns.saturating_sub(before);
-        let to = p.trigger_ts_ns + after;
+        // The processes whose stacks the flame graphs draw first (pids, most important first):
+        // the diagnosis' culprits (the idle CPU aside).
+        let culprits: Vec<u32> = p.diagnosis.as_ref().map_or_else(Vec::new, |d| {
+            d.culprits
+                .iter()
+                .filter(|c| c.tgid != 0)
+                .map(|c| c.tgid)
+                .collect()
+        });
+        let culprits: &[u32] = &culprits;
+        let started = Instant::now();
+        let graphs = self.flame_graphs(p, culprits)?;
+        debug!("incident flame graphs drawn in {:?}", started.elapsed());
+        let runqueue_json = serde_json::to_vec_pretty(&p.snapshot)?;
+        let runqueue_txt = snapshot::render(&p.snapshot);
+        let victim_key = match p.reason {
+            Reason::Wait => format!("{}-{}", p.victim.comm, p.victim.tgid),
+            Reason::WindowP99 => p.victim.cgroup.clone().unwrap_or_default(),
+        };
+        let id = incident_id(p.unix_ns, p.reason, &victim_key);
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut flamegraphs = Vec::with_capacity(graphs.len());
+        for graph in graphs {
+            files.push((graph.file.svg.clone(), graph.svg));
+            files.push((graph.file.folded.clone(), graph.folded));
+            flamegraphs.push(graph.file);
+        }
+        files.push(("runqueue.json".to_owned(), runqueue_json));
+        files.push(("runqueue.txt".to_owned(), runqueue_txt.into_bytes()));
+        if let Some(s) = &p.victim_status {
+            files.push(("victim-status.txt".to_owned(), s.clone()));
+        }
+        if let Some(s) = &p.victim_sched {
+            files.push(("victim-sched.txt".to_owned(), s.clone()));
+        }
+        let mut names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        names.push("metadata.json".to_owned());
+        let metadata = Metadata {
+            id: id.clone(),
+            schema_version: 1,
+            time: rfc3339(p.unix_ns),
+            unix_ns: p.unix_ns,
+            reason: p.reason,
+            threshold_ns: p.threshold_ns,
+            value_ns: p.value_ns,
+            victim: p.victim.clone(),
+            cpu: p.cpu,
+            preemptor: p.preemptor.clone(),
+            waker: None,
+            diagnosis: p.diagnosis.clone(),
+            window: p.window.clone(),
+            samples: flamegraphs.first().map_or(0, |g| g.samples),
+            flamegraph_before_ms: before / 1_000_000,
+            flamegraph_after_ms: after / 1_000_000,
+            files: names,
+            flamegraphs,
+        };
+        // Metadata last: a reader that finds it finds a complete bundle (the directory rename
+        // makes that true anyway).
+        files.push((
+            "metadata.json".to_owned(),
+            serde_json::to_vec_pretty(&metadata)?,
+        ));
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let path = self.store.write(&id, &refs)?;
+        let removed = self
+            .store
+            .enforce_retention(self.config.max_incidents, self.config.max_bytes)?;
+        if removed > 0 {
+            info!("retention: removed {removed} old incident bundle(s)");
+        }
+        Ok(path)
+    }
+
+    /// The bundle's flame graphs of the samples from `incidents.before` the trigger to
+    /// `incidents.after` it: first (`flamegraph.svg`) what the victim's CPU ran instead of it,
+    /// then (`flamegraph-node.svg`) what every CPU ran. The `culprits`' stacks come first
+    /// (leftmost) in both, and the subtitles name them.
+    fn flame_graphs(&mut self, p: &Pending, culprits: &[u32]) -> Result<Vec<RenderedGraph>> {
+        let from = p
+            .trigger_ts_ns
+            .saturating_sub(self.config.before.0.as_nanos() as u64);
+        let to = p.trigger_ts_ns + self.config.after.0.as_nanos() as u64;
         let samples: Vec<&Sample> = self.recorder.between(from, to).collect();
-        let folded = fold(
-            samples.iter().copied(),
+        let victim_cpus: Vec<u32> = p.cpu.into_iter().collect();
+        let stacks = fold_bundle(
+            &samples,
+            &victim_cpus,
+            culprits,
             &self.kernel,
             &mut self.user,
             &mut process_label,
@@ -378,70 +475,125 @@ impl Capture {
                 p.victim.comm
             ),
         };
-        let subtitle = format!(
-            "{} | {} CPU samples from {:.1}s before to {:.1}s after the trigger | threshold {}",
-            rfc3339(p.unix_ns),
-            samples.len(),
-            self.config.before.0.as_secs_f64(),
-            self.config.after.0.as_secs_f64(),
-            human_ns(p.threshold_ns)
-        );
-        let svg = flamegraph_svg(&folded, &title, &subtitle)?;
-        let mut folded_text = folded.join("\n");
-        folded_text.push('\n');
-        let runqueue_json = serde_json::to_vec_pretty(&p.snapshot)?;
-        let runqueue_txt = snapshot::render(&p.snapshot);
-        let victim_key = match p.reason {
-            Reason::Wait => format!("{}-{}", p.victim.comm, p.victim.tgid),
-            Reason::WindowP99 => p.victim.cgroup.clone().unwrap_or_default(),
+        let first = if culprits.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = culprits
+                .iter()
+                .map(|&tgid| {
+                    let comm = samples
+                        .iter()
+                        .find(|s| s.tgid == tgid)
+                        .map_or("", |s| s.comm.as_str());
+                    process_label(tgid, comm)
+                })
+                .collect();
+            format!(" | first (left): {}", names.join(", "))
         };
-        let id = incident_id(p.unix_ns, p.reason, &victim_key);
-        let mut files: Vec<(&str, Vec<u8>)> = vec![
-            ("flamegraph.svg", svg),
-            ("stacks.folded", folded_text.into_bytes()),
-            ("runqueue.json", runqueue_json),
-            ("runqueue.txt", runqueue_txt.into_bytes()),
-        ];
-        if let Some(s) = &p.victim_status {
-            files.push(("victim-status.txt", s.clone()));
+        let mut graphs = Vec::with_capacity(stacks.len());
+        for graph in stacks {
+            let (svg_name, folded_name, title) = match graph.scope {
+                FlameScope::VictimCpus => ("flamegraph.svg", "stacks.folded", title.clone()),
+                FlameScope::Node => (
+                    "flamegraph-node.svg",
+                    "stacks-node.folded",
+                    format!("{title} (every CPU)"),
+                ),
+            };
+            let cpus = graph.cpus.as_ref().map_or_else(
+                || "every CPU".to_owned(),
+                |cpus| {
+                    let cpus: Vec<String> = cpus.iter().map(u32::to_string).collect();
+                    format!("CPU {}", cpus.join(","))
+                },
+            );
+            let subtitle = format!(
+                "{} | {cpus}: {} samples from {:.1}s before to {:.1}s after the trigger | \
+                 threshold {}{first}",
+                rfc3339(p.unix_ns),
+                graph.samples,
+                self.config.before.0.as_secs_f64(),
+                self.config.after.0.as_secs_f64(),
+                human_ns(p.threshold_ns)
+            );
+            let svg = flamegraph_svg(&graph.folded, &title, &subtitle)?;
+            let mut folded = graph.folded.join("\n");
+            folded.push('\n');
+            graphs.push(RenderedGraph {
+                file: FlameGraphFile {
+                    scope: graph.scope,
+                    svg: svg_name.to_owned(),
+                    folded: folded_name.to_owned(),
+                    cpus: graph.cpus,
+                    samples: graph.samples,
+                    culprits: culprits.to_vec(),
+                },
+                svg,
+                folded: folded.into_bytes(),
+            });
         }
-        if let Some(s) = &p.victim_sched {
-            files.push(("victim-sched.txt", s.clone()));
-        }
-        let mut names: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
-        names.push("metadata.json".to_owned());
-        let metadata = Metadata {
-            id: id.clone(),
-            schema_version: 1,
-            time: rfc3339(p.unix_ns),
-            unix_ns: p.unix_ns,
-            reason: p.reason,
-            threshold_ns: p.threshold_ns,
-            value_ns: p.value_ns,
-            victim: p.victim.clone(),
-            cpu: p.cpu,
-            preemptor: p.preemptor.clone(),
-            waker: None,
-            diagnosis: p.diagnosis.clone(),
-            window: p.window.clone(),
-            samples: samples.len(),
-            flamegraph_before_ms: before / 1_000_000,
-            flamegraph_after_ms: after / 1_000_000,
-            files: names,
-        };
-        // Metadata last: a reader that finds it finds a complete bundle (the directory rename
-        // makes that true anyway).
-        files.push(("metadata.json", serde_json::to_vec_pretty(&metadata)?));
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        let path = self.store.write(&id, &refs)?;
-        let removed = self
-            .store
-            .enforce_retention(self.config.max_incidents, self.config.max_bytes)?;
-        if removed > 0 {
-            info!("retention: removed {removed} old incident bundle(s)");
-        }
-        Ok(path)
+        Ok(graphs)
     }
+}
+
+/// A flame graph of a bundle, drawn.
+struct RenderedGraph {
+    file: FlameGraphFile,
+    svg: Vec<u8>,
+    folded: Vec<u8>,
+}
+
+/// One flame graph's folded stacks.
+#[derive(Debug, PartialEq, Eq)]
+struct FoldedGraph {
+    scope: FlameScope,
+    /// `None`: every CPU.
+    cpus: Option<Vec<u32>>,
+    samples: usize,
+    folded: Vec<String>,
+}
+
+/// Folds the samples of a bundle's interval twice: those of the victim's CPUs (every CPU when
+/// there are none), then those of every CPU.
+fn fold_bundle(
+    samples: &[&Sample],
+    victim_cpus: &[u32],
+    culprits: &[u32],
+    kernel: &KernelSymbols,
+    user: &mut UserSymbolizer,
+    process_name: &mut dyn FnMut(u32, &str) -> String,
+) -> [FoldedGraph; 2] {
+    let on_victim_cpus: Vec<&Sample> = samples
+        .iter()
+        .copied()
+        .filter(|s| victim_cpus.is_empty() || victim_cpus.contains(&s.cpu))
+        .collect();
+    [
+        FoldedGraph {
+            scope: FlameScope::VictimCpus,
+            cpus: (!victim_cpus.is_empty()).then(|| victim_cpus.to_vec()),
+            samples: on_victim_cpus.len(),
+            folded: fold(
+                on_victim_cpus.into_iter(),
+                kernel,
+                user,
+                process_name,
+                culprits,
+            ),
+        },
+        FoldedGraph {
+            scope: FlameScope::Node,
+            cpus: None,
+            samples: samples.len(),
+            folded: fold(
+                samples.iter().copied(),
+                kernel,
+                user,
+                process_name,
+                culprits,
+            ),
+        },
+    ]
 }
 
 /// The last window's figures for the victim's cgroup and the node, in ns.
@@ -467,5 +619,99 @@ fn headline_cause(p: &Pending) -> String {
             "behind {} (last task on the CPU; not diagnosed)",
             p.preemptor.as_ref().map_or("-", |t| t.comm.as_str())
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cpu: u32, tgid: u32, kernel: &[u64]) -> Sample {
+        Sample {
+            ts_ns: 1,
+            cpu,
+            tid: tgid,
+            tgid,
+            comm: format!("c{tgid}"),
+            kernel: kernel.to_vec(),
+            user: vec![],
+            nr_running: 0,
+            queue: vec![],
+            nr_queued: 0,
+        }
+    }
+
+    #[test]
+    fn the_main_flame_graph_holds_the_victims_cpu_only() {
+        let kernel =
+            KernelSymbols::parse("ffffffff81000000 T hog_work\nffffffff81000100 T do_idle\n");
+        let mut user = UserSymbolizer::default();
+        let hog = 0xffff_ffff_8100_0010;
+        let idle = 0xffff_ffff_8100_0110;
+        let samples = [
+            sample(0, 11, &[hog]),
+            sample(0, 11, &[hog]),
+            sample(0, 0, &[idle]),
+            sample(1, 22, &[hog]),
+            sample(1, 0, &[idle]),
+            sample(2, 33, &[hog]),
+        ];
+        let refs: Vec<&Sample> = samples.iter().collect();
+        let mut name = |tgid: u32, _: &str| format!("p{tgid}");
+        let [victim, node] = fold_bundle(&refs, &[0], &[22], &kernel, &mut user, &mut name);
+        assert_eq!(
+            victim,
+            FoldedGraph {
+                scope: FlameScope::VictimCpus,
+                cpus: Some(vec![0]),
+                samples: 3,
+                folded: vec!["[idle] 1".to_owned(), "p11;hog_work_[k] 2".to_owned()],
+            }
+        );
+        assert_eq!(node.scope, FlameScope::Node);
+        assert_eq!(node.cpus, None);
+        assert_eq!(node.samples, 6);
+        assert_eq!(
+            node.folded,
+            vec![
+                "p22;hog_work_[k] 1",
+                "[idle] 2",
+                "p11;hog_work_[k] 2",
+                "p33;hog_work_[k] 1"
+            ],
+            "every CPU, the culprit first"
+        );
+
+        // A trigger without a CPU (a window p99): the main graph is every CPU's.
+        let [victim, _] = fold_bundle(&refs, &[], &[], &kernel, &mut user, &mut name);
+        assert_eq!((victim.cpus, victim.samples), (None, 6));
+    }
+
+    #[test]
+    fn metadata_lists_both_flame_graphs_and_reads_old_bundles() {
+        let old = serde_json::json!({
+            "id": "x", "schema_version": 1, "time": "t", "unix_ns": 0, "reason": "wait",
+            "threshold_ns": 1, "value_ns": 2, "victim": {"tid": 1, "tgid": 1, "comm": "v"},
+            "cpu": 0, "preemptor": null, "waker": null, "window": {}, "samples": 3,
+            "flamegraph_before_ms": 10, "flamegraph_after_ms": 1,
+            "files": ["flamegraph.svg", "stacks.folded", "metadata.json"]
+        });
+        let mut m: Metadata = serde_json::from_value(old).unwrap();
+        assert!(m.flamegraphs.is_empty(), "a bundle of an older version");
+        m.flamegraphs.push(FlameGraphFile {
+            scope: FlameScope::VictimCpus,
+            svg: "flamegraph.svg".to_owned(),
+            folded: "stacks.folded".to_owned(),
+            cpus: Some(vec![0]),
+            samples: 3,
+            culprits: vec![42],
+        });
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            json["flamegraphs"][0],
+            serde_json::json!({"scope": "victim_cpus", "svg": "flamegraph.svg",
+                "folded": "stacks.folded", "cpus": [0], "samples": 3, "culprits": [42]})
+        );
+        assert_eq!(json["samples"], 3, "the old fields stay");
     }
 }

@@ -139,11 +139,42 @@ pub struct Metadata {
     pub diagnosis: Option<crate::diagnosis::engine::Diagnosis>,
     /// The victim's cgroup and the node over the last full window: p50, p99, max (ns).
     pub window: serde_json::Value,
-    /// CPU samples in the flame graph and the interval they cover around the trigger.
+    /// CPU samples in the flame graph (`flamegraph.svg`: of the victim's CPUs when the trigger
+    /// has one, see `flamegraphs`) and the interval they cover around the trigger.
     pub samples: usize,
     pub flamegraph_before_ms: u64,
     pub flamegraph_after_ms: u64,
     pub files: Vec<String>,
+    /// The bundle's flame graphs, main one first. Bundles of older versions have none listed
+    /// here: their one `flamegraph.svg` covers every CPU.
+    #[serde(default)]
+    pub flamegraphs: Vec<FlameGraphFile>,
+}
+
+/// What a bundle's flame graph covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlameScope {
+    /// The CPUs the victim waited on: what ran instead of it. Every CPU when the trigger names
+    /// no CPU (a cgroup's window p99).
+    VictimCpus,
+    /// Every CPU of the node.
+    Node,
+}
+
+/// One flame graph of a bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlameGraphFile {
+    pub scope: FlameScope,
+    /// The SVG and its folded stacks, file names in the bundle.
+    pub svg: String,
+    pub folded: String,
+    /// The CPUs whose samples it holds; `None`: every CPU.
+    pub cpus: Option<Vec<u32>>,
+    pub samples: usize,
+    /// Processes (pids) whose stacks are drawn first (leftmost), most important first.
+    #[serde(default)]
+    pub culprits: Vec<u32>,
 }
 
 /// Why the incident directory cannot be used. The names are the values of

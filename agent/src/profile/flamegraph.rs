@@ -80,7 +80,7 @@ pub fn run(options: &FlamegraphOptions, stop: &AtomicBool) -> Result<()> {
     drop(probes);
 
     let mut user = UserSymbolizer::default();
-    let folded = fold(samples.iter(), &kernel, &mut user, &mut process_label);
+    let folded = fold(samples.iter(), &kernel, &mut user, &mut process_label, &[]);
     if let Some(path) = &options.folded {
         let mut text = folded.join("\n");
         text.push('\n');

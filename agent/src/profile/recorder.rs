@@ -5,7 +5,7 @@
 //! frame so each process is one tower; kernel frames carry `_[k]` as flamegraph.pl annotates
 //! them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use agent_common::CpuSample;
 
@@ -143,56 +143,93 @@ pub fn process_label(tgid: u32, comm: &str) -> String {
     format!("{name} [{tgid}]")
 }
 
-/// Folds samples into `stack count` lines, sorted. `process_name` names the root frame.
+/// The root frame of every sample of an idle CPU (the idle task, pid 0). Its kernel stack (the
+/// idle loop) says nothing about what kept a task waiting, so there is none under it.
+pub const IDLE_FRAME: &str = "[idle]";
+
+/// Folds samples into `stack count` lines. `process_name` names the root frame (once per
+/// process).
+///
+/// The stacks of the `culprits` (tgids, most important first) come first, in that order, and
+/// the rest after them; within each process the stacks are sorted frame by frame, so stacks
+/// that share a prefix are adjacent (what [`flamegraph_svg`] needs to merge them). Zero
+/// addresses and user addresses that are not code are not frames (see `symbolize`).
 pub fn fold<'a>(
     samples: impl Iterator<Item = &'a Sample>,
     kernel: &KernelSymbols,
     user: &mut UserSymbolizer,
     process_name: &mut dyn FnMut(u32, &str) -> String,
+    culprits: &[u32],
 ) -> Vec<String> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let samples: Vec<&Sample> = samples.collect();
+    user.prepare(samples.iter().map(|s| (s.tgid, s.user.as_slice())));
+    // Named once per process (`process_label` reads /proc).
+    let mut roots: HashMap<u32, String> = HashMap::new();
+    // (rank of the process, frames outermost first) -> samples
+    let mut counts: BTreeMap<(usize, Vec<String>), u64> = BTreeMap::new();
     for s in samples {
-        let mut frames: Vec<String> = Vec::with_capacity(1 + s.user.len() + s.kernel.len());
-        frames.push(if s.tgid == 0 {
-            "[idle]".to_owned()
-        } else {
-            process_name(s.tgid, &s.comm)
-        });
-        // The kernel's idle and kernel threads have no user stack.
-        for name in user.frames(s.tgid, &s.user).into_iter().rev() {
-            frames.push(name);
-        }
-        for &addr in s.kernel.iter().rev() {
-            frames.push(format!("{}_[k]", kernel.frame(addr)));
-        }
-        let line = frames
+        let rank = culprits
             .iter()
-            // Symbol and module names come from files any user can write: escape them like
-            // process names (those are escaped already, and escaping is idempotent).
+            .position(|&culprit| culprit == s.tgid)
+            .unwrap_or(culprits.len());
+        if s.tgid == 0 {
+            *counts
+                .entry((rank, vec![IDLE_FRAME.to_owned()]))
+                .or_default() += 1;
+            continue;
+        }
+        let mut frames: Vec<String> = Vec::with_capacity(1 + s.user.len() + s.kernel.len());
+        frames.push(
+            roots
+                .entry(s.tgid)
+                .or_insert_with(|| process_name(s.tgid, &s.comm))
+                .clone(),
+        );
+        // Kernel threads have no user stack.
+        frames.extend(user.frames(s.tgid, &s.user).into_iter().rev());
+        frames.extend(
+            s.kernel
+                .iter()
+                .rev()
+                .filter(|&&addr| addr != 0)
+                .map(|&addr| format!("{}_[k]", kernel.frame(addr))),
+        );
+        // Symbol and module names come from files any user can write: escape them like
+        // process names (those are escaped already, and escaping is idempotent).
+        let frames = frames
+            .iter()
             .map(|f| names::escape(f).replace(';', ":").replace(' ', "_"))
-            .collect::<Vec<_>>()
-            .join(";");
-        *counts.entry(line).or_default() += 1;
+            .collect();
+        *counts.entry((rank, frames)).or_default() += 1;
     }
     counts
         .into_iter()
-        .map(|(stack, n)| format!("{stack} {n}"))
+        .map(|((_, frames), n)| format!("{} {n}", frames.join(";")))
         .collect()
 }
 
-/// An inferno SVG of folded lines.
+/// An inferno SVG of folded lines in the order [`fold`] gives them (left to right).
 pub fn flamegraph_svg(folded: &[String], title: &str, subtitle: &str) -> anyhow::Result<Vec<u8>> {
     let mut options = inferno::flamegraph::Options::default();
     title.clone_into(&mut options.title);
     options.subtitle = Some(subtitle.to_owned());
     "samples".clone_into(&mut options.count_name);
+    // A flame graph sorts its towers by name; the culprits go first instead. inferno's flame
+    // chart mode keeps the input order (it reverses the lines, to put the earliest sample on
+    // the left) and still merges adjacent stacks that share a prefix: with `fold`'s grouping
+    // the result is a flame graph in our order.
+    options.flame_chart = true;
     let mut svg = Vec::new();
     if folded.is_empty() {
         // inferno refuses empty input; an explicit empty graph says what happened.
         let empty = ["[no CPU samples in this interval] 1".to_owned()];
         inferno::flamegraph::from_lines(&mut options, empty.iter().map(String::as_str), &mut svg)?;
     } else {
-        inferno::flamegraph::from_lines(&mut options, folded.iter().map(String::as_str), &mut svg)?;
+        inferno::flamegraph::from_lines(
+            &mut options,
+            folded.iter().rev().map(String::as_str),
+            &mut svg,
+        )?;
     }
     Ok(svg)
 }
@@ -236,24 +273,153 @@ mod tests {
     fn folds_identical_stacks_with_the_process_as_root() {
         let kernel = KernelSymbols::parse("ffffffff81000000 T schedule\n");
         let mut user = UserSymbolizer::default();
-        let mut s1 = sample(1, 0, 0);
+        let mut s1 = sample(1, 0, 66);
         s1.kernel = vec![0xffff_ffff_8100_0010];
         let s2 = s1.clone();
         let s3 = sample(2, 0, 77);
-        let folded = fold([s1, s2, s3].iter(), &kernel, &mut user, &mut |tgid, _| {
-            format!("proc {tgid}")
-        });
-        assert_eq!(folded, vec!["[idle];schedule_[k] 2", "proc_77 1"]);
+        let folded = fold(
+            [s1, s2, s3].iter(),
+            &kernel,
+            &mut user,
+            &mut |tgid, _| format!("proc {tgid}"),
+            &[],
+        );
+        assert_eq!(folded, vec!["proc_66;schedule_[k] 2", "proc_77 1"]);
         let svg = flamegraph_svg(&folded, "t", "s").unwrap();
         // inferno colours `_[k]` frames as kernel ones and drops the suffix from the label.
         assert!(String::from_utf8_lossy(&svg).contains(">schedule ("));
     }
 
     #[test]
+    fn an_idle_cpu_is_one_frame_without_its_kernel_stack() {
+        let kernel =
+            KernelSymbols::parse("ffffffff81000000 T do_idle\nffffffff81000100 T default_idle\n");
+        let mut user = UserSymbolizer::default();
+        let mut idle = sample(1, 0, 0);
+        idle.kernel = vec![0xffff_ffff_8100_0110, 0xffff_ffff_8100_0010];
+        let mut other_cpu_idle = sample(2, 1, 0);
+        other_cpu_idle.kernel = vec![0xffff_ffff_8100_0010];
+        let folded = fold(
+            [idle, other_cpu_idle, sample(3, 0, 0)].iter(),
+            &kernel,
+            &mut user,
+            &mut |tgid, _| format!("proc {tgid}"),
+            &[],
+        );
+        assert_eq!(folded, vec![format!("{IDLE_FRAME} 3")]);
+    }
+
+    /// The root frame of each process in an SVG, with the x of its rectangle (percent).
+    fn root_x(svg: &str, root: &str) -> Vec<f64> {
+        let mut found = Vec::new();
+        let mut rest = svg;
+        let title = format!("<title>{root} (");
+        while let Some(at) = rest.find(&title) {
+            rest = &rest[at + title.len()..];
+            let x = rest.find("x=\"").map(|i| &rest[i + 3..]).unwrap();
+            found.push(
+                x[..x.find('"').unwrap()]
+                    .trim_end_matches('%')
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        found
+    }
+
+    #[test]
+    fn the_culprits_come_first_and_their_stacks_still_merge() {
+        let kernel = KernelSymbols::parse("ffffffff81000000 T schedule\nffffffff81000100 T read\n");
+        let mut user = UserSymbolizer::default();
+        let mut samples = Vec::new();
+        for tgid in [10, 20, 30, 0, 10, 40] {
+            let mut s = sample(1, 0, tgid);
+            s.kernel = vec![0xffff_ffff_8100_0010];
+            samples.push(s.clone());
+            s.kernel = vec![0xffff_ffff_8100_0110];
+            samples.push(s);
+        }
+        let culprits = [30, 20];
+        let folded = fold(
+            samples.iter(),
+            &kernel,
+            &mut user,
+            &mut |tgid, _| format!("proc {tgid}"),
+            &culprits,
+        );
+        assert_eq!(
+            folded,
+            vec![
+                "proc_30;read_[k] 1",
+                "proc_30;schedule_[k] 1",
+                "proc_20;read_[k] 1",
+                "proc_20;schedule_[k] 1",
+                "[idle] 2",
+                "proc_10;read_[k] 2",
+                "proc_10;schedule_[k] 2",
+                "proc_40;read_[k] 1",
+                "proc_40;schedule_[k] 1",
+            ]
+        );
+        let svg = String::from_utf8(flamegraph_svg(&folded, "t", "s").unwrap()).unwrap();
+        let x: Vec<Vec<f64>> = ["proc_30", "proc_20", "[idle]", "proc_10", "proc_40"]
+            .iter()
+            .map(|root| root_x(&svg, root))
+            .collect();
+        assert!(
+            x.iter().all(|boxes| boxes.len() == 1),
+            "one box per process, its two stacks merged under it: {x:?}"
+        );
+        assert!(x[0][0] < 1.0, "the first culprit is leftmost: {x:?}");
+        assert!(
+            x.windows(2).all(|pair| pair[0][0] < pair[1][0]),
+            "left to right in fold's order: {x:?}"
+        );
+    }
+
+    #[test]
+    fn no_frame_is_a_zero_or_an_address_outside_code() {
+        #[inline(never)]
+        fn fold_test_marker_function() -> u64 {
+            std::hint::black_box(7)
+        }
+        let code = fold_test_marker_function as *const () as u64;
+        let heap = Box::new(0u64);
+        let data = std::ptr::from_ref(heap.as_ref()) as u64;
+        let kernel = KernelSymbols::parse("ffffffff81000000 T schedule\n");
+        let mut user = UserSymbolizer::default();
+        let mut s = sample(1, 0, std::process::id());
+        // Innermost first: the function, a junk word, data, then the zeros that end the chain.
+        s.user = vec![code, 0x10, data, 0, 0];
+        s.kernel = vec![0xffff_ffff_8100_0010, 0];
+        let folded = fold(
+            [s].iter(),
+            &kernel,
+            &mut user,
+            &mut |tgid, _| format!("me {tgid}"),
+            &[],
+        );
+        assert_eq!(folded.len(), 1, "{folded:?}");
+        let (stack, count) = folded[0].rsplit_once(' ').unwrap();
+        assert_eq!(count, "1");
+        let frames: Vec<&str> = stack.split(';').collect();
+        assert_eq!(frames.len(), 3, "root, the function, schedule: {frames:?}");
+        assert!(
+            frames[1].ends_with("fold_test_marker_function"),
+            "{frames:?}"
+        );
+        assert_eq!(frames[2], "schedule_[k]");
+        assert!(
+            !frames.iter().any(|f| f.starts_with("0x")),
+            "no bare address: {frames:?}"
+        );
+    }
+
+    #[test]
     fn odd_names_reach_the_flame_graph_escaped() {
         let kernel = KernelSymbols::parse("ffffffff81000000 T bad\x1bsym\n");
         let mut user = UserSymbolizer::default();
-        let mut s = sample(1, 0, 0);
+        let mut s = sample(1, 0, 5);
         s.kernel = vec![0xffff_ffff_8100_0010];
         let mut named = sample(1, 0, 88);
         named.comm = comm_str(&{
@@ -261,12 +427,16 @@ mod tests {
             comm[..9].copy_from_slice(b"bad\xff\x1b[31m");
             comm
         });
-        let folded = fold([s, named].iter(), &kernel, &mut user, &mut |tgid, comm| {
-            format!("{comm} [{tgid}]")
-        });
+        let folded = fold(
+            [s, named].iter(),
+            &kernel,
+            &mut user,
+            &mut |tgid, comm| format!("{comm} [{tgid}]"),
+            &[],
+        );
         assert_eq!(
             folded,
-            vec!["[idle];bad\\x1bsym_[k] 1", "bad\\xff\\x1b[31m_[88] 1"]
+            vec!["bad\\xff\\x1b[31m_[88] 1", "c5_[5];bad\\x1bsym_[k] 1"]
         );
         let svg = flamegraph_svg(&folded, "t", "s").unwrap();
         assert!(!svg.contains(&0x1b), "no raw ESC in the SVG");

@@ -61,6 +61,15 @@ pub extern "C" fn schedlat_workload_hog_spin(rounds: u64) -> u64 {
     x
 }
 
+/// The hog thread's loop: a Rust function (mangled, unlike the hog's work), so flame graphs
+/// show that user frames are demangled and that the caller of the hog's work is found.
+#[inline(never)]
+fn hog_until_stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::hint::black_box(schedlat_workload_hog_spin(2_000_000));
+    }
+}
+
 fn main() {
     let cpu = arg(1, "CPU") as usize;
     let iterations = arg(2, "ITERATIONS");
@@ -75,9 +84,7 @@ fn main() {
         .spawn(move || {
             pin_to_cpu(cpu);
             hog_tid_tx.send(gettid()).expect("send hog tid");
-            while !hog_stop.load(Ordering::Relaxed) {
-                std::hint::black_box(schedlat_workload_hog_spin(2_000_000));
-            }
+            hog_until_stopped(&hog_stop);
         })
         .expect("spawn hog");
     let hog_tid = hog_tid_rx.recv().expect("hog tid");
