@@ -78,16 +78,20 @@ enum Cmd {
     Noisy {
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Process name (as ps and schedlat show it).
+        #[arg(long, default_value = "noisy-neighbour")]
+        name: String,
         #[arg(long, default_value = "10s", value_parser = duration)]
         duration: Duration,
     },
-    /// Baseline, noisy neighbour, recovery, under `schedlat run`; prints and writes a report.
+    /// Three stories of a slow feed under `schedlat run` (noisy neighbour, CPU quota, bad
+    /// pinning), each after a baseline or recovery; prints and writes a report.
     Scenario {
         /// The schedlat binary.
         #[arg(long)]
         schedlat: PathBuf,
-        /// Length of each of the three phases.
-        #[arg(long, default_value = "20s", value_parser = duration)]
+        /// Length of each of the seven phases (baseline, three stories, three recoveries).
+        #[arg(long, default_value = "18s", value_parser = duration)]
         phase: Duration,
         /// Feed requests per second.
         #[arg(long, default_value_t = 200)]
@@ -125,8 +129,12 @@ fn main() -> ExitCode {
             set_process_name("feed-load");
             load::run(target, rate, duration, users)
         }
-        Cmd::Noisy { threads, duration } => {
-            set_process_name("noisy-neighbour");
+        Cmd::Noisy {
+            threads,
+            name,
+            duration,
+        } => {
+            set_process_name(&name);
             anyhow::Context::context(noisy::run(threads, duration), "starting the noisy threads")
         }
         Cmd::Scenario {

@@ -138,18 +138,21 @@ pub fn html(summary: &Summary) -> String {
     );
     let _ = write!(
         out,
-        "<h1>schedlat demo: a feed service, a noisy neighbour, and who made it wait</h1>\
-         <p>The feed service ran in cgroup <code>{}</code>; the noisy neighbour in <code>{}</code>, \
-         on the same CPU, during the middle phase. Request latency is the open-loop load \
-         generator's; run-queue latency is schedlat's, for the feed's threads.</p>",
+        "<h1>schedlat demo: three stories of a slow feed, and why it waited</h1>\
+         <p>The feed service ran in cgroup <code>{}</code> under steady open-loop load. After a \
+         baseline it met, each followed by a recovery: a noisy neighbour (CPU-bound threads in \
+         cgroup <code>{}</code>), a CPU quota below its demand, and its threads pinned to one busy \
+         CPU while another sat idle. Request latency is the load generator's; run-queue latency \
+         and the diagnosis are schedlat's, for the feed's threads.</p>",
         escape(&summary.feed_cgroup),
         escape(&summary.noisy_cgroup)
     );
     out.push_str(&chart(summary));
     out.push_str(
-        "<h2>Phases</h2><table id=\"phases\"><tr><th>phase</th><th>requests</th><th>feed p50</th>\
-         <th>feed p99</th><th>run-queue p50</th><th>run-queue p99</th>\
-         <th>top preemptors of the feed</th></tr>",
+        "<h2>Phases</h2><table id=\"phases\"><tr><th>phase</th><th>what the scenario did</th>\
+         <th>requests</th><th>feed p50</th><th>feed p99</th><th>run-queue p50</th>\
+         <th>run-queue p99</th><th>schedlat's diagnosis of the feed's long waits</th>\
+         <th>who held the CPU (share)</th></tr>",
     );
     for p in &summary.phases {
         let top: Vec<String> = p
@@ -165,11 +168,25 @@ pub fn html(summary: &Summary) -> String {
                 )
             })
             .collect();
+        let diagnosis = p.diagnosis.as_ref().map_or_else(
+            || "<td class=\"l diagnosis\" data-cause=\"\">no long waits</td>".to_owned(),
+            |d| {
+                format!(
+                    "<td class=\"l diagnosis\" data-cause=\"{}\"><b>{}</b>: {:.0}% of the wait \
+                     time of {} long waits</td>",
+                    escape(&d.cause),
+                    escape(&d.cause),
+                    d.cause_share * 100.0,
+                    d.long_waits
+                )
+            },
+        );
         let _ = write!(
             out,
-            "<tr><td class=\"l\">{}</td><td>{}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.3} ms</td>\
-             <td>{:.3} ms</td><td class=\"l\">{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{:.2} ms</td>\
+             <td>{:.2} ms</td><td>{:.3} ms</td><td>{:.3} ms</td>{diagnosis}<td class=\"l\">{}</td></tr>",
             escape(&p.name),
+            escape(&p.setup),
             p.requests,
             p.feed_p50_ms,
             p.feed_p99_ms,
@@ -182,7 +199,15 @@ pub fn html(summary: &Summary) -> String {
             }
         );
     }
-    out.push_str("</table><h2>Incidents</h2>");
+    out.push_str("</table>");
+    incidents_html(summary, &mut out);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// The incidents, each with its verdict and the flame graph of the CPU it waited on.
+fn incidents_html(summary: &Summary, out: &mut String) {
+    out.push_str("<h2>Incidents</h2>");
     let all: Vec<_> = summary.phases.iter().flat_map(|p| &p.incidents).collect();
     if all.is_empty() {
         out.push_str("<p>No incident was captured.</p>");
@@ -190,13 +215,16 @@ pub fn html(summary: &Summary) -> String {
     for i in all {
         let _ = write!(
             out,
-            "<div class=\"incident\"><h3>{}</h3><p>{} waited {:.1} ms behind {} — bundle: \
-             <code>{}</code></p>",
+            "<div class=\"incident\" data-cause=\"{}\"><h3>{}</h3><p>{} waited {:.1} ms: \
+             <b class=\"verdict\">{}</b> — bundle <code>{}</code>, \
+             <a href=\"file://{}\">flame graph of the CPU it waited on</a> (below)</p>",
+            escape(&i.cause),
             escape(&i.id),
             escape(&i.victim),
             i.wait_ms,
-            escape(&i.preemptor),
-            escape(&i.path)
+            escape(&i.verdict),
+            escape(&i.path),
+            escape(&i.flamegraph)
         );
         if let Ok(svg) = std::fs::read(std::path::Path::new(&i.path).join("flamegraph.svg")) {
             let _ = write!(
@@ -208,8 +236,6 @@ pub fn html(summary: &Summary) -> String {
         }
         out.push_str("</div>");
     }
-    out.push_str("</body></html>\n");
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! The demo scenario: the feed service under steady open-loop load, a noisy neighbour on the
-//! feed's CPU in the middle phase, and `schedlat run` watching; then what each side saw, per
-//! phase, and a self-contained HTML report.
+//! The demo scenario: the feed service under steady open-loop load and `schedlat run`
+//! watching, through three stories of a slow feed an SRE meets, each followed by a recovery: a
+//! noisy neighbour in another cgroup, a CPU quota below the feed's demand (the Kubernetes CPU
+//! limit), and the feed pinned to one busy CPU while another sits idle. Then what each side
+//! saw per phase, schedlat's diagnosis of the feed's long waits, and a self-contained HTML
+//! report.
 
 use std::{
     collections::BTreeMap,
@@ -48,6 +51,8 @@ pub struct Summary {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phase {
     pub name: String,
+    /// What the scenario did in this phase (set up by the scenario, not measured).
+    pub setup: String,
     pub from_s: f64,
     pub to_s: f64,
     pub requests: usize,
@@ -58,7 +63,21 @@ pub struct Phase {
     pub runqueue_p50_ms: f64,
     pub runqueue_p99_ms: f64,
     pub top_preemptors: Vec<Preemptor>,
+    /// schedlat's diagnosis of the feed's long waits in this phase (from its metrics).
+    pub diagnosis: Option<Diagnosis>,
     pub incidents: Vec<Incident>,
+}
+
+/// The dominant cause of the feed's long waits in a phase, by wait time
+/// (`schedlat_wait_cause_seconds_total`), and who held the CPU during them
+/// (`schedlat_preemptor_wait_seconds_total`, by occupancy).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Diagnosis {
+    pub cause: String,
+    /// Share of the feed's long-wait time with that cause, 0..1.
+    pub cause_share: f64,
+    pub long_waits: u64,
+    pub culprits: Vec<Preemptor>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -76,7 +95,14 @@ pub struct Incident {
     pub victim: String,
     pub wait_ms: f64,
     pub preemptor: String,
+    /// The diagnosis' cause and one-sentence verdict, from the bundle's metadata.
+    pub cause: String,
+    pub verdict: String,
+    /// The victim CPU's flame graph (path).
+    pub flamegraph: String,
     pub hog_in_flamegraph: bool,
+    /// Share of the flame graph's non-idle samples in `noisy_neighbour_burn`.
+    pub noisy_share_of_busy_samples: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -195,6 +221,8 @@ struct Scrape {
     count: u64,
     /// (preemptor cgroup, preemptor process) to seconds waited behind it.
     preemptors: BTreeMap<(String, String), f64>,
+    /// cause to (long waits, seconds) of the feed's cgroup.
+    causes: BTreeMap<String, (f64, f64)>,
 }
 
 /// The feed's part of a scrape; `None` (and a message) when the text is not valid exposition
@@ -221,11 +249,33 @@ fn parse_scrape(text: &str, at: f64, feed_cgroup: &str) -> Option<Scrape> {
         );
         *preemptors.entry(key).or_default() += s.value;
     }
+    let mut causes: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for s in &samples {
+        let waits = s.matches(
+            "schedlat_wait_cause_waits_total",
+            &[("cgroup", feed_cgroup)],
+        );
+        let seconds = s.matches(
+            "schedlat_wait_cause_seconds_total",
+            &[("cgroup", feed_cgroup)],
+        );
+        if waits || seconds {
+            let entry = causes
+                .entry(s.label("cause").unwrap_or("-").to_owned())
+                .or_default();
+            if waits {
+                entry.0 += s.value;
+            } else {
+                entry.1 += s.value;
+            }
+        }
+    }
     Some(Scrape {
         at,
         buckets: buckets(&samples, "schedlat_runqueue_latency_seconds", &feed),
         count: sum(&samples, "schedlat_runqueue_latency_seconds_count", &feed) as u64,
         preemptors,
+        causes,
     })
 }
 
@@ -253,41 +303,354 @@ struct LoadSecond {
     latencies_us: Vec<u64>,
 }
 
+/// The phases: a baseline, then each story followed by a recovery.
+const PHASES: [(&str, Story); 7] = [
+    ("baseline", Story::Baseline),
+    ("noisy neighbour", Story::NoisyNeighbour),
+    ("recovery", Story::Recovery),
+    ("cpu quota", Story::CpuQuota),
+    ("recovery", Story::Recovery),
+    ("bad pinning", Story::BadPinning),
+    ("recovery", Story::Recovery),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Story {
+    Baseline,
+    NoisyNeighbour,
+    CpuQuota,
+    BadPinning,
+    Recovery,
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Sets the CPU affinity of every thread of `pid` (threads it creates later inherit it).
+fn pin_all_threads(pid: u32, cpus: &[usize]) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `cpu` is below the set's size (CPUs of this machine).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    for task in tasks.flatten() {
+        if let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() {
+            // SAFETY: a valid cpu_set_t of the size given; a tid that exited just fails.
+            unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) };
+        }
+    }
+}
+
+/// Where the feed's CPU quota is set: the cgroup v2 `cpu.max` of its cgroup where the cpu
+/// controller is on v2, else a v1 cpu cgroup (`cpu.cfs_quota_us`) it is moved into.
+struct CpuLimit {
+    /// The cgroup directory; v1 when `cpu.cfs_quota_us` is the knob.
+    dir: PathBuf,
+    v1: bool,
+    /// Created by the demo (removed at the end).
+    created: bool,
+}
+
+/// The v1 hierarchy of the cpu controller, from mountinfo (`cpu` among the super options).
+fn cgroup_v1_cpu_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split_whitespace();
+        let (fstype, _, options) = (r.next()?, r.next()?, r.next()?);
+        let mount = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup" && options.split(',').any(|o| o == "cpu")).then(|| PathBuf::from(mount))
+    })
+}
+
+impl CpuLimit {
+    /// Puts `pid` under a limit it does not feel yet.
+    fn new(pid: u32, feed_cgroup_v2: Option<&PathBuf>) -> Result<Self> {
+        if let Some(dir) = feed_cgroup_v2 {
+            // Enable the cpu controller down to the feed's cgroup, where that is possible.
+            if let (Some(parent), Some(root)) = (dir.parent(), cgroup2_mount()) {
+                let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
+            }
+            if dir.join("cpu.max").exists() {
+                return Ok(Self {
+                    dir: dir.clone(),
+                    v1: false,
+                    created: false,
+                });
+            }
+        }
+        let mount = cgroup_v1_cpu_mount()
+            .context("no cpu controller on cgroup v2 here, and no v1 cpu hierarchy mounted")?;
+        let dir = mount.join("schedlat-demo-feed");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving the feed into {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            v1: true,
+            created: true,
+        })
+    }
+
+    /// Limits to `quota_us` per `period_us`; `None`: no limit.
+    fn set(&self, quota_us: Option<u64>, period_us: u64) -> Result<()> {
+        let write = |file: &str, value: String| {
+            std::fs::write(self.dir.join(file), &value)
+                .with_context(|| format!("writing {value} to {}/{file}", self.dir.display()))
+        };
+        if self.v1 {
+            write("cpu.cfs_period_us", period_us.to_string())?;
+            write(
+                "cpu.cfs_quota_us",
+                quota_us.map_or_else(|| "-1".to_owned(), |q| q.to_string()),
+            )
+        } else {
+            write(
+                "cpu.max",
+                format!(
+                    "{} {period_us}",
+                    quota_us.map_or_else(|| "max".to_owned(), |q| q.to_string())
+                ),
+            )
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({})",
+            self.dir.display(),
+            if self.v1 {
+                "cgroup v1 cpu.cfs_quota_us"
+            } else {
+                "cgroup v2 cpu.max"
+            }
+        )
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        let _ = self.set(None, 100_000);
+        if self.created {
+            // Empty once the feed has exited.
+            for _ in 0..50 {
+                if std::fs::remove_dir(&self.dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The feed's waits between two scrapes, by cause: the dominant one and the culprits.
+fn diagnosis_between(a: &Scrape, b: &Scrape) -> Option<Diagnosis> {
+    let delta: Vec<(String, f64, f64)> = b
+        .causes
+        .iter()
+        .map(|(cause, (waits, secs))| {
+            let (w0, s0) = a.causes.get(cause).copied().unwrap_or((0.0, 0.0));
+            (cause.clone(), waits - w0, secs - s0)
+        })
+        .filter(|(_, w, s)| *w > 0.0 && *s > 0.0)
+        .collect();
+    let total: f64 = delta.iter().map(|d| d.2).sum();
+    let (cause, _, secs) = delta.iter().max_by(|x, y| x.2.total_cmp(&y.2))?;
+    Some(Diagnosis {
+        cause: cause.clone(),
+        cause_share: secs / total,
+        long_waits: delta.iter().map(|d| d.1).sum::<f64>() as u64,
+        culprits: top_preemptors(a, b),
+    })
+}
+
+/// Who held the CPU during the feed's long waits between two scrapes (by occupancy), top 3.
+fn top_preemptors(a: &Scrape, b: &Scrape) -> Vec<Preemptor> {
+    let mut pre: Vec<(String, String, f64)> = b
+        .preemptors
+        .iter()
+        .map(|((cg, p), v)| {
+            let before = a
+                .preemptors
+                .get(&(cg.clone(), p.clone()))
+                .copied()
+                .unwrap_or(0.0);
+            (cg.clone(), p.clone(), v - before)
+        })
+        .filter(|(_, _, v)| *v > 0.0)
+        .collect();
+    pre.sort_by(|x, y| y.2.total_cmp(&x.2));
+    let sum: f64 = pre.iter().map(|p| p.2).sum();
+    pre.into_iter()
+        .take(3)
+        .map(|(cgroup, process, v)| Preemptor {
+            cgroup,
+            process,
+            wait_ms: v * 1e3,
+            share: if sum > 0.0 { v / sum } else { 0.0 },
+        })
+        .collect()
+}
+
+/// What the running scenario holds: its children and the knobs it turned.
+struct Stage<'a> {
+    options: &'a Options,
+    self_exe: PathBuf,
+    children: Children,
+    ncpus: usize,
+    feed_cpu: usize,
+    feed_pid: u32,
+    cgroups: Option<Vec<PathBuf>>,
+    limit: Option<CpuLimit>,
+    /// The feed's CPU ticks at the start of the baseline and its use then (CPUs).
+    baseline_ticks: Option<u64>,
+    baseline_cpus: f64,
+}
+
+impl Stage<'_> {
+    fn cgroup(&self, i: usize) -> Option<&PathBuf> {
+        self.cgroups.as_ref().map(|c| &c[i])
+    }
+
+    /// A CPU-bound process (`demo-feed noisy`) for one phase.
+    fn spawn_burner(
+        &mut self,
+        name: &str,
+        threads: usize,
+        cpus: Vec<usize>,
+        cgroup: usize,
+    ) -> Result<u32> {
+        let child = spawn_pinned(
+            Command::new(&self.self_exe)
+                .args(["noisy", "--name", name, "--threads", &threads.to_string()])
+                .args([
+                    "--duration",
+                    &format!("{}ms", self.options.phase.as_millis()),
+                ])
+                .stdin(Stdio::null()),
+            cpus,
+        )
+        .with_context(|| format!("starting {name}"))?;
+        let pid = child.id();
+        join_cgroup(self.cgroup(cgroup), pid);
+        self.children.0.push((name.to_owned(), child));
+        Ok(pid)
+    }
+
+    /// Sets the phase up; a description of what it did.
+    fn begin(&mut self, story: Story, t: f64, phase_s: f64) -> Result<String> {
+        let all_cpus: Vec<usize> = (0..self.ncpus).collect();
+        Ok(match story {
+            Story::Baseline => {
+                self.baseline_ticks = cpu_ticks(self.feed_pid);
+                "the feed alone, on any CPU".to_owned()
+            }
+            Story::NoisyNeighbour => {
+                if let (Some(before), Some(now)) = (self.baseline_ticks, cpu_ticks(self.feed_pid)) {
+                    // SAFETY: sysconf without side effects.
+                    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                    self.baseline_cpus = (now.saturating_sub(before)) as f64 / hz / t.max(1.0);
+                }
+                let threads = 2 * self.ncpus;
+                let pid = self.spawn_burner("noisy-neighbour", threads, all_cpus, 2)?;
+                format!(
+                    "{threads} CPU-bound threads of another process (pid {pid}) in cgroup {} on \
+                     every CPU",
+                    cgroup_label(self.cgroup(2))
+                )
+            }
+            Story::CpuQuota => {
+                // Half of what the feed used in the baseline, in a 100 ms period.
+                let period_us = 100_000;
+                let quota_us =
+                    ((self.baseline_cpus * 0.5 * period_us as f64) as u64).clamp(2_000, 50_000);
+                let limit = CpuLimit::new(self.feed_pid, self.cgroup(0))?;
+                limit.set(Some(quota_us), period_us)?;
+                let text = format!(
+                    "the feed's cgroup limited to {:.1} ms of CPU per {} ms ({}); it used {:.0}% \
+                     of a CPU in the baseline",
+                    quota_us as f64 / 1e3,
+                    period_us / 1000,
+                    limit.describe(),
+                    self.baseline_cpus * 100.0
+                );
+                self.limit = Some(limit);
+                text
+            }
+            Story::BadPinning => {
+                pin_all_threads(self.feed_pid, &[self.feed_cpu]);
+                let pid = self.spawn_burner("batch-job", 2, vec![self.feed_cpu], 3)?;
+                format!(
+                    "the feed's threads pinned to CPU {} (taskset), where a pinned batch job \
+                     (pid {pid}, cgroup {}) runs; the other CPUs keep only the load generator",
+                    self.feed_cpu,
+                    cgroup_label(self.cgroup(3))
+                )
+            }
+            Story::Recovery => {
+                if let Some(limit) = &self.limit {
+                    limit.set(None, 100_000)?;
+                }
+                pin_all_threads(self.feed_pid, &all_cpus);
+                let _ = phase_s;
+                "back to the baseline: burners ended, quota lifted, pinning undone".to_owned()
+            }
+        })
+    }
+}
+
+fn cgroup_label(dir: Option<&PathBuf>) -> String {
+    dir.and_then(|d| d.file_name()).map_or_else(
+        || "/".to_owned(),
+        |n| format!("/schedlat-demo/{}", n.to_string_lossy()),
+    )
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "the scenario reads top to bottom: start, phases, measure, report"
 )]
 pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
     let ncpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    // The feed and the noisy neighbour share the last CPU; the load generator and schedlat
-    // keep the others, so the client does not distort what the server suffers.
+    // The stories need a CPU to share and another to leave idle.
+    if ncpus < 2 {
+        bail!("the demo needs at least 2 CPUs");
+    }
+    // The burners and the pinned feed use the last CPU; the load generator and schedlat stay
+    // on the others, so the client does not distort what the server suffers.
     let feed_cpu = ncpus - 1;
-    let other_cpus: Vec<usize> = if ncpus > 1 {
-        (0..ncpus - 1).collect()
-    } else {
-        vec![0]
-    };
+    let other_cpus: Vec<usize> = (0..ncpus - 1).collect();
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
     let incident_dir = std::fs::canonicalize(&options.out)?.join("incidents");
-    let cgroups = make_cgroups(&["feed", "load", "noisy"]);
+    let cgroups = make_cgroups(&["feed", "load", "noisy", "batch"]);
     if cgroups.is_none() {
         eprintln!("demo: cgroup v2 not writable here; running without per-cgroup separation");
     }
-    let cg = |i: usize| cgroups.as_ref().map(|c| &c[i]);
-    let label_of = |i: usize, fallback: &str| {
-        cgroups.as_ref().map_or_else(
-            || fallback.to_owned(),
-            |_| format!("/schedlat-demo/{}", ["feed", "load", "noisy"][i]),
-        )
-    };
-    let feed_cgroup = label_of(0, "/");
-    let noisy_cgroup = label_of(2, "/");
-    let mut children = Children(Vec::new());
+    let label_of = |i: usize| cgroup_label(cgroups.as_ref().map(|c| &c[i]));
+    let feed_cgroup = label_of(0);
+    let noisy_cgroup = label_of(2);
     let self_exe = std::env::current_exe()?;
 
-    // schedlat: its defaults, but 1 s windows so the timeline has a point per second.
+    // schedlat: its defaults, but 1 s windows so the timeline has a point per second, and
+    // incidents for the feed only, with a short cooldown so each story can leave one.
+    let config = options.out.join("schedlat-demo.toml");
+    std::fs::write(
+        &config,
+        "[incidents]\nwatch_processes = [\"demo-feed\"]\ncooldown = \"5s\"\nmax_per_minute = 20\n\
+         threshold = \"5ms\"\n",
+    )?;
     let schedlat_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let mut children = Children(Vec::new());
     let mut schedlat = spawn_pinned(
         Command::new(&options.schedlat)
             .args([
@@ -296,7 +659,9 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
                 &schedlat_addr.to_string(),
                 "--window",
                 "1s",
+                "--config",
             ])
+            .arg(&config)
             .arg("--incident-dir")
             .arg(&incident_dir)
             .env("RUST_LOG", "warn,schedlat::incident::capture=info")
@@ -308,35 +673,34 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
     children.0.push(("schedlat run".into(), schedlat));
 
     let feed_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let mut feed = spawn_pinned(
-        Command::new(&self_exe)
-            .args([
-                "serve",
-                "--listen",
-                &feed_addr.to_string(),
-                "--threads",
-                "2",
-            ])
-            .stdin(Stdio::null()),
-        vec![feed_cpu],
-    )
-    .context("starting the feed service")?;
-    join_cgroup(cg(0), feed.id());
+    let mut feed = Command::new(&self_exe)
+        .args([
+            "serve",
+            "--listen",
+            &feed_addr.to_string(),
+            "--threads",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the feed service")?;
+    let feed_pid = feed.id();
+    join_cgroup(cgroups.as_ref().map(|c| &c[0]), feed_pid);
     wait_healthy(feed_addr, "the feed service", &mut feed)?;
     children.0.push(("feed".into(), feed));
 
-    let total = options.phase * 3;
+    let total = options.phase * PHASES.len() as u32;
     let mut load = spawn_pinned(
         Command::new(&self_exe)
             .args(["load", "--target", &feed_addr.to_string()])
             .args(["--rate", &options.rate.to_string()])
-            .args(["--duration", &format!("{}s", total.as_secs())])
+            .args(["--duration", &format!("{}ms", total.as_millis())])
             .stdout(Stdio::piped())
             .stdin(Stdio::null()),
         other_cpus.clone(),
     )
     .context("starting the load generator")?;
-    join_cgroup(cg(1), load.id());
+    join_cgroup(cgroups.as_ref().map(|c| &c[1]), load.id());
     let load_out = load.stdout.take().context("load stdout")?;
     children.0.push(("load generator".into(), load));
     let seconds: Arc<Mutex<Vec<LoadSecond>>> = Arc::new(Mutex::new(Vec::new()));
@@ -352,36 +716,40 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
     });
 
     eprintln!(
-        "demo: feed on CPU {feed_cpu} at {}/s open-loop; phases of {:?}: baseline, noisy \
-         neighbour, recovery; schedlat serving http://{schedlat_addr}/metrics",
-        options.rate, options.phase
+        "demo: feed (pid {feed_pid}) at {}/s open-loop; {} phases of {:?}: {}; schedlat \
+         serving http://{schedlat_addr}/metrics",
+        options.rate,
+        PHASES.len(),
+        options.phase,
+        PHASES.map(|p| p.0).join(", ")
     );
+    let mut stage = Stage {
+        options,
+        self_exe,
+        children,
+        ncpus,
+        feed_cpu,
+        feed_pid,
+        cgroups,
+        limit: None,
+        baseline_ticks: None,
+        baseline_cpus: 0.0,
+    };
     let start = Instant::now();
     let mut scrapes: Vec<Scrape> = Vec::new();
-    let mut noisy_started = false;
+    let mut setups: Vec<String> = Vec::new();
     let phase_s = options.phase.as_secs_f64();
     while start.elapsed() < total + Duration::from_millis(1500) {
         if stop.load(Ordering::Relaxed) {
             bail!("interrupted; everything started was stopped");
         }
         let t = start.elapsed().as_secs_f64();
-        if !noisy_started && t >= phase_s {
-            let mut noisy = spawn_pinned(
-                Command::new(&self_exe)
-                    .args(["noisy", "--threads", "6"])
-                    .args(["--duration", &format!("{}s", options.phase.as_secs())])
-                    .stdin(Stdio::null()),
-                vec![feed_cpu],
-            )
-            .context("starting the noisy neighbour")?;
-            join_cgroup(cg(2), noisy.id());
-            eprintln!(
-                "demo: {t:.1}s noisy neighbour on CPU {feed_cpu} (pid {})",
-                noisy.id()
-            );
-            let _ = &mut noisy;
-            children.0.push(("noisy neighbour".into(), noisy));
-            noisy_started = true;
+        let due = ((t / phase_s) as usize).min(PHASES.len() - 1);
+        while setups.len() <= due {
+            let (name, story) = PHASES[setups.len()];
+            let setup = stage.begin(story, t, phase_s)?;
+            eprintln!("demo: {t:5.1}s {name}: {setup}");
+            setups.push(setup);
         }
         if let Some(text) = http_get(schedlat_addr, "/metrics") {
             scrapes.extend(parse_scrape(&text, t, &feed_cgroup));
@@ -403,13 +771,13 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    drop(children);
+    let cgroups_made = stage.cgroups.is_some();
+    drop(stage);
 
     // Per phase: the load generator's view and schedlat's.
-    let names = ["baseline", "noisy neighbour", "recovery"];
     let mut phases = Vec::new();
     let incidents = read_incidents(&incident_dir, start);
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, _)) in PHASES.iter().enumerate() {
         let (from, to) = (phase_s * i as f64, phase_s * (i + 1) as f64);
         let mut lat: Vec<u64> = Vec::new();
         let mut errors = 0;
@@ -426,45 +794,19 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
             .iter()
             .filter(|s| s.at >= from + 1.0 && s.at <= to + 1.0)
             .collect();
-        let (first, last) = (inside.first(), inside.last());
-        let (rq_waits, rq50, rq99, top) = match (first, last) {
-            (Some(a), Some(b)) => {
-                let mut pre: Vec<(String, String, f64)> = b
-                    .preemptors
-                    .iter()
-                    .map(|((cg, p), v)| {
-                        let before = a
-                            .preemptors
-                            .get(&(cg.clone(), p.clone()))
-                            .copied()
-                            .unwrap_or(0.0);
-                        (cg.clone(), p.clone(), v - before)
-                    })
-                    .filter(|(_, _, v)| *v > 0.0)
-                    .collect();
-                pre.sort_by(|x, y| y.2.total_cmp(&x.2));
-                let sum: f64 = pre.iter().map(|p| p.2).sum();
-                let top = pre
-                    .into_iter()
-                    .take(3)
-                    .map(|(cgroup, process, v)| Preemptor {
-                        cgroup,
-                        process,
-                        wait_ms: v * 1e3,
-                        share: if sum > 0.0 { v / sum } else { 0.0 },
-                    })
-                    .collect();
-                (
-                    b.count.saturating_sub(a.count),
-                    delta_quantile(a, b, 0.5).unwrap_or(0.0),
-                    delta_quantile(a, b, 0.99).unwrap_or(0.0),
-                    top,
-                )
-            }
-            _ => (0, 0.0, 0.0, Vec::new()),
+        let (rq_waits, rq50, rq99, top, diagnosis) = match (inside.first(), inside.last()) {
+            (Some(a), Some(b)) => (
+                b.count.saturating_sub(a.count),
+                delta_quantile(a, b, 0.5).unwrap_or(0.0),
+                delta_quantile(a, b, 0.99).unwrap_or(0.0),
+                top_preemptors(a, b),
+                diagnosis_between(a, b),
+            ),
+            _ => (0, 0.0, 0.0, Vec::new(), None),
         };
         phases.push(Phase {
             name: (*name).to_owned(),
+            setup: setups.get(i).cloned().unwrap_or_default(),
             from_s: from,
             to_s: to,
             requests: lat.len(),
@@ -475,6 +817,7 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
             runqueue_p50_ms: rq50,
             runqueue_p99_ms: rq99,
             top_preemptors: top,
+            diagnosis,
             incidents: incidents
                 .iter()
                 .filter(|(t, _)| *t >= from && *t < to)
@@ -502,7 +845,7 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
     let mut summary = Summary {
         phases,
         timeline,
-        cgroups: cgroups.is_some(),
+        cgroups: cgroups_made,
         feed_cgroup,
         noisy_cgroup,
         metrics_url: format!("http://{schedlat_addr}/metrics"),
@@ -551,12 +894,43 @@ fn read_incidents(dir: &Path, start: Instant) -> Vec<(f64, Incident)> {
                 ),
                 wait_ms: m["value_ns"].as_f64().unwrap_or(0.0) / 1e6,
                 preemptor: m["preemptor"]["comm"].as_str().unwrap_or("-").to_owned(),
+                cause: m["diagnosis"]["cause"].as_str().unwrap_or("-").to_owned(),
+                verdict: m["diagnosis"]["verdict"]
+                    .as_str()
+                    .unwrap_or("not diagnosed")
+                    .to_owned(),
+                flamegraph: path.join("flamegraph.svg").display().to_string(),
                 hog_in_flamegraph: folded.contains(NOISY_FUNCTION),
+                noisy_share_of_busy_samples: noisy_share(&folded),
             },
         ));
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
+}
+
+/// Share of the non-idle samples of a folded flame graph whose stack is in the noisy
+/// neighbour's function.
+fn noisy_share(folded: &str) -> f64 {
+    let (mut noisy, mut busy) = (0u64, 0u64);
+    for line in folded.lines() {
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let count: u64 = count.parse().unwrap_or(0);
+        if stack == "[idle]" {
+            continue;
+        }
+        busy += count;
+        if stack.contains(NOISY_FUNCTION) {
+            noisy += count;
+        }
+    }
+    if busy == 0 {
+        0.0
+    } else {
+        noisy as f64 / busy as f64
+    }
 }
 
 /// The per-phase table a person reads at the end of `cargo xtask demo`.
@@ -565,34 +939,38 @@ pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<16} {:>9} {:>9} {:>12} {:>12}  top preemptors of the feed (share of its long waits)",
-        "phase", "feed p50", "feed p99", "runq p50", "runq p99"
+        "\n{:<16} {:>9} {:>9} {:>10}  schedlat's diagnosis of the feed's long waits: cause \
+         (share of their wait time); who held the CPU (share)",
+        "phase", "feed p50", "feed p99", "runq p99"
     );
     for p in &summary.phases {
-        let top: Vec<String> = p
-            .top_preemptors
-            .iter()
-            .map(|t| format!("{} in {} {:.0}%", t.process, t.cgroup, t.share * 100.0))
-            .collect();
+        let diagnosis = p.diagnosis.as_ref().map_or_else(
+            || "no long waits".to_owned(),
+            |d| {
+                let culprits: Vec<String> = d
+                    .culprits
+                    .iter()
+                    .map(|c| format!("{} in {} {:.0}%", c.process, c.cgroup, c.share * 100.0))
+                    .collect();
+                format!(
+                    "{} ({:.0}% of {} long waits); {}",
+                    d.cause,
+                    d.cause_share * 100.0,
+                    d.long_waits,
+                    culprits.join(", ")
+                )
+            },
+        );
         let _ = writeln!(
             out,
-            "{:<16} {:>7.2}ms {:>7.2}ms {:>10.3}ms {:>10.3}ms  {}",
-            p.name,
-            p.feed_p50_ms,
-            p.feed_p99_ms,
-            p.runqueue_p50_ms,
-            p.runqueue_p99_ms,
-            if top.is_empty() {
-                "-".to_owned()
-            } else {
-                top.join(", ")
-            }
+            "{:<16} {:>7.2}ms {:>7.2}ms {:>8.3}ms  {}",
+            p.name, p.feed_p50_ms, p.feed_p99_ms, p.runqueue_p99_ms, diagnosis
         );
         for i in &p.incidents {
             let _ = writeln!(
                 out,
-                "{:<16} incident: {} waited {:.1}ms behind {} -> {}",
-                "", i.victim, i.wait_ms, i.preemptor, i.path
+                "{:<16} incident: {} waited {:.1}ms: {}\n{:<16}   flame graph: {}",
+                "", i.victim, i.wait_ms, i.verdict, "", i.flamegraph
             );
         }
     }

@@ -703,7 +703,7 @@ linux-image-6.12.118+deb12-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
         reports[0].status = "FAIL".into();
         assert_eq!(
             judge(&reports, false),
-            ["check (no report)", "check-trace-programs (FAIL)"]
+            ["check (no report)", "check-diagnosis (FAIL)"]
         );
     }
 }

@@ -201,7 +201,8 @@ impl Daemon {
         let mut probes = load_probes(options, &config, capture.as_ref())?;
         let events_ring = probes.take_events()?;
         let samples_ring = probes.take_samples()?;
-        let diagnoser = Diagnoser::new(probes.throttle_observable(), probes.throttle_clock());
+        let diagnoser = Diagnoser::prepare()
+            .with_throttling(probes.throttle_observable(), probes.throttle_clock());
         let throttle_ring = probes.take_throttles();
         let aggregator = Aggregator::new(aggregator_config(&config));
         // Complete before the first scrape: what is known now is exported now, what only a

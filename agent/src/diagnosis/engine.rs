@@ -189,17 +189,28 @@ pub trait Host {
 }
 
 impl Diagnoser {
+    /// Reads what does not change while running (IRQ time accounting, online CPUs): call it
+    /// before attaching the programs, so this work does not show in what they record.
     #[must_use]
-    pub fn new(throttle_observable: Result<(), String>, throttle_clock: bool) -> Self {
+    pub fn prepare() -> Self {
         Self {
             throttles: ThrottleLog::default(),
-            throttle_observable,
-            throttle_clock,
+            throttle_observable: Err("programs not loaded yet".to_owned()),
+            throttle_clock: false,
             last_clock: HashMap::new(),
             tasks: HashMap::new(),
             irq_accounted: cpulimits::irq_time_accounting() == cpulimits::IrqAccounting::Accounted,
             online: cpulimits::online_cpus().unwrap_or_default(),
         }
+    }
+
+    /// How the loaded programs observe throttling (`Probes::throttle_observable`,
+    /// `Probes::throttle_clock`).
+    #[must_use]
+    pub fn with_throttling(mut self, observable: Result<(), String>, clock: bool) -> Self {
+        self.throttle_observable = observable;
+        self.throttle_clock = clock;
+        self
     }
 
     /// What /proc says about a task, read at most once per `TASK_TTL` (a victim waits again

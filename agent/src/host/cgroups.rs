@@ -201,6 +201,12 @@ impl CgroupResolver {
             .unwrap_or_else(|| format!("{UNRESOLVED_PREFIX}{id}"))
     }
 
+    /// Walks the hierarchy now (e.g. before attaching programs, so the walk is not what they
+    /// see first).
+    pub fn warm(&mut self) {
+        self.rescan();
+    }
+
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
         let Some(mount) = self.mount.clone() else {

@@ -261,6 +261,10 @@ fn realtime_offset_ns() -> u64 {
 pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
     let targets = resolve_targets(&options.pids, &options.tids)?;
     let filter = kernel_filter(&targets);
+    // The diagnosis' one-off work before the programs see this process.
+    let diagnoser = Diagnoser::prepare();
+    let mut cgroups = CgroupResolver::new();
+    cgroups.warm();
     let mut probes = Probes::load(&ProbeConfig {
         filter: Some(filter.clone()),
         min_event_ns: Some(options.threshold_ns),
@@ -276,9 +280,9 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         format: options.format,
         realtime_offset_ns: realtime_offset_ns(),
         open: true,
-        diagnoser: Diagnoser::new(probes.throttle_observable(), probes.throttle_clock()),
+        diagnoser: diagnoser.with_throttling(probes.throttle_observable(), probes.throttle_clock()),
         throttle_ring: probes.take_throttles(),
-        cgroups: CgroupResolver::new(),
+        cgroups,
         causes: HashMap::new(),
     };
     if options.format == OutputFormat::Text {
