@@ -135,7 +135,10 @@ fn main() -> ExitCode {
             duration,
         } => {
             set_process_name(&name);
-            anyhow::Context::context(noisy::run(threads, duration), "starting the noisy threads")
+            anyhow::Context::context(
+                noisy::run(&name, threads, duration),
+                "starting the noisy threads",
+            )
         }
         Cmd::Scenario {
             schedlat,

@@ -15,12 +15,13 @@ pub extern "C" fn noisy_neighbour_burn(rounds: u64) -> u64 {
 }
 
 /// Burns `threads` threads for `duration`.
-pub fn run(threads: usize, duration: Duration) -> std::io::Result<()> {
+pub fn run(name: &str, threads: usize, duration: Duration) -> std::io::Result<()> {
     let end = Instant::now() + duration;
     let workers: Vec<std::thread::JoinHandle<()>> = (0..threads.max(1))
         .map(|i| {
             std::thread::Builder::new()
-                .name(format!("noisy-{i}"))
+                // Thread names are cut at 15 bytes: the first word of the process name.
+                .name(format!("{}-{i}", name.split('-').next().unwrap_or(name)))
                 .spawn(move || {
                     while Instant::now() < end {
                         std::hint::black_box(noisy_neighbour_burn(1_000_000));

@@ -62,8 +62,9 @@ enum Task {
     /// Setup, build, then the feed service under load with a noisy neighbour, and schedlat's
     /// account of it (report in target/demo/report.html).
     Demo {
-        /// Length of each phase (baseline, noisy neighbour, recovery).
-        #[arg(long, default_value = "20s")]
+        /// Length of each of the seven phases (baseline; noisy neighbour, CPU quota, bad
+        /// pinning, each followed by a recovery).
+        #[arg(long, default_value = "18s")]
         phase: String,
         /// Feed requests per second (open loop).
         #[arg(long, default_value_t = 200)]
@@ -447,8 +448,8 @@ fn bench_task(rounds: usize, loops: u32) -> Result<()> {
     bench::run(&schedlat, &bench::BenchOptions { rounds, loops })
 }
 
-/// The feed service under open-loop load, a noisy neighbour on its CPU in the middle phase,
-/// and `schedlat run` telling who made the feed wait (demo-feed's `scenario`).
+/// The feed service under open-loop load through three stories (noisy neighbour, CPU quota,
+/// bad pinning), and `schedlat run` telling why the feed waited (demo-feed's `scenario`).
 fn demo(phase: &str, rate: u32) -> Result<()> {
     if !is_root() {
         bail!("the demo loads eBPF programs: run it as root");

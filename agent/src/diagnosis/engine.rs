@@ -297,7 +297,7 @@ impl Diagnoser {
         };
         let evidence = Evidence {
             victim_cgroup_id,
-            throttle: self.throttle_knowledge(d, victim_cgroup_id),
+            throttle: self.throttle_knowledge(d, victim_cgroup_id, occ.idle_ns),
             affinity: self.affinity(d, host),
             irq_accounted: self.irq_accounted,
             victim_nice: self.task(e.tid).nice,
@@ -325,8 +325,14 @@ impl Diagnoser {
 
     /// Throttled time within the wait, as the kernel tells it: exactly from the clock read
     /// at the wait's start and end (trace), at least the part the previous reading proves
-    /// (daemon), or from the throttle programs' records.
-    fn throttled_within(&mut self, d: &DiagEvent, cgroup_id: Option<u64>) -> Option<u64> {
+    /// (daemon), or from the throttle programs' records. `idle_ns`: how long the victim's CPU
+    /// was idle during the wait.
+    fn throttled_within(
+        &mut self,
+        d: &DiagEvent,
+        cgroup_id: Option<u64>,
+        idle_ns: u64,
+    ) -> Option<u64> {
         let wait = d.wait_end_ns.saturating_sub(d.wait_start_ns);
         if d.throttled_end_ns != THROTTLED_UNKNOWN {
             if d.throttled_start_ns != THROTTLED_UNKNOWN {
@@ -347,13 +353,17 @@ impl Diagnoser {
             self.last_clock
                 .insert(key, (d.throttled_end_ns, d.wait_end_ns));
             let (clock, at) = previous?;
-            if at > d.wait_start_ns || clock > d.throttled_end_ns {
+            if clock > d.throttled_end_ns {
                 return None;
             }
             // Throttled time between the readings, minus the most of it that could fall
-            // before the wait began.
+            // before the wait began (none when the previous reading is within the wait).
             let between = d.throttled_end_ns - clock;
-            return Some(between.saturating_sub(d.wait_start_ns - at).min(wait));
+            let proven = between.saturating_sub(d.wait_start_ns.saturating_sub(at));
+            // A CPU does not sit idle while a task waits in its queue, unless that task's
+            // group is throttled: the idle time within the wait is throttled time too, as far
+            // as the clock shows throttling in that span at all.
+            return Some(proven.max(idle_ns.min(between)).min(wait));
         }
         if self.throttle_observable.is_ok() {
             let ids: Vec<u64> = self
@@ -372,8 +382,13 @@ impl Diagnoser {
         None
     }
 
-    fn throttle_knowledge(&mut self, d: &DiagEvent, cgroup_id: Option<u64>) -> ThrottleKnowledge {
-        let measured = self.throttled_within(d, cgroup_id);
+    fn throttle_knowledge(
+        &mut self,
+        d: &DiagEvent,
+        cgroup_id: Option<u64>,
+        idle_ns: u64,
+    ) -> ThrottleKnowledge {
+        let measured = self.throttled_within(d, cgroup_id, idle_ns);
         let limited = match &self.task(d.event.tid).control {
             Some(control) => control.tightest().cloned(),
             None => {

@@ -608,6 +608,9 @@ fn window_json(exported: &Exported, cgroup: Option<&str>) -> serde_json::Value {
 /// What a wait incident's headline blames: the diagnosis (cause and main culprit with its
 /// share), else the task that ran last.
 fn headline_cause(p: &Pending) -> String {
+    if p.reason == Reason::WindowP99 {
+        return "its cgroup's run-queue latency over the last window".to_owned();
+    }
     match &p.diagnosis {
         Some(d) => format!(
             "{} ({}; culprit {})",
