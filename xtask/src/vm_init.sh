@@ -168,10 +168,11 @@ if [ -z "$trace_detail" ]; then
     report trace-accuracy "${verdict%% *}" "${verdict#* }"
     # Every long wait is diagnosed: a cause (and the culprits with their shares, none when
     # the CPU's history did not cover the wait), and most have culprits.
-    events=$(grep -c '"wait_ns"' /tmp/trace.json)
-    diagnosed=$(grep '"wait_ns"' /tmp/trace.json | grep -c '"cause":"[a-z_]*","culprits":\[')
-    with_culprits=$(grep '"wait_ns"' /tmp/trace.json | grep -c '"culprits":\[{')
-    causes=$(grep -o '"cause":"[a-z_]*"' /tmp/trace.json | sort | uniq -c | tr -s ' \n' ' ')
+    grep '"wait_ns"' /tmp/trace.json | grep -v '"summary"' > /tmp/events.json
+    events=$(grep -c . /tmp/events.json)
+    diagnosed=$(grep -c '"cause":"[a-z_]*","culprits":\[' /tmp/events.json)
+    with_culprits=$(grep -c '"culprits":\[{' /tmp/events.json)
+    causes=$(grep -o '"cause":"[a-z_]*"' /tmp/events.json | sort | uniq -c | tr -s ' \n' ' ')
     if [ "$events" -gt 0 ] && [ "$diagnosed" = "$events" ] && [ $((with_culprits * 10)) -ge $((events * 9)) ]; then
         report trace-diagnosis PASS "$diagnosed of $events long waits diagnosed, $with_culprits with culprits:$causes"
     else

@@ -63,6 +63,11 @@ pub struct Config {
     /// cause (`schedlat_wait_cause_*`, incident verdicts). Costs a little at every context
     /// switch (the kernel notes who holds each CPU); off: the preemptor is the last task.
     pub diagnosis: bool,
+    /// Before Linux 6.8 (no `cfs_rq.throttled_clock_self_time`), observe CPU quota throttling
+    /// with fexit/fentry programs on `throttle_cfs_rq`/`unthrottle_cfs_rq`. Experimental and
+    /// off: one of about ten qemu boots of Debian's 6.1 hung (soft lockup) while programs were
+    /// attached and detached in quick succession; not root-caused.
+    pub diagnosis_throttle_probes: bool,
     pub labels: LabelConfig,
     pub incidents: IncidentConfig,
 }
@@ -120,6 +125,7 @@ impl Default for Config {
             series_ttl: secs(120),
             kernel_map_entries: 16384,
             diagnosis: true,
+            diagnosis_throttle_probes: false,
             labels: LabelConfig::default(),
             incidents: IncidentConfig::default(),
         }

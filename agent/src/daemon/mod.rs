@@ -500,6 +500,7 @@ fn load_probes(options: &RunOptions, config: &Config, capture: Option<&Capture>)
         force_own_stamps: options.force_wakeup_probes,
         sampler_hz: capture.map(|c| c.config().sample_hz),
         diagnose: config.diagnosis,
+        throttle_probes: config.diagnosis_throttle_probes,
         ..ProbeConfig::default()
     };
     let first = match Probes::load(&wanted) {
