@@ -485,8 +485,13 @@ pub struct Settings {
     /// 1: the kernel has `cfs_rq.throttled_clock_self_time` (6.8+): long waits carry their
     /// cgroup's throttled time (`CgroupOffsets`).
     pub throttle_clock: u32,
+    /// 1: the daemon's occupancy history and wait spans are in the rq clock (read through
+    /// `RqOffsets`, the clock of the kernel's `sched_info` stamps) rather than
+    /// `bpf_ktime_get_ns` (a helper call per switch).
+    pub occupancy_rq_clock: u32,
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<Settings>() == 56);
+const _: () = assert!(size_of::<Settings>() == 64);
 
 impl Settings {
     /// The values compiled into the object: no filter, no events, nothing optional.
@@ -502,6 +507,8 @@ impl Settings {
         daemon_own_stamps: 0,
         diagnose: 0,
         throttle_clock: 0,
+        occupancy_rq_clock: 0,
+        pad: 0,
     };
 }
 

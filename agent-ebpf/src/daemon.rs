@@ -39,7 +39,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{SETTINGS, TASK_OFFSETS, cfg},
+    config::{RQ_OFFSETS, SETTINGS, TASK_OFFSETS, cfg},
     helpers::{
         WaitSpan, count, field, read_field, record_occupancy, stamp_if_preempted, submit_event,
         take_record, throttled_total,
@@ -75,11 +75,13 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
     let own_stamps = cfg(&SETTINGS.daemon_own_stamps) != 0;
     let diagnose = cfg(&SETTINGS.diagnose) != 0;
-    let now = if diagnose {
+    let now = if !diagnose {
+        0
+    } else if cfg(&SETTINGS.occupancy_rq_clock) != 0 {
+        rq_clock_now(prev)
+    } else {
         // SAFETY: helper without preconditions.
         unsafe { bpf_ktime_get_ns() }
-    } else {
-        0
     };
     if slot.task == prev as u64 && slot.last_queued != 0 {
         let arrival: u64 = if own_stamps {
@@ -87,7 +89,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         } else {
             field(prev, cfg(&TASK_OFFSETS.last_arrival))
         };
-        finish(prev, slot, arrival, current, cgroup, now);
+        finish(prev, slot, arrival, current, cgroup);
         if !own_stamps && slot.ktime_at_switch_in != 0 {
             slot.rq_clock_offset = arrival.wrapping_sub(slot.ktime_at_switch_in);
         }
@@ -128,12 +130,13 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             .get(DAEMON_CFG_MIN_EVENT_NS)
             .copied()
             .unwrap_or(u64::MAX);
-        let waited = if own_stamps {
+        let rq_clock = cfg(&SETTINGS.occupancy_rq_clock) != 0;
+        let waited = if own_stamps || rq_clock {
             now.saturating_sub(last_queued)
         } else {
             (now.wrapping_add(slot.rq_clock_offset)).saturating_sub(last_queued)
         };
-        if waited >= min_event_ns || slot.rq_clock_offset == 0 {
+        if waited >= min_event_ns || (!rq_clock && slot.rq_clock_offset == 0) {
             slot.throttled_end = throttled_total(next);
         }
     }
@@ -146,7 +149,8 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // Now and then, note the time: `next`'s last_arrival (rq clock) will be stamped with the
     // clock value of this very switch, so the pair gives the rq clock's offset from ktime.
     slot.switches = slot.switches.wrapping_add(1);
-    slot.ktime_at_switch_in = if diagnose {
+    slot.switch_in_clock = now;
+    slot.ktime_at_switch_in = if diagnose && cfg(&SETTINGS.occupancy_rq_clock) == 0 {
         now
     } else if own_stamps || slot.switches % 64 == 1 {
         // SAFETY: helper without preconditions.
@@ -180,10 +184,21 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
     // SAFETY: an element of a preallocated array; a racing write from a remote CPU's migrate
     // program can at worst make this miss one mark.
     let list = unsafe { &mut *list };
+    // SAFETY: a u64 of map memory, read once.
+    if unsafe { core::ptr::read_volatile(&raw const list.live) } == 0 {
+        return false;
+    }
     let pcount: u64 = field(next, cfg(&TASK_OFFSETS.pcount));
     for entry in &mut list.entries {
         if entry[0] == next as u64 && entry[1] == pcount {
             entry[0] = 0;
+            // SAFETY: map memory; atomic against the migrate program on another CPU.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                    &raw mut list.live,
+                    u64::MAX,
+                );
+            }
             return true;
         }
     }
@@ -199,7 +214,6 @@ fn finish(
     arrival: u64,
     current: u64,
     cgroup: u64,
-    now: u64,
 ) {
     if arrival < slot.last_queued {
         count(Counter::NegativeDelta);
@@ -241,7 +255,7 @@ fn finish(
         .copied()
         .unwrap_or(u64::MAX);
     if wait_ns >= min_event_ns {
-        emit(slot, current, cgroup, wait_ns, now);
+        emit(slot, current, cgroup, wait_ns);
     }
 }
 
@@ -337,19 +351,14 @@ pub fn sched_process_exec_daemon(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Sends the wait of `current` (cgroup `cgroup`), at `now` when the caller read the clock
-/// (`Settings::diagnose`), else 0.
+/// Sends the wait of `current` (cgroup `cgroup`).
 #[inline(always)]
-fn emit(slot: &CpuSlot, current: u64, cgroup: u64, wait_ns: u64, now: u64) {
+fn emit(slot: &CpuSlot, current: u64, cgroup: u64, wait_ns: u64) {
     let preemptor_tid = slot.preemptor_pid_tgid as u32;
     let mut event = WaitEvent {
         // When the wait was accounted: at the task's switch-out after it.
-        ts_ns: if now == 0 {
-            // SAFETY: helper without preconditions.
-            unsafe { bpf_ktime_get_ns() }
-        } else {
-            now
-        },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
         wait_ns,
         tid: current as u32,
         tgid: (current >> 32) as u32,
@@ -379,8 +388,8 @@ fn emit(slot: &CpuSlot, current: u64, cgroup: u64, wait_ns: u64, now: u64) {
     }
     // The wait ended at the switch-in, whose clock reading is kept when diagnosing.
     let span = WaitSpan {
-        start_ns: slot.ktime_at_switch_in.saturating_sub(wait_ns),
-        end_ns: slot.ktime_at_switch_in,
+        start_ns: slot.switch_in_clock.saturating_sub(wait_ns),
+        end_ns: slot.switch_in_clock,
         migrated_ns: 0,
         cgroup_id: cgroup,
         throttled_start_ns: THROTTLED_UNKNOWN,
@@ -408,7 +417,34 @@ pub fn sched_migrate_task_daemon(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: an element of a preallocated array; see took_migrated_mark for the race.
     let list = unsafe { &mut *list };
     let index = (list.head as usize) % MIGRATED_LIST_LEN;
+    // An entry still marked is overwritten: the count of live marks stays as it is.
+    let replaces_live = list.entries[index][0] != 0;
     list.entries[index] = [task as u64, field(task, cfg(&TASK_OFFSETS.pcount))];
     list.head = list.head.wrapping_add(1);
+    if !replaces_live {
+        // SAFETY: map memory; atomic against the switch-in that takes marks on `dest_cpu`.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut list.live, 1);
+        }
+    }
     0
+}
+
+/// The rq clock of this CPU now: `prev->se.cfs_rq->rq->clock`, direct loads (the verifier
+/// types them by BTF; the JIT guards faults). Every task's `se.cfs_rq` points to a `cfs_rq` of
+/// this CPU's rq (its group's, or the root one; the idle task's too). The scheduler updated
+/// the clock just before picking `next`, and `sched_info` stamps `next`'s arrival with it.
+#[inline(always)]
+fn rq_clock_now(prev: *const task_struct) -> u64 {
+    let cfs_rq: *const u8 = field(prev, cfg(&RQ_OFFSETS.task_se) + cfg(&RQ_OFFSETS.se_cfs_rq));
+    let rq: *const u8 = load(cfs_rq, cfg(&RQ_OFFSETS.cfs_rq_rq));
+    load(rq, cfg(&RQ_OFFSETS.rq_clock))
+}
+
+/// A direct load of a `T` at `offset` bytes into a BTF-typed kernel pointer.
+#[inline(always)]
+fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: the verifier checks the access against the pointer's BTF type and the JIT
+    // guards it against faults (see `helpers::field`).
+    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
 }

@@ -128,6 +128,9 @@ pub struct CpuSlot {
     /// The task's cumulative throttled time at switch-in, read only when its wait looks long
     /// enough to become an event (`THROTTLED_UNKNOWN` otherwise).
     pub throttled_end: u64,
+    /// The occupancy clock (rq clock or ktime, `Settings::occupancy_rq_clock`) at this
+    /// switch-in: the end of the task's wait in the history's time.
+    pub switch_in_clock: u64,
 }
 
 /// One slot per CPU (index `agent_common::PER_CPU_SLOT`).
@@ -162,6 +165,9 @@ pub static PROC_INFO: HashMap<u32, ProcInfo, 16384, { BPF_F_NO_PREALLOC as usize
 pub struct MigratedList {
     /// Next entry to overwrite.
     pub head: u64,
+    /// Marks not taken yet (atomic; approximate under races, which at worst cost a scan):
+    /// the switch-in skips the scan when there are none, as on most switches.
+    pub live: u64,
     /// (`task_struct` address, its `sched_info.pcount` when it moved): the task has not run
     /// since exactly when its pcount is unchanged.
     pub entries: [[u64; 2]; MIGRATED_LIST_LEN],

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{CGROUP_OFFSETS, cfg},
+    config::{CGROUP_OFFSETS, SETTINGS, cfg},
     maps::THROTTLES,
 };
 
@@ -35,8 +35,13 @@ fn record(cfs_rq: u64, kind: u32) {
     let kn: u64 = kread(cgroup, cfg(&CGROUP_OFFSETS.cgroup_kn));
     let rq: u64 = kread(cfs_rq, cfg(&CGROUP_OFFSETS.cfs_rq_rq));
     let record = ThrottleRecord {
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        // In the clock of the daemon's occupancy history (and its wait spans).
+        ts_ns: if cfg(&SETTINGS.occupancy_rq_clock) != 0 {
+            kread(rq, cfg(&CGROUP_OFFSETS.rq_clock))
+        } else {
+            // SAFETY: helper without preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        },
         cgroup_id: kread(kn, cfg(&CGROUP_OFFSETS.kn_id)),
         cpu: kread(rq, cfg(&CGROUP_OFFSETS.rq_cpu)),
         kind,

@@ -250,6 +250,15 @@ impl Plan {
             rq_walk: u32::from(layout.rq.is_some() && stamps && !own_stamps),
             daemon_own_stamps: u32::from(own_stamps),
             diagnose: u32::from(config.diagnose && layout.daemon.is_some()),
+            // The daemon's history in the rq clock (three loads) rather than ktime (a helper
+            // call per switch); its wait stamps are in the rq clock anyway.
+            occupancy_rq_clock: u32::from(
+                config.diagnose
+                    && config.mode == Mode::Daemon
+                    && !own_stamps
+                    && layout.daemon.is_some()
+                    && layout.rq.is_some(),
+            ),
             throttle_clock: u32::from(
                 config.diagnose
                     && layout.daemon.is_some()
