@@ -194,10 +194,7 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
             entry[0] = 0;
             // SAFETY: map memory; atomic against the migrate program on another CPU.
             unsafe {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                    &raw mut list.live,
-                    u64::MAX,
-                );
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut list.live, u64::MAX);
             }
             return true;
         }
@@ -208,13 +205,7 @@ fn took_migrated_mark(next: *mut task_struct) -> bool {
 /// Accounts the wait of `prev` (now `current`), which got this CPU at `arrival` (its
 /// `sched_info.last_arrival`) when `slot` was filled.
 #[inline(always)]
-fn finish(
-    prev: *mut task_struct,
-    slot: &CpuSlot,
-    arrival: u64,
-    current: u64,
-    cgroup: u64,
-) {
+fn finish(prev: *mut task_struct, slot: &CpuSlot, arrival: u64, current: u64, cgroup: u64) {
     if arrival < slot.last_queued {
         count(Counter::NegativeDelta);
         return;
