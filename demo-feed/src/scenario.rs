@@ -509,6 +509,9 @@ struct Stage<'a> {
     ncpus: usize,
     feed_cpu: usize,
     feed_pid: u32,
+    /// The load generator, and the CPUs it runs on outside the pinning story.
+    load_pid: u32,
+    other_cpus: Vec<usize>,
     cgroups: Option<Vec<PathBuf>>,
     limit: Option<CpuLimit>,
     /// The feed's CPU ticks at the start of the baseline and its use then (CPUs).
@@ -588,10 +591,13 @@ impl Stage<'_> {
             }
             Story::BadPinning => {
                 pin_all_threads(self.feed_pid, &[self.feed_cpu]);
+                // The load generator joins them, so the other CPUs really sit idle.
+                pin_all_threads(self.load_pid, &[self.feed_cpu]);
                 let pid = self.spawn_burner("batch-job", 2, vec![self.feed_cpu], 3)?;
                 format!(
                     "the feed's threads pinned to CPU {} (taskset), where a pinned batch job \
-                     (pid {pid}, cgroup {}) runs; the other CPUs keep only the load generator",
+                     (pid {pid}, cgroup {}) and the load generator run, while the other CPUs \
+                     sit idle",
                     self.feed_cpu,
                     cgroup_label(self.cgroup(3))
                 )
@@ -601,6 +607,7 @@ impl Stage<'_> {
                     limit.set(None, 100_000)?;
                 }
                 pin_all_threads(self.feed_pid, &all_cpus);
+                pin_all_threads(self.load_pid, &self.other_cpus);
                 let _ = phase_s;
                 "back to the baseline: burners ended, quota lifted, pinning undone".to_owned()
             }
@@ -700,7 +707,8 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
         other_cpus.clone(),
     )
     .context("starting the load generator")?;
-    join_cgroup(cgroups.as_ref().map(|c| &c[1]), load.id());
+    let load_pid = load.id();
+    join_cgroup(cgroups.as_ref().map(|c| &c[1]), load_pid);
     let load_out = load.stdout.take().context("load stdout")?;
     children.0.push(("load generator".into(), load));
     let seconds: Arc<Mutex<Vec<LoadSecond>>> = Arc::new(Mutex::new(Vec::new()));
@@ -730,6 +738,8 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
         ncpus,
         feed_cpu,
         feed_pid,
+        load_pid,
+        other_cpus: other_cpus.clone(),
         cgroups,
         limit: None,
         baseline_ticks: None,
