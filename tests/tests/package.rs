@@ -155,7 +155,35 @@ fn the_debian_package_installs_works_and_purges_clean() {
         );
     }
 
-    // The bash completion completes subcommands and flags of schedlat.
+    check_bash_completion();
+
+    check_unit();
+
+    check_example_config();
+
+    // Remove keeps the conffile; purge removes it and everything else.
+    run_ok(Command::new("dpkg").args(["-r", PACKAGE]));
+    assert!(
+        !Path::new("/usr/bin/schedlat").exists(),
+        "dpkg -r left the binary"
+    );
+    assert!(Path::new(CONFIG).is_file(), "dpkg -r removed the conffile");
+    run_ok(Command::new("dpkg").args(["--purge", PACKAGE]));
+    assert_eq!(
+        dpkg_status(),
+        None,
+        "dpkg still knows the package after purge"
+    );
+    for file in FILES {
+        assert!(!Path::new(file).exists(), "{file} left after dpkg --purge");
+    }
+    for dir in ["/etc/schedlat", "/usr/share/doc/schedlat"] {
+        assert!(!Path::new(dir).exists(), "{dir} left after dpkg --purge");
+    }
+}
+
+/// The bash completion completes subcommands and flags of schedlat.
+fn check_bash_completion() {
     let completed = stdout(&run_ok(Command::new("bash").arg("-c").arg(format!(
         "source {BASH_COMPLETION} && complete -p schedlat && \
          COMP_WORDS=(schedlat tr) COMP_CWORD=1 COMP_LINE='schedlat tr' COMP_POINT=11 && \
@@ -177,8 +205,10 @@ fn the_debian_package_installs_works_and_purges_clean() {
         completed.contains("--check-config"),
         "`schedlat run --check<TAB>`:\n{completed}"
     );
+}
 
-    // The unit runs the packaged binary with the packaged configuration, and verifies.
+/// The unit runs the packaged binary with the packaged configuration, and verifies.
+fn check_unit() {
     let unit = std::fs::read_to_string(UNIT).unwrap();
     assert!(
         unit.contains("ExecStart=/usr/bin/schedlat run --config /etc/schedlat/schedlat.toml"),
@@ -206,10 +236,12 @@ fn the_debian_package_installs_works_and_purges_clean() {
     } else {
         eprintln!("systemd-analyze not installed: unit not verified");
     }
+}
 
-    // The example configuration is accepted, and the defaults it documents are the real ones:
-    // with every key uncommented the agent reads the same configuration. The incident directory
-    // is a temporary one so that validating it creates nothing on the machine.
+/// The example configuration is accepted, and the defaults it documents are the real ones:
+/// with every key uncommented the agent reads the same configuration. The incident directory
+/// is a temporary one so that validating it creates nothing on the machine.
+fn check_example_config() {
     let scratch = std::env::temp_dir().join(format!("schedlat-package-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let incidents = scratch.join("incidents");
@@ -246,24 +278,4 @@ fn the_debian_package_installs_works_and_purges_clean() {
         as_shipped, with_defaults,
         "the commented defaults in {CONFIG} are not the defaults"
     );
-
-    // Remove keeps the conffile; purge removes it and everything else.
-    run_ok(Command::new("dpkg").args(["-r", PACKAGE]));
-    assert!(
-        !Path::new("/usr/bin/schedlat").exists(),
-        "dpkg -r left the binary"
-    );
-    assert!(Path::new(CONFIG).is_file(), "dpkg -r removed the conffile");
-    run_ok(Command::new("dpkg").args(["--purge", PACKAGE]));
-    assert_eq!(
-        dpkg_status(),
-        None,
-        "dpkg still knows the package after purge"
-    );
-    for file in FILES {
-        assert!(!Path::new(file).exists(), "{file} left after dpkg --purge");
-    }
-    for dir in ["/etc/schedlat", "/usr/share/doc/schedlat"] {
-        assert!(!Path::new(dir).exists(), "{dir} left after dpkg --purge");
-    }
 }

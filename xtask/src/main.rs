@@ -307,20 +307,7 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
             bail!("the integration tests load eBPF programs: run as root (or pass --unit-only)");
         }
         step("integration tests (root, real kernel)", || {
-            run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))?;
-            let bin = workspace_root().join("target/release/schedlat");
-            let demo_feed = workspace_root().join("target/release/demo-feed");
-            let deb = step("Debian package", || {
-                deb::build(&workspace_root().join("target/release"))
-            })?;
-            tally.run(
-                cargo()
-                    .args(["test", "--release", "-p", "schedlat-integration-tests"])
-                    .args(["--tests", "--", "--ignored", "--test-threads=1"])
-                    .env("SCHEDLAT_BIN", bin)
-                    .env("DEMO_FEED_BIN", demo_feed)
-                    .env("SCHEDLAT_DEB", deb),
-            )
+            integration_tests(&mut tally)
         })?;
     }
     let mut matrix = None;
@@ -361,6 +348,24 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The privileged integration tests against the release binaries and the Debian package.
+fn integration_tests(tally: &mut Tally) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))?;
+    let bin = workspace_root().join("target/release/schedlat");
+    let demo_feed = workspace_root().join("target/release/demo-feed");
+    let deb = step("Debian package", || {
+        deb::build(&workspace_root().join("target/release"))
+    })?;
+    tally.run(
+        cargo()
+            .args(["test", "--release", "-p", "schedlat-integration-tests"])
+            .args(["--tests", "--", "--ignored", "--test-threads=1"])
+            .env("SCHEDLAT_BIN", bin)
+            .env("DEMO_FEED_BIN", demo_feed)
+            .env("SCHEDLAT_DEB", deb),
+    )
 }
 
 /// The binaries the guests run: the agent and the test workload.

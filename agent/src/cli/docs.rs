@@ -35,7 +35,7 @@ pub fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(pages)
 }
 
-/// The CLI without its hidden subcommands: clap_complete completes hidden subcommands too,
+/// The CLI without its hidden subcommands: `clap_complete` completes hidden subcommands too,
 /// and the packagers' commands have no business in a user's tab completion.
 fn visible_command() -> clap::Command {
     let full = Cli::command();
