@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | test | deb | demo | bench | vm-test`.
+//! Project tasks: `cargo xtask setup | test | deb | image | demo | bench | vm-test`.
 //!
 //! `setup` installs every prerequisite on a fresh Debian/Ubuntu machine (as root) and is fast
 //! when everything is present; `test` runs setup, then formatting, lints, unit tests, the
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod deb;
+mod image;
 mod vm;
 
 /// Debian packages: LLVM 22 for bpf-linker, bpftool for the tests' leak checks, workloads.
@@ -39,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     // The Debian package (`cargo xtask deb`): dpkg-shlibdeps for its Depends, lintian.
     "dpkg-dev",
     "lintian",
+    // The container image's test runs it with an OCI runtime (no container engine runs here;
+    // crun 1.8 refuses hybrid cgroups, runc takes them).
+    "runc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -66,6 +70,9 @@ enum Task {
     /// Build the release binary and a Debian package of it: target/deb/schedlat_<version>_<arch>.deb
     /// (binary, systemd unit, example configuration, man pages, completions); lintian-clean.
     Deb,
+    /// Build the release binary and a container image of it (OCI layout + Docker manifest in one
+    /// tar): target/image/schedlat_<version>.oci.tar, named as deploy/daemonset.yaml runs it.
+    Image,
     /// Setup, build, then the feed service under load with a noisy neighbour, and schedlat's
     /// account of it (report in target/demo/report.html).
     Demo {
@@ -102,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup(),
         Task::Test { unit_only, no_vm } => test(unit_only, no_vm),
         Task::Deb => deb_task().map(|deb| println!("{}", deb.display())),
+        Task::Image => image_task().map(|image| println!("{}", image.display())),
         Task::Demo { phase, rate } => demo(&phase, rate),
         Task::Bench { rounds, loops } => bench_task(rounds, loops),
         Task::VmTest { kernels } => vm_test(&kernels),
@@ -358,13 +366,17 @@ fn integration_tests(tally: &mut Tally) -> Result<()> {
     let deb = step("Debian package", || {
         deb::build(&workspace_root().join("target/release"))
     })?;
+    let image = step("container image", || {
+        image::build(&workspace_root().join("target/release"))
+    })?;
     tally.run(
         cargo()
             .args(["test", "--release", "-p", "schedlat-integration-tests"])
             .args(["--tests", "--", "--ignored", "--test-threads=1"])
             .env("SCHEDLAT_BIN", bin)
             .env("DEMO_FEED_BIN", demo_feed)
-            .env("SCHEDLAT_DEB", deb),
+            .env("SCHEDLAT_DEB", deb)
+            .env("SCHEDLAT_IMAGE", image),
     )
 }
 
@@ -472,6 +484,16 @@ fn deb_task() -> Result<PathBuf> {
     })?;
     step("Debian package", || {
         deb::build(&workspace_root().join("target/release"))
+    })
+}
+
+/// The release binary in a container image; prints the image's path on stdout.
+fn image_task() -> Result<PathBuf> {
+    step("build (release)", || {
+        run(cargo().args(["build", "--release", "-p", "schedlat"]))
+    })?;
+    step("container image", || {
+        image::build(&workspace_root().join("target/release"))
     })
 }
 
