@@ -118,7 +118,11 @@ pub fn build(release_dir: &Path) -> Result<PathBuf> {
 /// match its flags.
 fn generated_docs(usr_bin: &Path, work: &Path, tree: &Path) -> Result<()> {
     let man_src = work.join("man");
-    run(Command::new(usr_bin).arg("generate-man").arg(&man_src))?;
+    // Its stdout lists the pages: keep xtask's stdout for the package's path alone.
+    run(Command::new(usr_bin)
+        .arg("generate-man")
+        .arg(&man_src)
+        .stdout(std::process::Stdio::null()))?;
     let man_dir = tree.join("usr/share/man/man1");
     let mut pages = 0;
     for entry in fs::read_dir(&man_src).with_context(|| format!("listing {}", man_src.display()))? {
