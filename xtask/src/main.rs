@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | test | demo | bench | vm-test`.
+//! Project tasks: `cargo xtask setup | test | deb | image | demo | bench | vm-test`.
 //!
 //! `setup` installs every prerequisite on a fresh Debian/Ubuntu machine (as root) and is fast
 //! when everything is present; `test` runs setup, then formatting, lints, unit tests, the
@@ -14,6 +14,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deb;
+mod image;
 mod vm;
 
 /// Debian packages: LLVM 22 for bpf-linker, bpftool for the tests' leak checks, workloads.
@@ -35,6 +37,12 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // The Debian package (`cargo xtask deb`): dpkg-shlibdeps for its Depends, lintian.
+    "dpkg-dev",
+    "lintian",
+    // The container image's test runs it with an OCI runtime (no container engine runs here;
+    // crun 1.8 refuses hybrid cgroups, runc takes them).
+    "runc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -59,6 +67,12 @@ enum Task {
         #[arg(long)]
         no_vm: bool,
     },
+    /// Build the release binary and a Debian package of it: target/deb/schedlat_<version>_<arch>.deb
+    /// (binary, systemd unit, example configuration, man pages, completions); lintian-clean.
+    Deb,
+    /// Build the release binary and a container image of it (OCI layout + Docker manifest in one
+    /// tar): target/image/schedlat_<version>.oci.tar, named as deploy/daemonset.yaml runs it.
+    Image,
     /// Setup, build, then the feed service under load with a noisy neighbour, and schedlat's
     /// account of it (report in target/demo/report.html).
     Demo {
@@ -94,6 +108,8 @@ fn main() -> std::process::ExitCode {
     let result = match Args::parse().command {
         Task::Setup => setup(),
         Task::Test { unit_only, no_vm } => test(unit_only, no_vm),
+        Task::Deb => deb_task().map(|deb| println!("{}", deb.display())),
+        Task::Image => image_task().map(|image| println!("{}", image.display())),
         Task::Demo { phase, rate } => demo(&phase, rate),
         Task::Bench { rounds, loops } => bench_task(rounds, loops),
         Task::VmTest { kernels } => vm_test(&kernels),
@@ -299,16 +315,7 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
             bail!("the integration tests load eBPF programs: run as root (or pass --unit-only)");
         }
         step("integration tests (root, real kernel)", || {
-            run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))?;
-            let bin = workspace_root().join("target/release/schedlat");
-            let demo_feed = workspace_root().join("target/release/demo-feed");
-            tally.run(
-                cargo()
-                    .args(["test", "--release", "-p", "schedlat-integration-tests"])
-                    .args(["--tests", "--", "--ignored", "--test-threads=1"])
-                    .env("SCHEDLAT_BIN", bin)
-                    .env("DEMO_FEED_BIN", demo_feed),
-            )
+            integration_tests(&mut tally)
         })?;
     }
     let mut matrix = None;
@@ -349,6 +356,28 @@ fn test(unit_only: bool, no_vm: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The privileged integration tests against the release binaries and the Debian package.
+fn integration_tests(tally: &mut Tally) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "schedlat", "-p", "demo-feed"]))?;
+    let bin = workspace_root().join("target/release/schedlat");
+    let demo_feed = workspace_root().join("target/release/demo-feed");
+    let deb = step("Debian package", || {
+        deb::build(&workspace_root().join("target/release"))
+    })?;
+    let image = step("container image", || {
+        image::build(&workspace_root().join("target/release"))
+    })?;
+    tally.run(
+        cargo()
+            .args(["test", "--release", "-p", "schedlat-integration-tests"])
+            .args(["--tests", "--", "--ignored", "--test-threads=1"])
+            .env("SCHEDLAT_BIN", bin)
+            .env("DEMO_FEED_BIN", demo_feed)
+            .env("SCHEDLAT_DEB", deb)
+            .env("SCHEDLAT_IMAGE", image),
+    )
 }
 
 /// The binaries the guests run: the agent and the test workload.
@@ -446,6 +475,26 @@ fn bench_task(rounds: usize, loops: u32) -> Result<()> {
     })?;
     let schedlat = workspace_root().join("target/release/schedlat");
     bench::run(&schedlat, &bench::BenchOptions { rounds, loops })
+}
+
+/// The release binary packaged for Debian; prints the package's path on stdout.
+fn deb_task() -> Result<PathBuf> {
+    step("build (release)", || {
+        run(cargo().args(["build", "--release", "-p", "schedlat"]))
+    })?;
+    step("Debian package", || {
+        deb::build(&workspace_root().join("target/release"))
+    })
+}
+
+/// The release binary in a container image; prints the image's path on stdout.
+fn image_task() -> Result<PathBuf> {
+    step("build (release)", || {
+        run(cargo().args(["build", "--release", "-p", "schedlat"]))
+    })?;
+    step("container image", || {
+        image::build(&workspace_root().join("target/release"))
+    })
 }
 
 /// The feed service under open-loop load through three stories (noisy neighbour, CPU quota,

@@ -2,6 +2,7 @@
 //! that live here (`check`, `incidents`); `units` parses the durations every command takes.
 
 pub mod check;
+pub mod docs;
 pub mod incidents;
 pub mod units;
 
@@ -100,6 +101,19 @@ pub enum Command {
         /// Print the whole verifier log of a program that fails to load.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Write the man pages (schedlat.1 and one page per subcommand) into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Directory to write the pages into (created if missing).
+        dir: std::path::PathBuf,
+    },
+    /// Print a shell completion script on stdout (for packagers).
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// Shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -298,6 +312,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             check::Verdict::Partial => ExitCode::from(3),
             check::Verdict::Nothing => ExitCode::FAILURE,
         }),
+        Command::GenerateMan { dir } => {
+            for page in docs::write_man_pages(&dir)? {
+                println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateCompletions { shell } => {
+            docs::write_completions(shell, &mut io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
