@@ -567,3 +567,67 @@ fn process_labels_of_names_that_are_not_text_are_escaped() {
         .collect();
     assert!(raw.is_empty(), "raw {raw:?} in the exposition");
 }
+
+/// The `(process, pid)` label pairs of `schedlat_runqueue_latency_seconds_count` series of
+/// processes called `name` (pid `None`: no pid label).
+fn series_of(body: &str, name: &str) -> Vec<Option<String>> {
+    samples_of(body)
+        .into_iter()
+        .filter(|s| {
+            s.name == "schedlat_runqueue_latency_seconds_count"
+                && s.labels.get("process").map(String::as_str) == Some(name)
+        })
+        .map(|s| s.labels.get("pid").cloned())
+        .collect()
+}
+
+/// Two processes of the same name in one cgroup share a series by default; with
+/// `[labels] pid = true` each has its own, labelled with its pid.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn same_named_processes_are_told_apart_only_with_the_pid_label() {
+    const NAME: &str = "schedlat-twin";
+    let twins = [Named::prctl(NAME.as_bytes()), Named::prctl(NAME.as_bytes())];
+    let mut pids: Vec<String> = twins.iter().map(Named::pid).collect();
+    pids.sort();
+    let dir = std::env::temp_dir().join(format!("schedlat-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("schedlat.toml");
+    write_config(&config, "[labels]\npid = true\n");
+    let config = config.display().to_string();
+    for pid_label in [false, true] {
+        let mut args = vec!["--window", "1s", "--top-k", "1000"];
+        if pid_label {
+            args.extend(["--config", config.as_str()]);
+        }
+        let agent = Agent::start(&args);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let series = loop {
+            // Two windows after the first series: both twins have waited by then.
+            let series = series_of(&agent.metrics(), NAME);
+            let wanted = if pid_label { 2 } else { 1 };
+            if series.len() >= wanted {
+                std::thread::sleep(Duration::from_secs(2));
+                break series_of(&agent.metrics(), NAME);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pid label {pid_label}: no {wanted} series of {NAME} within 20 s: {series:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        if pid_label {
+            let mut got: Vec<String> = series.into_iter().flatten().collect();
+            got.sort();
+            assert_eq!(got, pids, "pid label on: one series per twin, by pid");
+        } else {
+            assert_eq!(
+                series,
+                vec![None],
+                "pid label off: one series, no pid label"
+            );
+        }
+        assert!(agent.stop(libc::SIGTERM).success());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,6 +80,11 @@ pub struct LabelConfig {
     pub cgroup_names: bool,
     /// Count kernel threads' own waits (under cgroup "/", process = thread name).
     pub kernel_threads: bool,
+    /// Add a `pid` label to the named per-process series (`process="other"` has `pid=""`), so
+    /// that processes with the same name in one cgroup are told apart. Still at most `top_k`
+    /// named series; but a restarted process starts a new series (the old one expires after
+    /// `series_ttl`), so dashboards that sum by process should `sum without (pid)`.
+    pub pid: bool,
 }
 
 /// Incident capture: evidence bundles when latency crosses a threshold.
@@ -137,6 +142,7 @@ impl Default for LabelConfig {
         Self {
             cgroup_names: true,
             kernel_threads: true,
+            pid: false,
         }
     }
 }

@@ -191,7 +191,7 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     let series: Vec<Metric> = exported
         .series
         .iter()
-        .map(|(k, s)| histogram(&[("cgroup", &k.cgroup), ("process", &k.process)], &s.hist))
+        .map(|(k, s)| histogram(&k.labels(), &s.hist))
         .collect();
     out.push(family(
         "schedlat_runqueue_latency_seconds",
@@ -230,10 +230,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
         .iter()
         .filter_map(|(key, q)| {
             let s = exported.series.get(key)?;
-            let labels = [
-                ("cgroup", key.cgroup.as_str()),
-                ("process", key.process.as_str()),
-            ];
+            let labels = key.labels();
             Some((
                 summary(&labels, q, s.hist.count, s.hist.sum_ns),
                 gauge(&labels, seconds(q.max)),
@@ -343,12 +340,7 @@ fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
         exported
             .series
             .iter()
-            .map(|(k, s)| {
-                counter(
-                    &[("cgroup", &k.cgroup), ("process", &k.process)],
-                    s.migrations as f64,
-                )
-            })
+            .map(|(k, s)| counter(&k.labels(), s.migrations as f64))
             .collect(),
     ));
     out.push(family(
@@ -817,6 +809,7 @@ mod tests {
             series_ttl_windows: 10,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
         });
         agg.window(
             &WindowInput {

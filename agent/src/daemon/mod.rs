@@ -75,6 +75,7 @@ fn aggregator_config(config: &Config) -> AggregatorConfig {
         series_ttl_windows: (windows as u64).max(1),
         kernel_threads: config.labels.kernel_threads,
         cgroup_names: config.labels.cgroup_names,
+        pid_label: config.labels.pid,
     }
 }
 

@@ -284,6 +284,9 @@ pub struct AggregatorConfig {
     pub kernel_threads: bool,
     /// Derive unit/container names from cgroup paths.
     pub cgroup_names: bool,
+    /// Give the named per-process series a `pid` label (`other` gets `pid=""`), so that
+    /// processes of the same name in one cgroup keep series of their own.
+    pub pid_label: bool,
 }
 
 /// The labels of one latency series.
@@ -291,6 +294,8 @@ pub struct AggregatorConfig {
 pub struct SeriesKey {
     pub cgroup: String,
     pub process: String,
+    /// `None`: no `pid` label (the default); `Some("")` for `process="other"`.
+    pub pid: Option<String>,
 }
 
 impl SeriesKey {
@@ -300,7 +305,30 @@ impl SeriesKey {
         Self {
             cgroup: cgroup.to_owned(),
             process: process.to_owned(),
+            pid: None,
         }
+    }
+
+    #[cfg(test)]
+    #[must_use]
+    pub fn with_pid(cgroup: &str, process: &str, pid: &str) -> Self {
+        Self {
+            pid: Some(pid.to_owned()),
+            ..Self::new(cgroup, process)
+        }
+    }
+
+    /// The series' labels as exported: cgroup, process, and pid when that label is on.
+    #[must_use]
+    pub fn labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = vec![
+            ("cgroup", self.cgroup.as_str()),
+            ("process", self.process.as_str()),
+        ];
+        if let Some(pid) = &self.pid {
+            labels.push(("pid", pid.as_str()));
+        }
+        labels
     }
 }
 
@@ -514,6 +542,7 @@ impl Aggregator {
         let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
         let mut node = WindowHistogram::default();
         let mut worst: Option<WorstSeries> = None;
+        let pid_label = self.config.pid_label;
         for (key, p) in procs {
             let cg = labels.cgroups[&key.cgroup_id].clone();
             let named = labels.top.contains(key) && key.tgid != OVERFLOW_TGID;
@@ -522,9 +551,17 @@ impl Aggregator {
             } else {
                 OTHER.to_owned()
             };
+            let pid = pid_label.then(|| {
+                if named {
+                    key.tgid.to_string()
+                } else {
+                    String::new()
+                }
+            });
             let skey = SeriesKey {
                 cgroup: cg.clone(),
                 process,
+                pid,
             };
             let series = self.exported.series.entry(skey.clone()).or_default();
             series.last_window = now;
@@ -725,6 +762,7 @@ mod tests {
             series_ttl_windows: 3,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
         }
     }
 
@@ -856,6 +894,7 @@ mod tests {
             series_ttl_windows: 24,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
         };
         let mut agg = Aggregator::new(cfg.clone());
         let mut tgid = 1000;
@@ -1036,6 +1075,71 @@ mod tests {
                 waits: 20,
                 wait_ns: 20_000_000
             }
+        );
+    }
+
+    /// Every process is called "worker".
+    struct SameName;
+
+    impl Names for SameName {
+        fn process(&mut self, _: u32) -> String {
+            "worker".into()
+        }
+        fn cgroup_path(&mut self, id: u64) -> String {
+            Table.cgroup_path(id)
+        }
+        fn is_kernel_thread(&mut self, _: u32) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn same_named_processes_merge_unless_the_pid_label_is_on() {
+        let input = WindowInput {
+            // Two named (top_k = 2), the third folds into other.
+            procs: vec![
+                delta(5, 100, 1_000_000, 10),
+                delta(5, 101, 2_000_000, 10),
+                delta(5, 102, 1_000, 1),
+            ],
+            ..WindowInput::default()
+        };
+        let mut off = Aggregator::new(config());
+        off.window(&input, &mut SameName);
+        let keys: Vec<_> = off.exported.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                SeriesKey::new("cg5.service", "other"),
+                SeriesKey::new("cg5.service", "worker"),
+            ],
+            "off: one series for both workers"
+        );
+        assert_eq!(off.exported.series[&keys[1]].hist.count, 20);
+        let mut on = Aggregator::new(AggregatorConfig {
+            pid_label: true,
+            ..config()
+        });
+        on.window(&input, &mut SameName);
+        let keys: Vec<_> = on.exported.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                SeriesKey::with_pid("cg5.service", "other", ""),
+                SeriesKey::with_pid("cg5.service", "worker", "100"),
+                SeriesKey::with_pid("cg5.service", "worker", "101"),
+            ],
+            "on: a series per process, other with pid=\"\""
+        );
+        assert_eq!(on.exported.series[&keys[1]].hist.count, 10);
+        assert_eq!(on.exported.window.series.len(), 3);
+        assert_eq!(
+            keys[1].labels(),
+            vec![
+                ("cgroup", "cg5.service"),
+                ("process", "worker"),
+                ("pid", "100")
+            ]
         );
     }
 
