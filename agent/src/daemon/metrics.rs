@@ -810,6 +810,7 @@ mod tests {
             kernel_threads: true,
             cgroup_names: true,
             pid_label: false,
+            sub_windows: 1,
         });
         agg.window(
             &WindowInput {
