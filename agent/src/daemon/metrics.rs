@@ -270,7 +270,13 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(out, "cpu", "per CPU", m, max);
+    window_pair(
+        out,
+        "cpu",
+        "per CPU (sliding: the last window, refreshed every refresh)",
+        m,
+        max,
+    );
     let (mut m, mut max) = (Vec::new(), Vec::new());
     if let Some(q) = &w.node {
         let (count, sum) = exported
@@ -280,11 +286,17 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
         m.push(summary(&[], q, count, sum));
         max.push(gauge(&[], seconds(q.max)));
     }
-    window_pair(out, "node", "for the whole node", m, max);
+    window_pair(
+        out,
+        "node",
+        "for the whole node (sliding: the last window, refreshed every refresh)",
+        m,
+        max,
+    );
     out.push(family(
         "schedlat_cpu_runqueue_length",
-        "Mean number of tasks waiting on the CPU's run queue over the last window (Little's \
-         law: total wait of the waits that ended there / window length).",
+        "Mean number of tasks waiting on the CPU's run queue over the last window, sliding \
+         (Little's law: total wait of the waits that ended there / window length).",
         GAUGE,
         w.runqueue_length
             .iter()

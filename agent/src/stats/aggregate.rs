@@ -1162,6 +1162,57 @@ mod tests {
     }
 
     #[test]
+    fn refreshes_feed_the_cumulative_cpus_once_and_windows_keep_the_sliding_gauges() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            sub_windows: 2,
+            ..config()
+        });
+        let cpus = |wait_ns: u64| {
+            vec![vec![SlotDelta {
+                slot: hist_slot(wait_ns),
+                waits: 10,
+                wait_ns: 10 * wait_ns,
+            }]]
+        };
+        agg.refresh(&cpus(50_000_000), &[], 1_000_000_000);
+        agg.refresh(&cpus(10_000), &[], 1_000_000_000);
+        agg.window(
+            &WindowInput {
+                procs: vec![delta(5, 100, 10_000, 20)],
+                ..WindowInput::default()
+            },
+            &mut Table,
+        );
+        assert_eq!(agg.exported.cpus[&0].count, 20, "each refresh counted once");
+        let node = agg
+            .exported
+            .window
+            .node
+            .expect("node quantiles kept by the window");
+        assert!(
+            node.max > 40_000_000,
+            "the 50 ms waits are in the window: {node:?}"
+        );
+        assert!(
+            agg.exported
+                .window
+                .series
+                .contains_key(&SeriesKey::new("cg5.service", "p100"))
+        );
+        agg.refresh(&cpus(10_000), &[], 1_000_000_000);
+        let node = agg.exported.window.node.expect("node quantiles");
+        assert!(node.max < 20_000, "the 50 ms waits slid out: {node:?}");
+        assert_eq!(agg.exported.cpus[&0].count, 30);
+        assert!(
+            agg.exported
+                .window
+                .series
+                .contains_key(&SeriesKey::new("cg5.service", "p100")),
+            "a refresh leaves the per-process window alone"
+        );
+    }
+
+    #[test]
     fn kernel_threads_can_be_left_out() {
         let mut agg = Aggregator::new(AggregatorConfig {
             kernel_threads: false,

@@ -6,10 +6,10 @@
 //! refresh after it ended for exactly `window`, and a scrape at any moment sees the last
 //! `window`, not a tumbling window that may be most of a window old.
 //!
-//! Memory: at most `sub_windows × CPUs × HIST_SLOTS` slot entries (each a `BTreeMap` entry of
-//! three u64, ~50 bytes with the tree's overhead); in practice only the slots that had waits:
-//! with 5 sub-windows and 64 CPUs, each touching 100 slots, about 1.6 MB worst case, some
-//! kB typically. The configuration bounds `window / refresh` (`MAX_SUB_WINDOWS`).
+//! Memory: at most `sub_windows × CPUs × HIST_SLOTS` (1152) slot entries, each a `BTreeMap`
+//! entry of three u64 (~50 bytes with the tree's overhead); only slots that had waits are kept,
+//! typically a few hundred per CPU: with the default 5 sub-windows and 200 slots per CPU, about
+//! 50 KB per CPU. The configuration bounds `window / refresh` (`MAX_SUB_WINDOWS`).
 
 use std::collections::{BTreeMap, VecDeque};
 
