@@ -567,3 +567,161 @@ fn process_labels_of_names_that_are_not_text_are_escaped() {
         .collect();
     assert!(raw.is_empty(), "raw {raw:?} in the exposition");
 }
+
+/// The `(process, pid)` label pairs of `schedlat_runqueue_latency_seconds_count` series of
+/// processes called `name` (pid `None`: no pid label).
+fn series_of(body: &str, name: &str) -> Vec<Option<String>> {
+    samples_of(body)
+        .into_iter()
+        .filter(|s| {
+            s.name == "schedlat_runqueue_latency_seconds_count"
+                && s.labels.get("process").map(String::as_str) == Some(name)
+        })
+        .map(|s| s.labels.get("pid").cloned())
+        .collect()
+}
+
+/// Two processes of the same name in one cgroup share a series by default; with
+/// `[labels] pid = true` each has its own, labelled with its pid.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn same_named_processes_are_told_apart_only_with_the_pid_label() {
+    const NAME: &str = "schedlat-twin";
+    let twins = [Named::prctl(NAME.as_bytes()), Named::prctl(NAME.as_bytes())];
+    let mut pids: Vec<String> = twins.iter().map(Named::pid).collect();
+    pids.sort();
+    let dir = std::env::temp_dir().join(format!("schedlat-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("schedlat.toml");
+    write_config(&config, "[labels]\npid = true\n");
+    let config = config.display().to_string();
+    for pid_label in [false, true] {
+        let mut args = vec!["--window", "1s", "--top-k", "1000"];
+        if pid_label {
+            args.extend(["--config", config.as_str()]);
+        }
+        let agent = Agent::start(&args);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let series = loop {
+            // Two windows after the first series: both twins have waited by then.
+            let series = series_of(&agent.metrics(), NAME);
+            let wanted = if pid_label { 2 } else { 1 };
+            if series.len() >= wanted {
+                std::thread::sleep(Duration::from_secs(2));
+                break series_of(&agent.metrics(), NAME);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pid label {pid_label}: no {wanted} series of {NAME} within 20 s: {series:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        if pid_label {
+            let mut got: Vec<String> = series.into_iter().flatten().collect();
+            got.sort();
+            assert_eq!(got, pids, "pid label on: one series per twin, by pid");
+        } else {
+            assert_eq!(
+                series,
+                vec![None],
+                "pid label off: one series, no pid label"
+            );
+        }
+        assert!(agent.stop(libc::SIGTERM).success());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pins `pid` (0: the calling thread) to CPU 0.
+fn pin_to_cpu0(pid: libc::pid_t) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get a
+    // pointer to it and its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The per-CPU and node window quantiles slide: the last `window` (5 s), refreshed every
+/// second. A burst of long waits (a `SCHED_FIFO` busy loop on CPU 0 for 400 ms starves a task
+/// pinned there) shows in the node's window maximum within ~1-2 s of its end, stays for about
+/// the window, and is gone after it. (Tumbling 5 s windows showed it up to 5 s late.)
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
+    const LONG: f64 = 0.2;
+    let victim = Named::prctl(b"schedlat-victim");
+    pin_to_cpu0(victim.pid().parse().unwrap());
+    let agent = Agent::start(&["--window", "5s"]);
+    let node_max = || {
+        sum(
+            &agent.samples(),
+            "schedlat_node_window_max_latency_seconds",
+            &[],
+        )
+    };
+    // A quiet start: no wait of LONG in the last window (others may be building here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let max = node_max();
+        if max > 0.0 && max < LONG {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node window max not below {LONG} s within 30 s: {max}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::spawn(|| {
+        pin_to_cpu0(0);
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sched_setscheduler on the calling thread (0) with a valid sched_param.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) };
+        assert_eq!(rc, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(400) {
+            std::hint::spin_loop();
+        }
+    })
+    .join()
+    .unwrap();
+    let burst_end = Instant::now();
+    // (seconds after the burst, node window max) every 100 ms for 10 s.
+    let mut seen = Vec::new();
+    while burst_end.elapsed() < Duration::from_secs(10) {
+        seen.push((burst_end.elapsed().as_secs_f64(), node_max()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let long: Vec<f64> = seen
+        .iter()
+        .filter(|(_, max)| *max >= LONG)
+        .map(|(t, _)| *t)
+        .collect();
+    let (Some(&first), Some(&last)) = (long.first(), long.last()) else {
+        panic!("the 400 ms burst never showed in the node window max: {seen:?}");
+    };
+    eprintln!("burst shown from {first:.1} s to {last:.1} s after it ended");
+    assert!(
+        first <= 2.5,
+        "burst shown {first:.1} s after it ended: {seen:?}"
+    );
+    assert!(
+        (4.0..=7.5).contains(&last),
+        "burst shown until {last:.1} s after it ended, expected about the 5 s window: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|(t, _)| (first..=last).contains(t))
+            .all(|(_, max)| *max >= LONG),
+        "burst not shown throughout: {seen:?}"
+    );
+    assert!(agent.stop(libc::SIGTERM).success());
+}

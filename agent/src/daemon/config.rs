@@ -44,6 +44,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Aggregation window.
     pub window: Dur,
+    /// How often the per-CPU and node window quantiles (over the last `window`) are refreshed;
+    /// must divide `window`. The per-process and per-cgroup ones stay per `window`.
+    pub refresh: Dur,
     /// Processes with the most total wait per window that keep their own series; the rest
     /// fold into `process="other"` of their cgroup.
     pub top_k: usize,
@@ -80,6 +83,11 @@ pub struct LabelConfig {
     pub cgroup_names: bool,
     /// Count kernel threads' own waits (under cgroup "/", process = thread name).
     pub kernel_threads: bool,
+    /// Add a `pid` label to the named per-process series (`process="other"` has `pid=""`), so
+    /// that processes with the same name in one cgroup are told apart. Still at most `top_k`
+    /// named series; but a restarted process starts a new series (the old one expires after
+    /// `series_ttl`), so dashboards that sum by process should `sum without (pid)`.
+    pub pid: bool,
 }
 
 /// Incident capture: evidence bundles when latency crosses a threshold.
@@ -119,6 +127,7 @@ impl Default for Config {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             window: secs(5),
+            refresh: secs(1),
             top_k: 20,
             max_cgroups: 100,
             event_threshold: millis(1),
@@ -137,6 +146,7 @@ impl Default for LabelConfig {
         Self {
             cgroup_names: true,
             kernel_threads: true,
+            pid: false,
         }
     }
 }
@@ -230,10 +240,28 @@ impl Config {
         }
     }
 
+    /// Refreshes per window (`window / refresh`, validated to divide).
+    #[must_use]
+    pub fn sub_windows(&self) -> u64 {
+        (self.window.0.as_nanos() / self.refresh.0.as_nanos().max(1)).max(1) as u64
+    }
+
     pub fn validate(&self) -> Result<()> {
         let window = self.window.0;
         if window < Duration::from_secs(1) || window > Duration::from_hours(1) {
             bail!("window: must be between 1s and 1h, got {window:?}");
+        }
+        let refresh = self.refresh.0;
+        let sub_windows = window.as_nanos() / refresh.as_nanos().max(1);
+        if refresh < Duration::from_secs(1)
+            || !window.as_nanos().is_multiple_of(refresh.as_nanos())
+            || sub_windows > u128::from(crate::stats::sliding::MAX_SUB_WINDOWS)
+        {
+            bail!(
+                "refresh: must be at least 1s, divide window ({window:?}) and be at least \
+                 1/{} of it, got {refresh:?}",
+                crate::stats::sliding::MAX_SUB_WINDOWS
+            );
         }
         if self.top_k == 0 || self.top_k > 1000 {
             bail!("top_k: must be between 1 and 1000, got {}", self.top_k);
@@ -351,6 +379,9 @@ mod tests {
         for (text, key) in [
             ("window = \"5 parsecs\"", "window"),
             ("window = \"0s\"", "window"),
+            ("refresh = \"2s\"", "refresh"),
+            ("refresh = \"500ms\"", "refresh"),
+            ("window = \"1h\"\nrefresh = \"1s\"", "refresh"),
             ("top_k = 0", "top_k"),
             ("top_k = \"many\"", "top_k"),
             ("listen = \"localhost\"", "listen"),

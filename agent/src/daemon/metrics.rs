@@ -191,7 +191,7 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     let series: Vec<Metric> = exported
         .series
         .iter()
-        .map(|(k, s)| histogram(&[("cgroup", &k.cgroup), ("process", &k.process)], &s.hist))
+        .map(|(k, s)| histogram(&k.labels(), &s.hist))
         .collect();
     out.push(family(
         "schedlat_runqueue_latency_seconds",
@@ -230,10 +230,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
         .iter()
         .filter_map(|(key, q)| {
             let s = exported.series.get(key)?;
-            let labels = [
-                ("cgroup", key.cgroup.as_str()),
-                ("process", key.process.as_str()),
-            ];
+            let labels = key.labels();
             Some((
                 summary(&labels, q, s.hist.count, s.hist.sum_ns),
                 gauge(&labels, seconds(q.max)),
@@ -273,7 +270,13 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(out, "cpu", "per CPU", m, max);
+    window_pair(
+        out,
+        "cpu",
+        "per CPU (sliding: the last window, refreshed every refresh)",
+        m,
+        max,
+    );
     let (mut m, mut max) = (Vec::new(), Vec::new());
     if let Some(q) = &w.node {
         let (count, sum) = exported
@@ -283,11 +286,17 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
         m.push(summary(&[], q, count, sum));
         max.push(gauge(&[], seconds(q.max)));
     }
-    window_pair(out, "node", "for the whole node", m, max);
+    window_pair(
+        out,
+        "node",
+        "for the whole node (sliding: the last window, refreshed every refresh)",
+        m,
+        max,
+    );
     out.push(family(
         "schedlat_cpu_runqueue_length",
-        "Mean number of tasks waiting on the CPU's run queue over the last window (Little's \
-         law: total wait of the waits that ended there / window length).",
+        "Mean number of tasks waiting on the CPU's run queue over the last window, sliding \
+         (Little's law: total wait of the waits that ended there / window length).",
         GAUGE,
         w.runqueue_length
             .iter()
@@ -343,12 +352,7 @@ fn attribution_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
         exported
             .series
             .iter()
-            .map(|(k, s)| {
-                counter(
-                    &[("cgroup", &k.cgroup), ("process", &k.process)],
-                    s.migrations as f64,
-                )
-            })
+            .map(|(k, s)| counter(&k.labels(), s.migrations as f64))
             .collect(),
     ));
     out.push(family(
@@ -817,6 +821,8 @@ mod tests {
             series_ttl_windows: 10,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
+            sub_windows: 1,
         });
         agg.window(
             &WindowInput {

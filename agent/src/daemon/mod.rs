@@ -75,6 +75,8 @@ fn aggregator_config(config: &Config) -> AggregatorConfig {
         series_ttl_windows: (windows as u64).max(1),
         kernel_threads: config.labels.kernel_threads,
         cgroup_names: config.labels.cgroup_names,
+        pid_label: config.labels.pid,
+        sub_windows: config.sub_windows(),
     }
 }
 
@@ -104,11 +106,12 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
         "not used".to_owned()
     };
     Ok(format!(
-        "configuration OK: listen {}, window {:?}, top_k {}, max_cgroups {}, event_threshold \
-         {:?}, series_ttl {:?}, kernel_map_entries {}, cgroup_names {}, kernel_threads {}, \
-         incidents {} (threshold {:?}, dir {}: {dir_state})",
+        "configuration OK: listen {}, window {:?}, refresh {:?}, top_k {}, max_cgroups {}, \
+         event_threshold {:?}, series_ttl {:?}, kernel_map_entries {}, cgroup_names {}, \
+         kernel_threads {}, pid {}, incidents {} (threshold {:?}, dir {}: {dir_state})",
         config.listen,
         config.window.0,
+        config.refresh.0,
         config.top_k,
         config.max_cgroups,
         config.event_threshold.0,
@@ -116,6 +119,7 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
         config.kernel_map_entries,
         config.labels.cgroup_names,
         config.labels.kernel_threads,
+        config.labels.pid,
         if config.incidents.enabled {
             "on"
         } else {
@@ -127,7 +131,8 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
 }
 
 /// Runs the daemon until SIGINT/SIGTERM: start, then poll every 100 ms, reload on SIGHUP,
-/// close a window every `window`; at the end let a scrape finish and detach.
+/// read the per-CPU maps every `refresh` and close a window every `window / refresh` refreshes;
+/// at the end let a scrape finish and detach.
 pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     let mut daemon = Daemon::start(options)?;
     let mut last_poll = Instant::now();
@@ -137,8 +142,11 @@ pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
         if signals.reload.swap(false, Ordering::Relaxed) {
             daemon.reload(options);
         }
-        if stopping || daemon.window_start.elapsed() >= daemon.config.window.0 {
-            daemon.close_window();
+        if stopping || daemon.refresh_start.elapsed() >= daemon.config.refresh.0 {
+            daemon.refresh();
+            if stopping || daemon.refreshes >= daemon.config.sub_windows() {
+                daemon.close_window();
+            }
         }
         if stopping {
             break;
@@ -178,6 +186,11 @@ struct Daemon {
     event_waits: Vec<EventWait>,
     events: Vec<Record>,
     window_start: Instant,
+    refresh_start: Instant,
+    /// Refreshes since the window started (a window closes after `window / refresh`).
+    refreshes: u64,
+    /// How many of `event_waits` went into a refresh already.
+    refreshed_events: usize,
     diagnoser: Diagnoser,
     /// The kernel's CFS throttle records (`None`: throttling not observable).
     throttle_ring: Option<RingBuf<MapData>>,
@@ -258,6 +271,9 @@ impl Daemon {
             event_waits: Vec::new(),
             events: Vec::new(),
             window_start: Instant::now(),
+            refresh_start: Instant::now(),
+            refreshes: 0,
+            refreshed_events: 0,
             diagnoser,
             throttle_ring,
             diagnosed: 0,
@@ -429,22 +445,67 @@ impl Daemon {
         self.stats.incidents_disabled = self.incidents_disabled;
     }
 
-    /// Reads what the kernel counted since the last window, aggregates it, and publishes the
-    /// result to the HTTP handler.
+    /// Every `refresh`: reads what each CPU counted since the last refresh into the sliding
+    /// per-CPU and node quantiles, and publishes them to the HTTP handler.
+    fn refresh(&mut self) {
+        let duration_ns = self.refresh_start.elapsed().as_nanos() as u64;
+        self.refresh_start = Instant::now();
+        self.refreshes += 1;
+        let started = Instant::now();
+        match self.reader.read_cpus(&self.probes) {
+            Ok(cpus) => {
+                let events = self
+                    .event_waits
+                    .get(self.refreshed_events..)
+                    .unwrap_or_default();
+                self.aggregator.refresh(&cpus, events, duration_ns);
+                self.refreshed_events = self.event_waits.len();
+            }
+            Err(e) => warn!("reading the per-CPU map: {e:#}"),
+        }
+        debug!(
+            "refresh: CPU_WAITS read and folded in {:?}",
+            started.elapsed()
+        );
+        let exported = &self.aggregator.exported;
+        let mut s = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.exported.cpus.clone_from(&exported.cpus);
+        s.exported.window.cpus.clone_from(&exported.window.cpus);
+        s.exported.window.node = exported.window.node;
+        s.exported
+            .window
+            .runqueue_length
+            .clone_from(&exported.window.runqueue_length);
+    }
+
+    /// Reads what the kernel counted per process since the last window, aggregates it, and
+    /// publishes the result to the HTTP handler.
     fn close_window(&mut self) {
         let duration_ns = self.window_start.elapsed().as_nanos() as u64;
         self.window_start = Instant::now();
+        self.refreshes = 0;
+        self.refreshed_events = 0;
         // The diagnosis budget is per window: without this, diagnosis stops for good after
         // the agent's first MAX_DIAGNOSES_PER_WINDOW long waits.
         self.diagnosed = 0;
+        let started = Instant::now();
         match self.reader.read(&mut self.probes) {
             Ok(read) => {
+                debug!(
+                    "window: per-process maps ({} entries) read in {:?}",
+                    self.reader.entries,
+                    started.elapsed()
+                );
                 self.names.kernel_comms.extend(read.kernel_comms);
                 // Their names are forgotten after this window is labelled (`forget_gone`).
                 self.names.gone.extend(read.freed);
                 let input = WindowInput {
                     procs: read.procs,
-                    cpus: read.cpus,
+                    // Folded at each refresh.
+                    cpus: Vec::new(),
                     event_waits: std::mem::take(&mut self.event_waits),
                     duration_ns,
                 };

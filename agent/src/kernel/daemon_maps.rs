@@ -1,6 +1,6 @@
-//! The daemon's maps, read once per window: the per-process entries (`PROC_WAITS`, their
-//! overflow entry, `PROC_INFO`) and the per-CPU histograms (`CPU_WAITS`), as deltas since the
-//! last read; the entries of exited processes are freed here.
+//! The daemon's maps, as deltas since the last read: the per-process entries (`PROC_WAITS`,
+//! their overflow entry, `PROC_INFO`) once per window, the per-CPU histograms (`CPU_WAITS`)
+//! once per refresh; the entries of exited processes are freed here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -73,7 +73,6 @@ pub type CpuDeltas = Vec<Vec<SlotDelta>>;
 /// One window's reading of the daemon's maps.
 pub struct KernelWindow {
     pub procs: Vec<ProcDelta>,
-    pub cpus: CpuDeltas,
     /// The name the kernel recorded for each process with an entry (it outlives the process).
     pub kernel_comms: Vec<(u32, String)>,
     /// Processes found exited, whose entries this read freed.
@@ -81,8 +80,8 @@ pub struct KernelWindow {
 }
 
 impl KernelReader {
-    /// Reads every map once: deltas of the processes' and CPUs' counts since the last read;
-    /// frees the entries of processes that exited.
+    /// Reads the per-process maps: deltas of the processes' counts since the last read; frees
+    /// the entries of processes that exited. (`CPU_WAITS` is read by `read_cpus`.)
     pub fn read(&mut self, probes: &mut Probes) -> Result<KernelWindow> {
         for tgid in std::mem::take(&mut self.freed_last) {
             self.cgroup_of.remove(&tgid);
@@ -91,10 +90,8 @@ impl KernelReader {
         let (mut procs, seen) = self.read_processes(probes)?;
         procs.extend(self.read_overflow(probes)?);
         let freed = self.free_exited(probes, &seen)?;
-        let cpus = self.read_cpus(probes)?;
         Ok(KernelWindow {
             procs,
-            cpus,
             kernel_comms,
             freed,
         })
@@ -191,8 +188,9 @@ impl KernelReader {
         Ok(freeing)
     }
 
-    /// `CPU_WAITS`: each CPU's waits per fine slot since the last read.
-    fn read_cpus(&mut self, probes: &Probes) -> Result<CpuDeltas> {
+    /// `CPU_WAITS`: each CPU's waits per fine slot since the last read (`HIST_SLOTS` lookups
+    /// of a per-CPU array, whatever the number of processes).
+    pub fn read_cpus(&mut self, probes: &Probes) -> Result<CpuDeltas> {
         let cpu_map: PerCpuArray<_, WaitBucket> =
             PerCpuArray::try_from(probes.required_map(map::CPU_WAITS)?)?;
         let mut cpus: CpuDeltas = Vec::new();

@@ -2,21 +2,27 @@
 //! use synthetic data.
 //!
 //! Each window the daemon hands over what the kernel counted since the last window (per
-//! cgroup, process, log-linear slot and preemptor class; per CPU and slot) and the exact waits
-//! of the events it received. The aggregator
+//! cgroup, process, log-linear slot and preemptor class) and the exact waits of the events it
+//! received; every `refresh` (`Aggregator::refresh`), what each CPU counted per slot. The
+//! aggregator
 //! - keeps cumulative Prometheus histograms per (cgroup, process) series, bounded: the `top_k`
 //!   processes with the most total wait this window keep their own series, the rest of each
 //!   cgroup folds into `process="other"`, and beyond `max_cgroups` cgroups into
 //!   `cgroup="other"`; series idle for `series_ttl` are dropped, and at any moment at most
 //!   `top_k` named-process series and `max_cgroups` cgroup labels are exposed (older first
 //!   out), so the histogram has at most `top_k + max_cgroups + 1` series;
-//! - computes this window's p50/p90/p99/p99.9/max per series, cgroup, CPU and node from the
-//!   fine log-linear histogram (error at most half a slot, 1.6 %);
+//! - computes this window's p50/p90/p99/p99.9/max per series and cgroup (tumbling), and per
+//!   CPU and node over the sliding window (`sliding`), from the log-linear histograms (error at
+//!   most half a slot);
 //! - derives each CPU's mean run-queue length by Little's law (total wait / window length).
+//!
+//! Why only the per-CPU maps slide: reading them costs `HIST_SLOTS` lookups whatever the node
+//! runs, while the per-process maps cost two syscalls and a /proc check per process; reading
+//! those every second would multiply the agent's largest user-space cost by `window/refresh`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::hist::slot_quantile;
+use super::{hist::slot_quantile, sliding::SlidingCpus};
 
 use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds,
@@ -284,6 +290,11 @@ pub struct AggregatorConfig {
     pub kernel_threads: bool,
     /// Derive unit/container names from cgroup paths.
     pub cgroup_names: bool,
+    /// Give the named per-process series a `pid` label (`other` gets `pid=""`), so that
+    /// processes of the same name in one cgroup keep series of their own.
+    pub pid_label: bool,
+    /// Sub-windows of the sliding per-CPU and node quantiles (`window / refresh`).
+    pub sub_windows: u64,
 }
 
 /// The labels of one latency series.
@@ -291,6 +302,8 @@ pub struct AggregatorConfig {
 pub struct SeriesKey {
     pub cgroup: String,
     pub process: String,
+    /// `None`: no `pid` label (the default); `Some("")` for `process="other"`.
+    pub pid: Option<String>,
 }
 
 impl SeriesKey {
@@ -300,7 +313,30 @@ impl SeriesKey {
         Self {
             cgroup: cgroup.to_owned(),
             process: process.to_owned(),
+            pid: None,
         }
+    }
+
+    #[cfg(test)]
+    #[must_use]
+    pub fn with_pid(cgroup: &str, process: &str, pid: &str) -> Self {
+        Self {
+            pid: Some(pid.to_owned()),
+            ..Self::new(cgroup, process)
+        }
+    }
+
+    /// The series' labels as exported: cgroup, process, and pid when that label is on.
+    #[must_use]
+    pub fn labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = vec![
+            ("cgroup", self.cgroup.as_str()),
+            ("process", self.process.as_str()),
+        ];
+        if let Some(pid) = &self.pid {
+            labels.push(("pid", pid.as_str()));
+        }
+        labels
     }
 }
 
@@ -311,14 +347,16 @@ pub struct Series {
     pub last_window: u64,
 }
 
-/// Per-window gauges: replaced every window.
+/// Per-window gauges. Per series and cgroup: the last tumbling window, replaced every
+/// `window`. Per CPU and node: the sliding window (the last `window`, every `refresh`), from
+/// the per-CPU histograms, so the node's includes kernel threads whatever `kernel_threads`.
 #[derive(Clone, Debug, Default)]
 pub struct WindowGauges {
     pub series: BTreeMap<SeriesKey, Quantiles>,
     pub cgroups: BTreeMap<String, Quantiles>,
     pub cpus: BTreeMap<u32, Quantiles>,
     pub node: Option<Quantiles>,
-    /// Mean number of tasks waiting on each CPU's run queue over the window.
+    /// Mean number of tasks waiting on each CPU's run queue over the sliding window.
     pub runqueue_length: BTreeMap<u32, f64>,
     /// Processes with waits this window that were folded into `other`.
     pub folded_processes: usize,
@@ -356,6 +394,8 @@ struct Proc {
 pub struct Aggregator {
     config: AggregatorConfig,
     pub exported: Exported,
+    /// The per-CPU and node quantiles' sliding window.
+    sliding: SlidingCpus,
 }
 
 /// A one-line account of a window, for the debug log.
@@ -381,13 +421,37 @@ impl Aggregator {
     #[must_use]
     pub fn new(config: AggregatorConfig) -> Self {
         Self {
+            sliding: SlidingCpus::new(config.sub_windows),
             config,
             exported: Exported::default(),
         }
     }
 
     pub fn set_config(&mut self, config: AggregatorConfig) {
+        self.sliding.resize(config.sub_windows);
         self.config = config;
+    }
+
+    /// Folds one refresh interval's per-CPU waits (every `refresh`): the cumulative per-CPU
+    /// histograms, and the sliding window's per-CPU and node quantiles and run-queue lengths.
+    pub fn refresh(
+        &mut self,
+        cpus: &[Vec<SlotDelta>],
+        event_waits: &[EventWait],
+        duration_ns: u64,
+    ) {
+        for (cpu, slots) in cpus.iter().enumerate() {
+            let cum = self.exported.cpus.entry(cpu as u32).or_default();
+            for d in slots {
+                cum.add(hist_slot_bounds(d.slot).0, d.waits, d.wait_ns);
+            }
+        }
+        self.sliding.push(cpus, event_waits, duration_ns);
+        let gauges = self.sliding.gauges();
+        let window = &mut self.exported.window;
+        window.cpus = gauges.cpus;
+        window.node = gauges.node;
+        window.runqueue_length = gauges.runqueue_length;
     }
 
     /// Folds one window's input into the exported state: process histograms labelled and
@@ -413,7 +477,14 @@ impl Aggregator {
             names,
             &mut window,
         );
-        self.export_cpus(input, &mut window);
+        if !input.cpus.is_empty() {
+            self.refresh(&input.cpus, &input.event_waits, input.duration_ns);
+        }
+        // The per-CPU and node gauges are the sliding window's, kept from the last refresh.
+        let sliding = std::mem::take(&mut self.exported.window);
+        window.cpus = sliding.cpus;
+        window.node = sliding.node;
+        window.runqueue_length = sliding.runqueue_length;
         self.expire(now, &cfg);
         let summary = WindowSummary {
             waits: node.count(),
@@ -514,6 +585,7 @@ impl Aggregator {
         let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
         let mut node = WindowHistogram::default();
         let mut worst: Option<WorstSeries> = None;
+        let pid_label = self.config.pid_label;
         for (key, p) in procs {
             let cg = labels.cgroups[&key.cgroup_id].clone();
             let named = labels.top.contains(key) && key.tgid != OVERFLOW_TGID;
@@ -522,9 +594,17 @@ impl Aggregator {
             } else {
                 OTHER.to_owned()
             };
+            let pid = pid_label.then(|| {
+                if named {
+                    key.tgid.to_string()
+                } else {
+                    String::new()
+                }
+            });
             let skey = SeriesKey {
                 cgroup: cg.clone(),
                 process,
+                pid,
             };
             let series = self.exported.series.entry(skey.clone()).or_default();
             series.last_window = now;
@@ -570,34 +650,7 @@ impl Aggregator {
                 window.cgroups.insert(k.clone(), q);
             }
         }
-        window.node = node.quantiles();
         (node, worst)
-    }
-
-    /// Per CPU: cumulative histogram, window quantiles, Little's law queue length.
-    fn export_cpus(&mut self, input: &WindowInput, window: &mut WindowGauges) {
-        for (cpu, slots) in input.cpus.iter().enumerate() {
-            let cpu = cpu as u32;
-            let mut h = WindowHistogram::default();
-            let cum = self.exported.cpus.entry(cpu).or_default();
-            for d in slots {
-                h.add(d.slot, d.waits, d.wait_ns);
-                cum.add(hist_slot_bounds(d.slot).0, d.waits, d.wait_ns);
-            }
-            for e in &input.event_waits {
-                if e.cpu == cpu {
-                    h.note_exact(Some(e.wait_ns));
-                }
-            }
-            if let Some(q) = h.quantiles() {
-                window.cpus.insert(cpu, q);
-            }
-            if input.duration_ns > 0 {
-                window
-                    .runqueue_length
-                    .insert(cpu, h.total_ns() as f64 / input.duration_ns as f64);
-            }
-        }
     }
 
     /// Bounded state: drops series idle past the TTL (their counters restart if they come
@@ -725,6 +778,8 @@ mod tests {
             series_ttl_windows: 3,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
+            sub_windows: 1,
         }
     }
 
@@ -856,6 +911,8 @@ mod tests {
             series_ttl_windows: 24,
             kernel_threads: true,
             cgroup_names: true,
+            pid_label: false,
+            sub_windows: 1,
         };
         let mut agg = Aggregator::new(cfg.clone());
         let mut tgid = 1000;
@@ -1036,6 +1093,122 @@ mod tests {
                 waits: 20,
                 wait_ns: 20_000_000
             }
+        );
+    }
+
+    /// Every process is called "worker".
+    struct SameName;
+
+    impl Names for SameName {
+        fn process(&mut self, _: u32) -> String {
+            "worker".into()
+        }
+        fn cgroup_path(&mut self, id: u64) -> String {
+            Table.cgroup_path(id)
+        }
+        fn is_kernel_thread(&mut self, _: u32) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn same_named_processes_merge_unless_the_pid_label_is_on() {
+        let input = WindowInput {
+            // Two named (top_k = 2), the third folds into other.
+            procs: vec![
+                delta(5, 100, 1_000_000, 10),
+                delta(5, 101, 2_000_000, 10),
+                delta(5, 102, 1_000, 1),
+            ],
+            ..WindowInput::default()
+        };
+        let mut off = Aggregator::new(config());
+        off.window(&input, &mut SameName);
+        let keys: Vec<_> = off.exported.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                SeriesKey::new("cg5.service", "other"),
+                SeriesKey::new("cg5.service", "worker"),
+            ],
+            "off: one series for both workers"
+        );
+        assert_eq!(off.exported.series[&keys[1]].hist.count, 20);
+        let mut on = Aggregator::new(AggregatorConfig {
+            pid_label: true,
+            ..config()
+        });
+        on.window(&input, &mut SameName);
+        let keys: Vec<_> = on.exported.series.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                SeriesKey::with_pid("cg5.service", "other", ""),
+                SeriesKey::with_pid("cg5.service", "worker", "100"),
+                SeriesKey::with_pid("cg5.service", "worker", "101"),
+            ],
+            "on: a series per process, other with pid=\"\""
+        );
+        assert_eq!(on.exported.series[&keys[1]].hist.count, 10);
+        assert_eq!(on.exported.window.series.len(), 3);
+        assert_eq!(
+            keys[1].labels(),
+            vec![
+                ("cgroup", "cg5.service"),
+                ("process", "worker"),
+                ("pid", "100")
+            ]
+        );
+    }
+
+    #[test]
+    fn refreshes_feed_the_cumulative_cpus_once_and_windows_keep_the_sliding_gauges() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            sub_windows: 2,
+            ..config()
+        });
+        let cpus = |wait_ns: u64| {
+            vec![vec![SlotDelta {
+                slot: hist_slot(wait_ns),
+                waits: 10,
+                wait_ns: 10 * wait_ns,
+            }]]
+        };
+        agg.refresh(&cpus(50_000_000), &[], 1_000_000_000);
+        agg.refresh(&cpus(10_000), &[], 1_000_000_000);
+        agg.window(
+            &WindowInput {
+                procs: vec![delta(5, 100, 10_000, 20)],
+                ..WindowInput::default()
+            },
+            &mut Table,
+        );
+        assert_eq!(agg.exported.cpus[&0].count, 20, "each refresh counted once");
+        let node = agg
+            .exported
+            .window
+            .node
+            .expect("node quantiles kept by the window");
+        assert!(
+            node.max > 40_000_000,
+            "the 50 ms waits are in the window: {node:?}"
+        );
+        assert!(
+            agg.exported
+                .window
+                .series
+                .contains_key(&SeriesKey::new("cg5.service", "p100"))
+        );
+        agg.refresh(&cpus(10_000), &[], 1_000_000_000);
+        let node = agg.exported.window.node.expect("node quantiles");
+        assert!(node.max < 20_000, "the 50 ms waits slid out: {node:?}");
+        assert_eq!(agg.exported.cpus[&0].count, 30);
+        assert!(
+            agg.exported
+                .window
+                .series
+                .contains_key(&SeriesKey::new("cg5.service", "p100")),
+            "a refresh leaves the per-process window alone"
         );
     }
 

@@ -6,3 +6,4 @@
 pub mod aggregate;
 pub mod hist;
 pub mod preemptors;
+pub mod sliding;
