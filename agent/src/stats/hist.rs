@@ -65,6 +65,13 @@ impl LatencyHistogram {
         self.counts[slot] += count;
     }
 
+    /// Adds every sample of `other` (e.g. processes into a machine-wide histogram).
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+    }
+
     #[must_use]
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
