@@ -500,6 +500,47 @@ fn cgroup_trace_follows_members_only() {
     assert_eq!(totals[0]["processes"], 1, "{}", totals[0]);
 }
 
+/// `--per thread`: every thread of the summary has quantiles from its own histogram.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn per_thread_histograms() {
+    let mut workload = Workload::start(100, 2000, 1000);
+    let pid = workload.pid().to_string();
+    let trace = Trace::start(&[
+        "--pid",
+        &pid,
+        "--per",
+        "thread",
+        "--format",
+        "json",
+        "--duration",
+        "60s",
+    ]);
+    workload.go();
+    let result = workload.result();
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    let (_, summaries) = parse_json_lines(&stdout);
+    assert_eq!(summaries.len(), 1, "{stdout}");
+    let threads = summaries[0]["threads"].as_array().expect("threads");
+    for tid in [result.hog_tid, result.sleeper_tid] {
+        let thread = threads
+            .iter()
+            .find(|t| t["tid"].as_u64() == Some(u64::from(tid)))
+            .unwrap_or_else(|| panic!("thread {tid} missing: {}", summaries[0]));
+        let (p50, p99, max) = (
+            thread["p50_ns"].as_u64().expect("p50_ns with --per thread"),
+            thread["p99_ns"].as_u64().expect("p99_ns"),
+            thread["max_ns"].as_u64().expect("max_ns"),
+        );
+        assert!(
+            thread["count"].as_u64() > Some(50) && p50 > 0 && p50 <= p99 && p99 <= max,
+            "thread {tid}'s own histogram: {thread}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn waits_below_threshold_are_summarised_not_printed() {

@@ -125,6 +125,9 @@ pub struct TraceArgs {
     /// summaries show, most total wait first.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
+    /// Histograms per process (runqlat -P) or per thread as well (runqlat -L).
+    #[arg(long, value_enum, default_value = "process")]
+    pub per: trace::Per,
     /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
     /// histogram and summary whatever the threshold.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
@@ -327,6 +330,7 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
         unit: args.unit,
         force_pid_hash: args.force_pid_hash,
         diagnose: !args.no_diagnosis,
+        per: args.per,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -98,6 +98,8 @@ pub struct ProbeConfig {
     pub min_event_ns: Option<u64>,
     /// Keep exact per-thread totals and per-process histograms in the kernel.
     pub task_stats: bool,
+    /// With `task_stats`: one histogram per thread instead of per process (`HIST` keyed by tid).
+    pub hist_per_thread: bool,
     /// Force the tid-keyed hash instead of task storage (tests the pre-5.11 path).
     pub force_pid_hash: bool,
     /// Daemon: stamp enqueues with the wakeup programs even where the kernel's `sched_info`
@@ -126,6 +128,7 @@ impl Default for ProbeConfig {
             filter: None,
             min_event_ns: None,
             task_stats: false,
+            hist_per_thread: false,
             force_pid_hash: false,
             force_own_stamps: false,
             ringbuf_bytes: 2 << 20,
@@ -262,6 +265,7 @@ impl Plan {
                     && layout.daemon.is_some()
                     && layout.rq.is_some(),
             ),
+            hist_per_thread: u32::from(config.hist_per_thread),
             throttle_clock: u32::from(
                 config.diagnose
                     && layout.daemon.is_some()
@@ -704,7 +708,7 @@ impl Probes {
             .collect()
     }
 
-    /// Per-process histograms (with `task_stats`), keyed by tgid.
+    /// Histograms (with `task_stats`), keyed by tgid, or by tid with `hist_per_thread`.
     pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
         let map: PerCpuHashMap<_, HistKey, u64> =
             PerCpuHashMap::try_from(self.required_map(map::HIST)?)?;

@@ -62,6 +62,18 @@ pub struct TraceOptions {
     pub force_pid_hash: bool,
     /// Diagnose long waits (who held the CPU, why).
     pub diagnose: bool,
+    /// Histograms per process or per thread.
+    pub per: Per,
+}
+
+/// What one histogram covers (`--per`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Per {
+    /// One histogram per process (runqlat -P).
+    #[default]
+    Process,
+    /// One histogram per thread too (runqlat -L); the process's is their sum.
+    Thread,
 }
 
 /// A process the user asked about, resolved at start (it may exit while traced).
@@ -300,6 +312,59 @@ pub struct ThreadSummary {
     pub count: u64,
     pub total_wait_ns: u64,
     pub max_ns: u64,
+    /// Quantiles of the thread's own histogram (`--per thread` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ns: Option<u64>,
+    #[serde(skip)]
+    pub histogram: Option<LatencyHistogram>,
+}
+
+/// `--per thread`: the kernel kept one histogram per tid. Sums them per process (for the
+/// process summaries) and returns both maps. Pure.
+#[must_use]
+pub fn split_thread_histograms(
+    stats: &[(u32, TaskStats)],
+    thread_histograms: HashMap<u32, LatencyHistogram>,
+) -> (
+    HashMap<u32, LatencyHistogram>,
+    HashMap<u32, LatencyHistogram>,
+) {
+    let tgid_of: HashMap<u32, u32> = stats.iter().map(|(tid, s)| (*tid, s.tgid)).collect();
+    let mut per_process: HashMap<u32, LatencyHistogram> = HashMap::new();
+    for (tid, histogram) in &thread_histograms {
+        // A thread the stats map could not take has no known process (counted as
+        // stats_map_full): it stays in the machine-wide total only.
+        let tgid = tgid_of.get(tid).copied().unwrap_or(*tid);
+        per_process.entry(tgid).or_default().merge(histogram);
+    }
+    (per_process, thread_histograms)
+}
+
+/// Gives each thread of `summaries` its own histogram and quantiles.
+pub fn attach_thread_histograms(
+    summaries: &mut [ProcessSummary],
+    thread_histograms: &HashMap<u32, LatencyHistogram>,
+) {
+    for thread in summaries.iter_mut().flat_map(|s| s.threads.iter_mut()) {
+        let histogram = thread_histograms
+            .get(&thread.tid)
+            .cloned()
+            .unwrap_or_default();
+        let summary = Summary::new(
+            &histogram,
+            thread.count,
+            thread.total_wait_ns,
+            thread.max_ns,
+        );
+        thread.p50_ns = Some(summary.p50_ns);
+        thread.p90_ns = Some(summary.p90_ns);
+        thread.p99_ns = Some(summary.p99_ns);
+        thread.histogram = Some(histogram);
+    }
 }
 
 /// One traced process at the end of a trace (the JSON `summary` object).
@@ -344,6 +409,10 @@ pub fn summarize(
                     count: s.count,
                     total_wait_ns: s.total_wait_ns,
                     max_ns: s.max_wait_ns,
+                    p50_ns: None,
+                    p90_ns: None,
+                    p99_ns: None,
+                    histogram: None,
                 })
                 .collect();
             threads.sort_by_key(|t| std::cmp::Reverse(t.total_wait_ns));
@@ -417,6 +486,25 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
                 human_ns(t.max_ns)
             );
         }
+        for t in s.threads.iter().filter(|t| t.count > 0) {
+            if let (Some(histogram), Some(p50), Some(p90), Some(p99)) =
+                (&t.histogram, t.p50_ns, t.p90_ns, t.p99_ns)
+            {
+                let _ = writeln!(
+                    out,
+                    "\n  TID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}",
+                    t.tid,
+                    t.comm,
+                    t.count,
+                    human_ns(t.total_wait_ns),
+                    human_ns(p50),
+                    human_ns(p90),
+                    human_ns(p99),
+                    human_ns(t.max_ns)
+                );
+                out.push_str(&histogram.render_log2(unit));
+            }
+        }
     }
     out
 }
@@ -456,6 +544,7 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         filter,
         min_event_ns: Some(options.threshold_ns),
         task_stats: true,
+        hist_per_thread: options.per == Per::Thread,
         force_pid_hash: options.force_pid_hash,
         diagnose: options.diagnose,
         ..ProbeConfig::default()
@@ -492,9 +581,12 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
     )?;
 
     let stats = probes.task_stats()?;
-    let histograms = probes.histograms()?;
+    let (histograms, thread_histograms) = match options.per {
+        Per::Process => (probes.histograms()?, HashMap::new()),
+        Per::Thread => split_thread_histograms(&stats, probes.histograms()?),
+    };
     let counters = probes.counters()?;
-    let (summaries, total) = report(
+    let (mut summaries, total) = report(
         &scope,
         options.top,
         &stats,
@@ -502,6 +594,9 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         &counters,
         &mut printer.causes,
     );
+    if options.per == Per::Thread {
+        attach_thread_histograms(&mut summaries, &thread_histograms);
+    }
     drop(ring);
     drop(probes); // detach before printing, so a slow reader does not keep programs attached
     if printer.open {
@@ -1018,6 +1113,7 @@ mod tests {
             unit: TimeUnit::Us,
             force_pid_hash: false,
             diagnose: true,
+            per: Per::Process,
         }
     }
 
@@ -1098,6 +1194,40 @@ mod tests {
             text.contains("INCOMPLETE"),
             "map-full drops are never silent: {text}"
         );
+    }
+
+    #[test]
+    fn thread_histograms_sum_into_their_process() {
+        let stats = vec![
+            (4_000_010, stats(4_000_010, 1, 1_000, 1_000, "app")),
+            (4_000_011, stats(4_000_010, 1, 8_000, 8_000, "worker")),
+        ];
+        let mut leader = LatencyHistogram::default();
+        leader.record(1_000);
+        let mut worker = LatencyHistogram::default();
+        worker.record(8_000);
+        let threads = HashMap::from([(4_000_010, leader), (4_000_011, worker)]);
+        let (processes, threads) = split_thread_histograms(&stats, threads);
+        assert_eq!(processes.len(), 1, "{processes:?}");
+        assert_eq!(processes[&4_000_010].count(), 2);
+        let targets = vec![Target {
+            tgid: 4_000_010,
+            comm: "app".into(),
+            tids: vec![],
+        }];
+        let mut summaries = summarize(&targets, &stats, &processes);
+        attach_thread_histograms(&mut summaries, &threads);
+        let worker = summaries[0]
+            .threads
+            .iter()
+            .find(|t| t.tid == 4_000_011)
+            .expect("worker");
+        assert!(
+            worker.p50_ns.is_some_and(|p| p > 7_000 && p <= 8_000),
+            "the worker's own p50, not the process's: {worker:?}"
+        );
+        let text = render_text_summary(&summaries[0], TimeUnit::Us);
+        assert!(text.contains("TID 4000011 (worker): 1 waits"), "{text}");
     }
 
     #[test]
