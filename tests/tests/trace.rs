@@ -541,6 +541,68 @@ fn per_thread_histograms() {
     }
 }
 
+/// `--interval 1s --count 2`: exactly two interval objects, each with that interval's waits
+/// only (the kernel's cumulative maps differenced), then exit without a final summary.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn intervals_print_each_interval_then_stop() {
+    // About 4 s of steady waits: longer than both intervals.
+    let mut workload = Workload::start(1300, 2000, 1000);
+    let pid = u64::from(workload.pid());
+    let started = Instant::now();
+    let trace = Trace::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1s",
+        "--count",
+        "2",
+        "--threshold",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    workload.go();
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "--count 2 should stop after two intervals, ran {elapsed:?}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "exactly two lines, one per interval:\n{stdout}"
+    );
+    let mut counts = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let interval = &line["interval"];
+        assert_eq!(interval["index"], index + 1, "{line}");
+        assert!(
+            interval["time"]
+                .as_str()
+                .is_some_and(|t| t.len() == 24 && t.ends_with('Z')),
+            "RFC 3339 time: {line}"
+        );
+        assert!(interval["total"].is_null(), "no total for --pid: {line}");
+        let summary = &interval["summaries"][0];
+        assert_eq!(summary["tgid"].as_u64(), Some(pid), "{line}");
+        counts.push(summary["count"].as_u64().expect("count"));
+    }
+    // Cumulative counts would make the second about twice the first.
+    assert!(
+        counts[0] > 100 && counts[1] > 100 && counts[1] * 10 < counts[0] * 17,
+        "each interval counts its own waits: {counts:?}"
+    );
+    drop(workload);
+}
+
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn waits_below_threshold_are_summarised_not_printed() {

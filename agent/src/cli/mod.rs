@@ -128,6 +128,13 @@ pub struct TraceArgs {
     /// Histograms per process (runqlat -P) or per thread as well (runqlat -L).
     #[arg(long, value_enum, default_value = "process")]
     pub per: trace::Per,
+    /// Print the histograms and summaries of every interval of this length (e.g. 5s, like
+    /// `runqlat -T 5`) instead of once at the end.
+    #[arg(long, value_parser = units::parse_positive_duration)]
+    pub interval: Option<Duration>,
+    /// With --interval: stop after this many intervals.
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
     /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
     /// histogram and summary whatever the threshold.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
@@ -331,6 +338,8 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
         force_pid_hash: args.force_pid_hash,
         diagnose: !args.no_diagnosis,
         per: args.per,
+        interval: args.interval,
+        count: args.count,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -449,6 +458,18 @@ mod tests {
             "{err}"
         );
         let err = parse(&["schedlat", "trace", "--top", "0"]).expect_err("--top 0");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+        assert!(parse(&["schedlat", "trace", "--interval", "1s", "--count", "2"]).is_ok());
+        let err = parse(&["schedlat", "trace", "--count", "2"]).expect_err("--count alone");
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{err}"
+        );
+        let err = parse(&["schedlat", "trace", "--interval", "0s"]).expect_err("zero interval");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+        let err = parse(&["schedlat", "trace", "--interval", "1s", "--count", "0"])
+            .expect_err("--count 0");
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
     }
 }

@@ -72,6 +72,19 @@ impl LatencyHistogram {
         }
     }
 
+    /// The samples added since `earlier` (a previous read of the same cumulative histogram).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        }
+    }
+
     #[must_use]
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

@@ -64,6 +64,10 @@ pub struct TraceOptions {
     pub diagnose: bool,
     /// Histograms per process or per thread.
     pub per: Per,
+    /// Print the summaries of every interval of this length (and none at the end).
+    pub interval: Option<Duration>,
+    /// Stop after this many intervals.
+    pub count: Option<u32>,
 }
 
 /// What one histogram covers (`--per`).
@@ -523,10 +527,9 @@ fn realtime_offset_ns() -> u64 {
     now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_MONOTONIC))
 }
 
-/// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
-pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
-    let mut scope = resolve_scope(options)?;
-    let filter = match &scope {
+/// Loads and attaches the trace programs for `scope` (a cgroup's members join the filter).
+fn load_probes(options: &TraceOptions, scope: &mut Scope) -> Result<Probes> {
+    let filter = match &*scope {
         Scope::Tasks(targets) => Some(kernel_filter(targets)),
         // Members are added right after load: the filter map holds 1024 processes and a
         // larger cgroup must not fail the load.
@@ -536,10 +539,6 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         }),
         Scope::Machine => None,
     };
-    // The diagnosis' one-off work before the programs see this process.
-    let diagnoser = Diagnoser::prepare();
-    let mut cgroups = CgroupResolver::new();
-    cgroups.warm();
     let mut probes = Probes::load(&ProbeConfig {
         filter,
         min_event_ns: Some(options.threshold_ns),
@@ -549,12 +548,23 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         diagnose: options.diagnose,
         ..ProbeConfig::default()
     })?;
-    if let Scope::Cgroup { dir, members } = &mut scope {
+    if let Scope::Cgroup { dir, members } = scope {
         let all: Vec<u32> = members.iter().copied().collect();
         let refused = probes.update_filter_tgids(&all, &[])?;
         warn_refused(dir, &refused);
         members.retain(|m| !refused.contains(m));
     }
+    Ok(probes)
+}
+
+/// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
+pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
+    let mut scope = resolve_scope(options)?;
+    // The diagnosis' one-off work before the programs see this process.
+    let diagnoser = Diagnoser::prepare();
+    let mut cgroups = CgroupResolver::new();
+    cgroups.warm();
+    let mut probes = load_probes(options, &mut scope)?;
     let mut ring = probes.take_events()?;
     announce(options, &scope);
     let mut printer = EventPrinter {
@@ -571,14 +581,37 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
     if options.format == OutputFormat::Text {
         printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
     }
-    follow(
+    let mut intervals = IntervalState::default();
+    let last_boundary = follow(
         &mut ring,
         &mut printer,
         options,
         &mut scope,
         stop,
         &mut probes,
+        &mut intervals,
     )?;
+    if options.interval.is_some() {
+        // Stopped before --count intervals (Ctrl-C, --duration, tasks gone): the part since
+        // the last boundary is an interval of its own.
+        if !intervals.done(options) {
+            let length = last_boundary.elapsed();
+            print_interval(
+                &mut printer,
+                options,
+                &scope,
+                &probes,
+                &mut intervals,
+                length,
+            )?;
+        }
+        let counters = probes.counters()?;
+        drop(ring);
+        drop(probes);
+        let _ = printer.out.flush();
+        report_counters(&counters);
+        return Ok(());
+    }
 
     let stats = probes.task_stats()?;
     let (histograms, thread_histograms) = match options.per {
@@ -688,6 +721,157 @@ fn print_total(
     writeln_or_stop(out, &text)?;
     let _ = out.flush();
     Ok(())
+}
+
+/// The kernel's cumulative maps at the previous interval boundary.
+#[derive(Default)]
+struct IntervalState {
+    stats: HashMap<u32, TaskStats>,
+    histograms: HashMap<u32, LatencyHistogram>,
+    printed: u32,
+}
+
+impl IntervalState {
+    fn done(&self, options: &TraceOptions) -> bool {
+        options.count.is_some_and(|n| self.printed >= n)
+    }
+}
+
+/// The waits between two reads of the kernel's cumulative per-thread totals. The maximum of
+/// an interval is exact when it was a new all-time maximum of its thread; otherwise only the
+/// interval's histogram bounds it (`None` here; the caller takes the histogram's top). Pure.
+#[must_use]
+pub fn stats_since(
+    now: &[(u32, TaskStats)],
+    earlier: &HashMap<u32, TaskStats>,
+) -> Vec<(u32, TaskStats, bool)> {
+    now.iter()
+        .filter_map(|(tid, s)| {
+            let before = earlier.get(tid).copied().unwrap_or_default();
+            let count = s.count.saturating_sub(before.count);
+            (count > 0).then(|| {
+                let new_max = s.max_wait_ns > before.max_wait_ns;
+                (
+                    *tid,
+                    TaskStats {
+                        count,
+                        total_wait_ns: s.total_wait_ns.saturating_sub(before.total_wait_ns),
+                        lost_events: s.lost_events.saturating_sub(before.lost_events),
+                        ..*s
+                    },
+                    new_max,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads the kernel's maps and prints what happened since the previous interval.
+fn print_interval(
+    printer: &mut EventPrinter<'_>,
+    options: &TraceOptions,
+    scope: &Scope,
+    probes: &Probes,
+    state: &mut IntervalState,
+    length: Duration,
+) -> Result<()> {
+    let stats_now = probes.task_stats()?;
+    let histograms_now = probes.histograms()?;
+    let counters = probes.counters()?;
+    let histograms: HashMap<u32, LatencyHistogram> = histograms_now
+        .iter()
+        .map(|(key, h)| {
+            let since = state
+                .histograms
+                .get(key)
+                .map_or_else(|| h.clone(), |before| h.since(before));
+            (*key, since)
+        })
+        .filter(|(_, h)| h.count() > 0)
+        .collect();
+    let delta = stats_since(&stats_now, &state.stats);
+    let stats: Vec<(u32, TaskStats)> = delta
+        .iter()
+        .map(|(tid, s, new_max)| {
+            let mut s = *s;
+            if !new_max {
+                // Not a new maximum: the top of this thread's (or its process's) histogram
+                // of the interval, within one slot.
+                let key = if options.per == Per::Thread {
+                    *tid
+                } else {
+                    s.tgid
+                };
+                s.max_wait_ns = histograms
+                    .get(&key)
+                    .and_then(|h| h.quantile(1.0))
+                    .unwrap_or(0)
+                    .min(s.max_wait_ns);
+            }
+            (*tid, s)
+        })
+        .collect();
+    let (process_histograms, thread_histograms) = match options.per {
+        Per::Process => (histograms, HashMap::new()),
+        Per::Thread => split_thread_histograms(&stats_now, histograms),
+    };
+    let (mut summaries, total) = report(
+        scope,
+        options.top,
+        &stats,
+        &process_histograms,
+        &counters,
+        &mut printer.causes,
+    );
+    // Causes of processes not shown must not carry over into the next interval.
+    printer.causes.clear();
+    if options.per == Per::Thread {
+        attach_thread_histograms(&mut summaries, &thread_histograms);
+    }
+    state.stats = stats_now.into_iter().collect();
+    state.histograms = histograms_now;
+    state.printed += 1;
+    if !printer.open {
+        return Ok(());
+    }
+    let time = crate::host::clock::rfc3339(realtime_now_ns());
+    let text = match options.format {
+        OutputFormat::Text => {
+            let mut text = format!(
+                "\n{time}: interval {}{} ({})",
+                state.printed,
+                options
+                    .count
+                    .map(|n| format!(" of {n}"))
+                    .unwrap_or_default(),
+                events::human_ns(length.as_nanos() as u64)
+            );
+            for summary in &summaries {
+                text.push_str(&render_text_summary(summary, options.unit));
+            }
+            if let Some(total) = &total {
+                text.push_str(&render_text_total(total, summaries.len(), options.unit));
+            }
+            text
+        }
+        OutputFormat::Json => serde_json::to_string(&serde_json::json!({
+            "interval": {
+                "time": time,
+                "index": state.printed,
+                "seconds": length.as_secs_f64(),
+                "summaries": summaries,
+                "total": total,
+            }
+        }))?,
+    };
+    printer.open = writeln_or_stop(printer.out, &text)?;
+    Ok(())
+}
+
+fn realtime_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// What the kernel filters on: whole processes by tgid, single threads by tid.
@@ -851,14 +1035,20 @@ fn follow(
     scope: &mut Scope,
     stop: &Arc<AtomicBool>,
     probes: &mut Probes,
-) -> Result<()> {
+    intervals: &mut IntervalState,
+) -> Result<Instant> {
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let mut next_liveness = started + LIVENESS_INTERVAL;
+    let mut interval_start = started;
     loop {
         let mut timeout = POLL_INTERVAL;
         if let Some(deadline) = deadline {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        if let Some(length) = options.interval {
+            timeout =
+                timeout.min((interval_start + length).saturating_duration_since(Instant::now()));
         }
         wait_readable(ring.as_raw_fd(), timeout);
         printer.drain(ring, &*probes)?;
@@ -869,6 +1059,15 @@ fn follow(
             break;
         }
         let now = Instant::now();
+        if let Some(length) = options.interval
+            && now >= interval_start + length
+        {
+            print_interval(printer, options, scope, probes, intervals, length)?;
+            interval_start += length;
+            if intervals.done(options) {
+                break;
+            }
+        }
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -880,7 +1079,8 @@ fn follow(
         }
     }
     // Events already in the ring buffer still belong to the trace.
-    printer.drain(ring, probes)
+    printer.drain(ring, probes)?;
+    Ok(interval_start)
 }
 
 fn print_summaries(
@@ -1114,6 +1314,8 @@ mod tests {
             force_pid_hash: false,
             diagnose: true,
             per: Per::Process,
+            interval: None,
+            count: None,
         }
     }
 
@@ -1228,6 +1430,32 @@ mod tests {
         );
         let text = render_text_summary(&summaries[0], TimeUnit::Us);
         assert!(text.contains("TID 4000011 (worker): 1 waits"), "{text}");
+    }
+
+    #[test]
+    fn intervals_difference_the_cumulative_totals() {
+        let earlier = HashMap::from([
+            (4_000_010, stats(4_000_010, 3, 3_000, 2_000, "app")),
+            (4_000_011, stats(4_000_010, 2, 9_000, 8_000, "worker")),
+        ]);
+        let now = vec![
+            (4_000_010, stats(4_000_010, 5, 8_000, 4_000, "app")),
+            (4_000_011, stats(4_000_010, 2, 9_000, 8_000, "worker")),
+            (4_000_012, stats(4_000_010, 1, 700, 700, "new")),
+        ];
+        let delta = stats_since(&now, &earlier);
+        let summary: Vec<(u32, u64, u64, u64, bool)> = delta
+            .iter()
+            .map(|(tid, s, new_max)| (*tid, s.count, s.total_wait_ns, s.max_wait_ns, *new_max))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (4_000_010, 2, 5_000, 4_000, true),
+                (4_000_012, 1, 700, 700, true),
+            ],
+            "idle threads drop out; a thread new since the last read counts whole"
+        );
     }
 
     #[test]
