@@ -143,6 +143,8 @@ pub enum Scope {
     Cgroup {
         dir: PathBuf,
         members: BTreeSet<u32>,
+        /// Members the filter map could not take at the last refresh (warned once per change).
+        untraced: usize,
     },
     /// Neither: every task on the machine (no kernel filter).
     Machine,
@@ -167,7 +169,11 @@ pub fn resolve_scope(options: &TraceOptions) -> Result<Scope> {
                     dir.display()
                 ))
             })?;
-            Ok(Scope::Cgroup { dir, members })
+            Ok(Scope::Cgroup {
+                dir,
+                members,
+                untraced: 0,
+            })
         }
         None if has_tasks => Ok(Scope::Tasks(resolve_targets(&options.pids, &options.tids)?)),
         None => Ok(Scope::Machine),
@@ -548,10 +554,15 @@ fn load_probes(options: &TraceOptions, scope: &mut Scope) -> Result<Probes> {
         diagnose: options.diagnose,
         ..ProbeConfig::default()
     })?;
-    if let Scope::Cgroup { dir, members } = scope {
+    if let Scope::Cgroup {
+        dir,
+        members,
+        untraced,
+    } = scope
+    {
         let all: Vec<u32> = members.iter().copied().collect();
         let refused = probes.update_filter_tgids(&all, &[])?;
-        warn_refused(dir, &refused);
+        warn_refused(dir, &refused, untraced);
         members.retain(|m| !refused.contains(m));
     }
     Ok(probes)
@@ -695,8 +706,11 @@ fn report(
     (summaries, total)
 }
 
-fn warn_refused(dir: &std::path::Path, refused: &[u32]) {
-    if !refused.is_empty() {
+/// Says (once per change of their number) that some of a cgroup's processes are not traced.
+fn warn_refused(dir: &std::path::Path, refused: &[u32], untraced: &mut usize) {
+    let changed = refused.len() != *untraced;
+    *untraced = refused.len();
+    if changed && !refused.is_empty() {
         eprintln!(
             "schedlat: the kernel's process filter (1024 processes) is full: {} processes of \
              cgroup {} are NOT traced (e.g. PID {})",
@@ -895,7 +909,7 @@ fn announce(options: &TraceOptions, scope: &Scope) {
             .map(|t| format!("{} ({})", t.tgid, t.comm))
             .collect::<Vec<_>>()
             .join(", "),
-        Scope::Cgroup { dir, members } => format!(
+        Scope::Cgroup { dir, members, .. } => format!(
             "the {} processes of cgroup {} and its descendants (refreshed every second)",
             members.len(),
             dir.display()
@@ -1115,7 +1129,11 @@ fn refresh(scope: &mut Scope, probes: &mut Probes) -> Result<bool> {
             }
             Ok(alive)
         }
-        Scope::Cgroup { dir, members } => {
+        Scope::Cgroup {
+            dir,
+            members,
+            untraced,
+        } => {
             let now = match cgroup::member_tgids(dir) {
                 Ok(now) => now,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -1129,8 +1147,9 @@ fn refresh(scope: &mut Scope, probes: &mut Probes) -> Result<bool> {
             };
             let added: Vec<u32> = now.difference(members).copied().collect();
             let gone: Vec<u32> = members.difference(&now).copied().collect();
+            // Refused processes are retried at every refresh (others may have left).
             let refused = probes.update_filter_tgids(&added, &gone)?;
-            warn_refused(dir, &refused);
+            warn_refused(dir, &refused, untraced);
             *members = now;
             members.retain(|m| !refused.contains(m));
             Ok(true)
