@@ -588,6 +588,7 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         cgroups,
         causes: HashMap::new(),
         waker_names: HashMap::new(),
+        cgroup_ids: HashMap::new(),
     };
     if options.format == OutputFormat::Text {
         printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
@@ -930,6 +931,9 @@ fn announce(options: &TraceOptions, scope: &Scope) {
 struct TraceHost<'a> {
     cgroups: &'a mut CgroupResolver,
     probes: &'a Probes,
+    /// tid → (when read, its cgroup id): a machine-wide trace diagnoses every long wait, and
+    /// a task that waits often is read from /proc once per `WAKER_NAME_TTL`.
+    cgroup_ids: &'a mut HashMap<u32, (Instant, Option<u64>)>,
 }
 
 impl Host for TraceHost<'_> {
@@ -938,7 +942,18 @@ impl Host for TraceHost<'_> {
     }
 
     fn cgroup_id_of(&mut self, tid: u32) -> Option<u64> {
-        self.cgroups.id_of_task(tid)
+        let now = Instant::now();
+        if let Some((read_at, id)) = self.cgroup_ids.get(&tid)
+            && now.duration_since(*read_at) < WAKER_NAME_TTL
+        {
+            return *id;
+        }
+        if self.cgroup_ids.len() >= WAKER_NAMES_MAX {
+            self.cgroup_ids.clear();
+        }
+        let id = self.cgroups.id_of_task(tid);
+        self.cgroup_ids.insert(tid, (now, id));
+        id
     }
 
     fn other_cpus(&mut self) -> Option<Vec<agent_common::OccupancyRing>> {
@@ -960,11 +975,13 @@ struct EventPrinter<'a> {
     /// Waker tid → (when read, its name): one /proc read per waker and second, however
     /// many of its wakees wait long (a machine-wide trace may print thousands a second).
     waker_names: HashMap<u32, (Instant, String)>,
+    /// The waiting tasks' cgroup ids read from /proc (see `TraceHost`).
+    cgroup_ids: HashMap<u32, (Instant, Option<u64>)>,
 }
 
-/// How long a waker's name read from /proc is reused.
+/// How long a waker's name (or a waiting task's cgroup id) read from /proc is reused.
 const WAKER_NAME_TTL: Duration = Duration::from_secs(1);
-/// Names cached at most; the cache starts over beyond (bounded memory).
+/// Names (cgroup ids) cached at most; the cache starts over beyond (bounded memory).
 const WAKER_NAMES_MAX: usize = 4096;
 
 impl EventPrinter<'_> {
@@ -983,6 +1000,7 @@ impl EventPrinter<'_> {
                     &mut TraceHost {
                         cgroups: &mut self.cgroups,
                         probes,
+                        cgroup_ids: &mut self.cgroup_ids,
                     },
                 )
             });
