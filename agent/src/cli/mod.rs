@@ -61,7 +61,8 @@ pub enum Command {
         total wait and a total line with the histogram of every wait.\n\n\
         With --format json: one JSON object per line per event, then one \
         {\"summary\": {...}} object per process and, machine-wide or with --cgroup, one \
-        {\"total\": {...}} object (fields documented in the README)."
+        {\"total\": {...}} object; with --interval, instead, one {\"interval\": {...}} object \
+        per interval (fields documented in the README)."
     )]
     Trace(TraceArgs),
     /// Run the node daemon: aggregate every wait in windows and serve Prometheus metrics.
