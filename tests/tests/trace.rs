@@ -343,11 +343,6 @@ fn machine_wide_trace_sees_the_workload() {
         "no event of the workload's sleeper (pid {pid}) among {} events",
         events.len()
     );
-    let tgids: HashSet<u64> = events.iter().filter_map(|e| e["tgid"].as_u64()).collect();
-    assert!(
-        tgids.len() > 1,
-        "only one process seen machine-wide: {tgids:?}"
-    );
     assert!(
         !summaries.is_empty() && summaries.len() <= 50,
         "--top 50 bounds the summaries, got {}",
@@ -386,6 +381,12 @@ fn machine_wide_trace_sees_the_workload() {
     assert_eq!(totals.len(), 1, "one total object:\n{stdout}");
     let total = &totals[0];
     assert_eq!(total["scope"], "machine", "{total}");
+    // Events are only the waits of 1 ms and more (on a quiet machine the workload's alone);
+    // the totals count every wait, and some other task (a kworker, this test) waits too.
+    assert!(
+        total["processes"].as_u64() > Some(1) && summaries.len() > 1,
+        "only one process seen machine-wide: {total}"
+    );
     assert!(
         total["processes"].as_u64() >= Some(summaries.len() as u64)
             && total["count"].as_u64() >= mine["count"].as_u64()
