@@ -181,6 +181,7 @@ const _: () = assert!(size_of::<TaskStats>() == 48);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HistKey {
+    /// The process, or the thread with `Settings::hist_per_thread`.
     pub tgid: u32,
     pub slot: u32,
 }
@@ -489,7 +490,9 @@ pub struct Settings {
     /// `RqOffsets`, the clock of the kernel's `sched_info` stamps) rather than
     /// `bpf_ktime_get_ns` (a helper call per switch).
     pub occupancy_rq_clock: u32,
-    pub pad: u32,
+    /// 1: the trace programs key `HIST` by thread (`HistKey::tgid` holds the tid: one
+    /// histogram per thread); 0: by process.
+    pub hist_per_thread: u32,
 }
 const _: () = assert!(size_of::<Settings>() == 64);
 
@@ -508,7 +511,7 @@ impl Settings {
         diagnose: 0,
         throttle_clock: 0,
         occupancy_rq_clock: 0,
-        pad: 0,
+        hist_per_thread: 0,
     };
 }
 

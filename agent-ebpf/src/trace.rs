@@ -147,7 +147,11 @@ fn account(task: *mut task_struct, queued: &EnqueueRecord, wait_ns: u64) {
     // Per-CPU buckets: threads of one process run on several CPUs at once, and the bpf target
     // has no stable atomic read-modify-write; user space sums the CPUs.
     let key = HistKey {
-        tgid: queued.tgid,
+        tgid: if cfg(&SETTINGS.hist_per_thread) != 0 {
+            queued.tid
+        } else {
+            queued.tgid
+        },
         slot: hist_slot(wait_ns),
     };
     if let Some(bucket) = HIST.get_ptr_mut(key) {

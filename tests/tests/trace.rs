@@ -117,19 +117,33 @@ impl Trace {
 }
 
 fn parse_json_lines(stdout: &str) -> (Vec<Value>, Vec<Value>) {
+    let (events, summaries, totals) = parse_json_output(stdout);
+    assert!(
+        totals.is_empty(),
+        "a total object in a --pid trace:\n{stdout}"
+    );
+    (events, summaries)
+}
+
+/// Events, then `summary` objects, then (machine-wide and `--cgroup`) `total` objects.
+fn parse_json_output(stdout: &str) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let mut events = Vec::new();
     let mut summaries = Vec::new();
+    let mut totals = Vec::new();
     for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line ({e}): {line}"));
-        if let Some(summary) = v.get("summary") {
+        if let Some(total) = v.get("total") {
+            totals.push(total.clone());
+        } else if let Some(summary) = v.get("summary") {
+            assert!(totals.is_empty(), "summary after the total: {line}");
             summaries.push(summary.clone());
         } else {
             assert!(summaries.is_empty(), "event after a summary object: {line}");
             events.push(v);
         }
     }
-    (events, summaries)
+    (events, summaries, totals)
 }
 
 /// The kernel's own run-queue accounting (`run_delay`) is the oracle: schedlat's total wait for
@@ -257,6 +271,24 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
             .any(|e| e["preemptor_comm"].as_str() == Some("hog")),
         "preemptor_comm should name the hog thread"
     );
+    // The sleeper's timer fires on CPU 0 while the hog runs there: the hog is its waker, and
+    // its name is read from /proc while it lives. A preempted task has no waker.
+    assert!(
+        sleeper_events.iter().any(|e| e["preempted"] == false
+            && e["waker_tid"].as_u64() == Some(u64::from(result.hog_tid))
+            && e["waker_comm"].as_str() == Some("hog")),
+        "no sleeper event woken by the hog with waker_comm \"hog\"; events:\n{}",
+        sleeper_events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for event in &events {
+        if event["preempted"] == true {
+            assert_eq!(event["waker_comm"], "", "preempted: no waker: {event}");
+        }
+    }
     // Waits below the threshold are not printed but are in the histogram and summary.
     let process_count = summary["count"].as_u64().expect("count");
     assert!(
@@ -285,6 +317,291 @@ fn total_wait_matches_kernel_run_delay_task_storage() {
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn total_wait_matches_kernel_run_delay_pid_hash_fallback() {
     trace_agrees_with_kernel(&["--force-pid-hash"]);
+}
+
+/// Without --pid/--tid/--cgroup the whole machine is traced: the workload's waits are among the
+/// events and its process among the (bounded) summaries, and a total line covers every wait.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn machine_wide_trace_sees_the_workload() {
+    let mut workload = Workload::start(150, 2000, 1000);
+    let pid = u64::from(workload.pid());
+    let trace = Trace::start(&["--format", "json", "--top", "50", "--duration", "30s"]);
+    workload.go();
+    let result = workload.result();
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("every task on the machine"),
+        "announce: {stderr}"
+    );
+    let (events, summaries, totals) = parse_json_output(&stdout);
+    assert!(
+        events.iter().any(|e| e["tgid"].as_u64() == Some(pid)
+            && e["tid"].as_u64() == Some(u64::from(result.sleeper_tid))),
+        "no event of the workload's sleeper (pid {pid}) among {} events",
+        events.len()
+    );
+    assert!(
+        !summaries.is_empty() && summaries.len() <= 50,
+        "--top 50 bounds the summaries, got {}",
+        summaries.len()
+    );
+    let mine = summaries
+        .iter()
+        .find(|s| s["tgid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| {
+            panic!(
+                "workload pid {pid} not among the top summaries: {:?}",
+                summaries
+                    .iter()
+                    .map(|s| (
+                        s["tgid"].clone(),
+                        s["comm"].clone(),
+                        s["total_wait_ns"].clone()
+                    ))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let totals_desc: Vec<u64> = summaries
+        .iter()
+        .map(|s| s["total_wait_ns"].as_u64().expect("total_wait_ns"))
+        .collect();
+    assert!(
+        totals_desc.windows(2).all(|w| w[0] >= w[1]),
+        "summaries not ordered by total wait: {totals_desc:?}"
+    );
+    assert!(
+        result.run_delay_ns > 50_000_000
+            && mine["total_wait_ns"].as_u64() >= Some(result.run_delay_ns * 9 / 10),
+        "workload summary {mine} vs the sleeper's run_delay {} ns alone",
+        result.run_delay_ns
+    );
+    assert_eq!(totals.len(), 1, "one total object:\n{stdout}");
+    let total = &totals[0];
+    assert_eq!(total["scope"], "machine", "{total}");
+    // Events are only the waits of 1 ms and more (on a quiet machine the workload's alone);
+    // the totals count every wait, and some other task (a kworker, this test) waits too.
+    assert!(
+        total["processes"].as_u64() > Some(1) && summaries.len() > 1,
+        "only one process seen machine-wide: {total}"
+    );
+    assert!(
+        total["processes"].as_u64() >= Some(summaries.len() as u64)
+            && total["count"].as_u64() >= mine["count"].as_u64()
+            && total["total_wait_ns"].as_u64() >= mine["total_wait_ns"].as_u64(),
+        "the total covers every process: {total} vs {mine}"
+    );
+    assert!(stderr.contains("waits measured"), "counters line: {stderr}");
+}
+
+/// A v2 cgroup made for one test (under the cgroup2 mount), removed on drop.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    relative: String,
+}
+
+impl TestCgroup {
+    fn new(tag: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mountinfo
+            .lines()
+            .find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+            })
+            .expect("a cgroup2 mount");
+        let relative = format!("/schedlat-test-{tag}-{}", std::process::id());
+        let dir = std::path::Path::new(&mount).join(relative.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).expect("mkdir the test cgroup");
+        Self { dir, relative }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Members must leave before rmdir: back to the root cgroup.
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            let root = self.dir.parent().expect("parent").join("cgroup.procs");
+            for pid in procs.lines() {
+                let _ = std::fs::write(&root, pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `--cgroup` traces the processes of the cgroup, also those that join after the trace started
+/// (the filter is refreshed every second), and no process outside it.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn cgroup_trace_follows_members_only() {
+    let cgroup = TestCgroup::new("cg");
+    let mut inside = Workload::start(100, 2000, 1000);
+    let mut outside = Workload::start(100, 2000, 1000);
+    let trace = Trace::start(&[
+        "--cgroup",
+        &cgroup.relative,
+        "--format",
+        "json",
+        "--duration",
+        "60s",
+    ]);
+    cgroup.add(inside.pid());
+    // The trace reads the members once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    inside.go();
+    outside.go();
+    let inside_result = inside.result();
+    let _ = outside.result();
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("the 0 processes of cgroup"),
+        "the cgroup was empty at start: {stderr}"
+    );
+    let (events, summaries, totals) = parse_json_output(&stdout);
+    let inside_pid = u64::from(inside.pid());
+    let outside_pid = u64::from(outside.pid());
+    let event_tgids: HashSet<u64> = events.iter().filter_map(|e| e["tgid"].as_u64()).collect();
+    assert_eq!(
+        event_tgids,
+        HashSet::from([inside_pid]),
+        "events only of the cgroup's process {inside_pid} (outside: {outside_pid})"
+    );
+    let summary_tgids: Vec<u64> = summaries
+        .iter()
+        .filter_map(|s| s["tgid"].as_u64())
+        .collect();
+    assert_eq!(summary_tgids, vec![inside_pid], "{stdout}");
+    assert!(
+        summaries[0]["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .any(|t| t["tid"].as_u64() == Some(u64::from(inside_result.sleeper_tid))),
+        "the sleeper thread of the member is summarised: {}",
+        summaries[0]
+    );
+    assert_eq!(totals.len(), 1);
+    assert!(
+        totals[0]["scope"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cgroup ") && s.ends_with(&cgroup.relative)),
+        "{}",
+        totals[0]
+    );
+    assert_eq!(totals[0]["processes"], 1, "{}", totals[0]);
+}
+
+/// `--per thread`: every thread of the summary has quantiles from its own histogram.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn per_thread_histograms() {
+    let mut workload = Workload::start(100, 2000, 1000);
+    let pid = workload.pid().to_string();
+    let trace = Trace::start(&[
+        "--pid",
+        &pid,
+        "--per",
+        "thread",
+        "--format",
+        "json",
+        "--duration",
+        "60s",
+    ]);
+    workload.go();
+    let result = workload.result();
+    trace.signal(libc::SIGINT);
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    let (_, summaries) = parse_json_lines(&stdout);
+    assert_eq!(summaries.len(), 1, "{stdout}");
+    let threads = summaries[0]["threads"].as_array().expect("threads");
+    for tid in [result.hog_tid, result.sleeper_tid] {
+        let thread = threads
+            .iter()
+            .find(|t| t["tid"].as_u64() == Some(u64::from(tid)))
+            .unwrap_or_else(|| panic!("thread {tid} missing: {}", summaries[0]));
+        let (p50, p99, max) = (
+            thread["p50_ns"].as_u64().expect("p50_ns with --per thread"),
+            thread["p99_ns"].as_u64().expect("p99_ns"),
+            thread["max_ns"].as_u64().expect("max_ns"),
+        );
+        assert!(
+            thread["count"].as_u64() > Some(50) && p50 > 0 && p50 <= p99 && p99 <= max,
+            "thread {tid}'s own histogram: {thread}"
+        );
+    }
+}
+
+/// `--interval 1s --count 2`: exactly two interval objects, each with that interval's waits
+/// only (the kernel's cumulative maps differenced), then exit without a final summary.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn intervals_print_each_interval_then_stop() {
+    // About 4 s of steady waits: longer than both intervals.
+    let mut workload = Workload::start(1300, 2000, 1000);
+    let pid = u64::from(workload.pid());
+    let started = Instant::now();
+    let trace = Trace::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1s",
+        "--count",
+        "2",
+        "--threshold",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    workload.go();
+    let (status, stdout, stderr) = trace.finish(Duration::from_secs(20));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "--count 2 should stop after two intervals, ran {elapsed:?}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "exactly two lines, one per interval:\n{stdout}"
+    );
+    let mut counts = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let interval = &line["interval"];
+        assert_eq!(interval["index"], index + 1, "{line}");
+        assert!(
+            interval["time"]
+                .as_str()
+                .is_some_and(|t| t.len() == 24 && t.ends_with('Z')),
+            "RFC 3339 time: {line}"
+        );
+        assert!(interval["total"].is_null(), "no total for --pid: {line}");
+        let summary = &interval["summaries"][0];
+        assert_eq!(summary["tgid"].as_u64(), Some(pid), "{line}");
+        counts.push(summary["count"].as_u64().expect("count"));
+    }
+    // Cumulative counts would make the second about twice the first.
+    assert!(
+        counts[0] > 100 && counts[1] > 100 && counts[1] * 10 < counts[0] * 17,
+        "each interval counts its own waits: {counts:?}"
+    );
+    drop(workload);
 }
 
 #[test]
@@ -381,6 +698,14 @@ fn bad_input_is_reported_with_exit_status() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "unknown PID: {stderr}");
     assert!(stderr.contains("no such process"), "{stderr}");
+
+    let out = Command::new(schedlat_bin())
+        .args(["trace", "--cgroup", "/no-such-cgroup-schedlat"])
+        .output()
+        .expect("run schedlat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "unknown cgroup: {stderr}");
+    assert!(stderr.contains("no such cgroup"), "{stderr}");
 
     let out = Command::new(schedlat_bin())
         .args(["trace", "--pid", "1", "--threshold", "10"])

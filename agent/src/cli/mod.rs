@@ -49,15 +49,21 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Trace the run-queue waits of processes or threads, then print a histogram per process.
+    /// Trace the run-queue waits of the machine, a cgroup, processes or threads, then print
+    /// histograms per process.
     #[command(
-        long_about = "Trace the run-queue waits of the given processes (all their threads, \
-        including threads created while tracing) or threads. Prints one line per wait at or \
-        above --threshold while tracing; on exit (--duration, Ctrl-C, SIGTERM, or when all \
-        traced tasks are gone) prints, per process, a log2 histogram of ALL waits (also those \
-        below the threshold) and count, p50, p90, p99, max and total wait.\n\n\
+        long_about = "Trace the run-queue waits of every task on the machine (the default), of \
+        the processes of a cgroup and its descendants (--cgroup, refreshed every second), or of \
+        the given processes (all their threads, including threads created while tracing) or \
+        threads. Prints one line per wait at or above --threshold while tracing; on exit \
+        (--duration, Ctrl-C, SIGTERM, or when all traced tasks are gone) prints, per process, \
+        a log2 histogram of ALL waits (also those below the threshold) and count, p50, p90, \
+        p99, max and total wait. Machine-wide and --cgroup traces show the --top processes by \
+        total wait and a total line with the histogram of every wait.\n\n\
         With --format json: one JSON object per line per event, then one \
-        {\"summary\": {...}} object per process (fields documented in the README)."
+        {\"summary\": {...}} object per process and, machine-wide or with --cgroup, one \
+        {\"total\": {...}} object; with --interval, instead, one {\"interval\": {...}} object \
+        per interval (fields documented in the README)."
     )]
     Trace(TraceArgs),
     /// Run the node daemon: aggregate every wait in windows and serve Prometheus metrics.
@@ -126,6 +132,24 @@ pub struct TraceArgs {
     /// Single thread to trace; repeat for several.
     #[arg(long = "tid", value_name = "TID")]
     pub tids: Vec<u32>,
+    /// Trace the processes of this cgroup and its descendants: a path under the cgroup2
+    /// mount (as in /proc/PID/cgroup) or a cgroup directory (v1 or v2).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "tids"])]
+    pub cgroup: Option<String>,
+    /// Machine-wide and --cgroup traces: how many processes (and threads of each) the
+    /// summaries show, most total wait first.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+    /// Histograms per process (runqlat -P) or per thread as well (runqlat -L).
+    #[arg(long, value_enum, default_value = "process")]
+    pub per: trace::Per,
+    /// Print the histograms and summaries of every interval of this length (e.g. 5s, like
+    /// `runqlat -T 5`) instead of once at the end.
+    #[arg(long, value_parser = units::parse_positive_duration)]
+    pub interval: Option<Duration>,
+    /// With --interval: stop after this many intervals.
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: Option<u32>,
     /// Print waits at or above this (e.g. 500us, 1ms, 0 for all). All waits count in the
     /// histogram and summary whatever the threshold.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
@@ -330,12 +354,17 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
     let options = trace::TraceOptions {
         pids: args.pids,
         tids: args.tids,
+        cgroup: args.cgroup,
+        top: args.top as usize,
         threshold_ns: args.threshold.as_nanos() as u64,
         duration: args.duration,
         format: args.format,
         unit: args.unit,
         force_pid_hash: args.force_pid_hash,
         diagnose: !args.no_diagnosis,
+        per: args.per,
+        interval: args.interval,
+        count: args.count,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -437,5 +466,35 @@ mod tests {
             "a 0 threshold prints every wait"
         );
         assert!(parse(&["schedlat", "trace", "--pid", "1", "--duration", "2s"]).is_ok());
+    }
+
+    #[test]
+    fn trace_scope_flags_are_validated() {
+        assert!(
+            parse(&["schedlat", "trace"]).is_ok(),
+            "no flag: the whole machine"
+        );
+        assert!(parse(&["schedlat", "trace", "--cgroup", "/x", "--top", "5"]).is_ok());
+        let err = parse(&["schedlat", "trace", "--cgroup", "/x", "--pid", "1"])
+            .expect_err("--cgroup with --pid");
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
+        );
+        let err = parse(&["schedlat", "trace", "--top", "0"]).expect_err("--top 0");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+        assert!(parse(&["schedlat", "trace", "--interval", "1s", "--count", "2"]).is_ok());
+        let err = parse(&["schedlat", "trace", "--count", "2"]).expect_err("--count alone");
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{err}"
+        );
+        let err = parse(&["schedlat", "trace", "--interval", "0s"]).expect_err("zero interval");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+        let err = parse(&["schedlat", "trace", "--interval", "1s", "--count", "0"])
+            .expect_err("--count 0");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
     }
 }

@@ -85,6 +85,9 @@ pub struct EventJson {
     pub preemptor_comm: String,
     pub waker_tid: u32,
     pub waker_tgid: u32,
+    /// The waker thread's name, read from /proc when the event is printed (empty when the
+    /// task was preempted, the waker is gone, or the producer does not look it up).
+    pub waker_comm: String,
     pub migrated: bool,
     /// Queued because it was preempted (then it has no waker).
     pub preempted: bool,
@@ -122,6 +125,7 @@ impl EventJson {
             preemptor_comm: comm_str(&e.preemptor_comm),
             waker_tid: e.waker_tid,
             waker_tgid: e.waker_tgid,
+            waker_comm: String::new(),
             migrated: e.flags & FLAG_MIGRATED != 0,
             preempted: e.flags & FLAG_PREEMPTED != 0,
             new_task: e.flags & FLAG_NEW_TASK != 0,

@@ -78,11 +78,14 @@ pub enum Mode {
 pub struct TaskFilter {
     pub tgids: Vec<u32>,
     pub tids: Vec<u32>,
+    /// Members are added after load (`Probes::update_filter_tgids`, a cgroup's processes):
+    /// filter even while the lists are empty, rather than measure every task.
+    pub dynamic: bool,
 }
 
 impl TaskFilter {
-    fn is_empty(&self) -> bool {
-        self.tgids.is_empty() && self.tids.is_empty()
+    fn is_off(&self) -> bool {
+        !self.dynamic && self.tgids.is_empty() && self.tids.is_empty()
     }
 }
 
@@ -95,6 +98,8 @@ pub struct ProbeConfig {
     pub min_event_ns: Option<u64>,
     /// Keep exact per-thread totals and per-process histograms in the kernel.
     pub task_stats: bool,
+    /// With `task_stats`: one histogram per thread instead of per process (`HIST` keyed by tid).
+    pub hist_per_thread: bool,
     /// Force the tid-keyed hash instead of task storage (tests the pre-5.11 path).
     pub force_pid_hash: bool,
     /// Daemon: stamp enqueues with the wakeup programs even where the kernel's `sched_info`
@@ -123,6 +128,7 @@ impl Default for ProbeConfig {
             filter: None,
             min_event_ns: None,
             task_stats: false,
+            hist_per_thread: false,
             force_pid_hash: false,
             force_own_stamps: false,
             ringbuf_bytes: 2 << 20,
@@ -241,7 +247,7 @@ impl Plan {
             // Wake the reader when a quarter of the ring is pending; it polls on a timer
             // otherwise.
             wakeup_bytes: u64::from(config.ringbuf_bytes / 4),
-            filter: u32::from(config.filter.as_ref().is_some_and(|f| !f.is_empty())),
+            filter: u32::from(config.filter.as_ref().is_some_and(|f| !f.is_off())),
             task_stats: u32::from(config.task_stats),
             use_task_storage: u32::from(features.task_storage && !config.force_pid_hash),
             switch_has_prev_state: u32::from(layout.switch_has_prev_state),
@@ -259,6 +265,7 @@ impl Plan {
                     && layout.daemon.is_some()
                     && layout.rq.is_some(),
             ),
+            hist_per_thread: u32::from(config.hist_per_thread),
             throttle_clock: u32::from(
                 config.diagnose
                     && layout.daemon.is_some()
@@ -472,6 +479,25 @@ impl Probes {
         Ok(())
     }
 
+    /// Adds and removes processes of the in-kernel tgid filter while the programs run (a
+    /// filter loaded with `TaskFilter::dynamic`). Returns the tgids the map could not take
+    /// (it holds 1024): those processes are not measured.
+    pub fn update_filter_tgids(&mut self, add: &[u32], remove: &[u32]) -> Result<Vec<u32>> {
+        let mut tgids: HashMap<_, u32, u8> =
+            HashMap::try_from(self.required_map_mut(map::FILTER_TGIDS)?)?;
+        for tgid in remove {
+            // Already gone is fine: the goal is that it is not in the map.
+            let _ = tgids.remove(tgid);
+        }
+        let mut refused = Vec::new();
+        for &tgid in add {
+            if tgids.insert(tgid, 1, 0).is_err() {
+                refused.push(tgid);
+            }
+        }
+        Ok(refused)
+    }
+
     /// Step 4: load (verifier) and attach the scheduler programs of the plan.
     fn attach_scheduler_programs(&mut self, plan: &Plan) -> Result<()> {
         let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf programs")?;
@@ -682,7 +708,7 @@ impl Probes {
             .collect()
     }
 
-    /// Per-process histograms (with `task_stats`), keyed by tgid.
+    /// Histograms (with `task_stats`), keyed by tgid, or by tid with `hist_per_thread`.
     pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
         let map: PerCpuHashMap<_, HistKey, u64> =
             PerCpuHashMap::try_from(self.required_map(map::HIST)?)?;
@@ -852,6 +878,7 @@ mod tests {
             filter: Some(TaskFilter {
                 tgids: vec![42],
                 tids: Vec::new(),
+                dynamic: false,
             }),
             task_stats: true,
             ..ProbeConfig::default()
@@ -876,6 +903,18 @@ mod tests {
         assert_eq!(
             (plan.settings.filter, plan.settings.use_task_storage),
             (0, 0)
+        );
+        let cgroup_filter = ProbeConfig {
+            filter: Some(TaskFilter {
+                dynamic: true,
+                ..TaskFilter::default()
+            }),
+            ..ProbeConfig::default()
+        };
+        let plan = Plan::new(&cgroup_filter, &features(true), &layout(true)).expect("plan");
+        assert_eq!(
+            plan.settings.filter, 1,
+            "an empty cgroup filters everything out until members are added"
         );
     }
 

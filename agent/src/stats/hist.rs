@@ -65,6 +65,26 @@ impl LatencyHistogram {
         self.counts[slot] += count;
     }
 
+    /// Adds every sample of `other` (e.g. processes into a machine-wide histogram).
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+    }
+
+    /// The samples added since `earlier` (a previous read of the same cumulative histogram).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        }
+    }
+
     #[must_use]
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

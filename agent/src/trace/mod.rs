@@ -1,14 +1,20 @@
-//! `schedlat trace`: ad-hoc per-process run-queue latency tracing.
+//! `schedlat trace`: ad-hoc run-queue latency tracing of processes, threads, a cgroup or the
+//! whole machine.
 //!
-//! The kernel filters by tgid/tid, keeps exact per-thread totals and a per-process histogram of
-//! every wait, and sends only waits at or above the threshold as events. This loop prints those
-//! events and, at the end, the per-process summaries.
+//! The kernel filters by tgid/tid (or not at all: the whole machine), keeps exact per-thread
+//! totals and a per-process histogram of every wait, and sends only waits at or above the
+//! threshold as events. This loop prints those events and, at the end, the per-process
+//! summaries (the top processes by total wait, and a total line, when tracing a cgroup or the
+//! machine).
+
+pub mod cgroup;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
     io::{self, Write},
     os::fd::AsRawFd as _,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -43,6 +49,11 @@ const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct TraceOptions {
     pub pids: Vec<u32>,
     pub tids: Vec<u32>,
+    /// `--cgroup`: a cgroup directory or a path under the cgroup2 mount.
+    pub cgroup: Option<String>,
+    /// How many processes (and threads per process) the summaries of a cgroup or machine-wide
+    /// trace show, most total wait first.
+    pub top: usize,
     pub threshold_ns: u64,
     pub duration: Option<Duration>,
     pub format: OutputFormat,
@@ -51,6 +62,22 @@ pub struct TraceOptions {
     pub force_pid_hash: bool,
     /// Diagnose long waits (who held the CPU, why).
     pub diagnose: bool,
+    /// Histograms per process or per thread.
+    pub per: Per,
+    /// Print the summaries of every interval of this length (and none at the end).
+    pub interval: Option<Duration>,
+    /// Stop after this many intervals.
+    pub count: Option<u32>,
+}
+
+/// What one histogram covers (`--per`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Per {
+    /// One histogram per process (runqlat -P).
+    #[default]
+    Process,
+    /// One histogram per thread too (runqlat -L); the process's is their sum.
+    Thread,
 }
 
 /// A process the user asked about, resolved at start (it may exit while traced).
@@ -107,6 +134,179 @@ pub fn resolve_targets(pids: &[u32], tids: &[u32]) -> Result<Vec<Target>> {
     Ok(targets)
 }
 
+/// What a trace covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `--pid`/`--tid`: fixed processes and threads.
+    Tasks(Vec<Target>),
+    /// `--cgroup`: the processes of a cgroup and its descendants, refreshed every second.
+    Cgroup {
+        dir: PathBuf,
+        members: BTreeSet<u32>,
+        /// Members the filter map could not take at the last refresh (warned once per change).
+        untraced: usize,
+    },
+    /// Neither: every task on the machine (no kernel filter).
+    Machine,
+}
+
+/// Resolves what to trace from `--pid`/`--tid`/`--cgroup`; nothing given: the whole machine.
+pub fn resolve_scope(options: &TraceOptions) -> Result<Scope> {
+    let has_tasks = !options.pids.is_empty() || !options.tids.is_empty();
+    match &options.cgroup {
+        Some(_) if has_tasks => Err(UsageError(
+            "--cgroup cannot be combined with --pid/--tid: trace either a cgroup or tasks".into(),
+        )
+        .into()),
+        Some(arg) => {
+            let mount = std::fs::read("/proc/self/mountinfo")
+                .ok()
+                .and_then(|m| crate::host::cgroups::cgroup2_mount(&String::from_utf8_lossy(&m)));
+            let dir = cgroup::resolve_dir(arg, mount.as_deref())?;
+            let members = cgroup::member_tgids(&dir).map_err(|e| {
+                UsageError(format!(
+                    "cannot read the processes of cgroup {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            Ok(Scope::Cgroup {
+                dir,
+                members,
+                untraced: 0,
+            })
+        }
+        None if has_tasks => Ok(Scope::Tasks(resolve_targets(&options.pids, &options.tids)?)),
+        None => Ok(Scope::Machine),
+    }
+}
+
+/// The `top` processes by total wait in the kernel's per-thread totals, named from /proc
+/// (or the kernel's name of their first waiting thread once they are gone).
+#[must_use]
+pub fn top_targets(stats: &[(u32, TaskStats)], top: usize) -> Vec<Target> {
+    // tgid → (total wait, the kernel's name: the leader's when it waited, else any thread's).
+    let mut per_process: HashMap<u32, (u64, String)> = HashMap::new();
+    for (tid, s) in stats {
+        let entry = per_process
+            .entry(s.tgid)
+            .or_insert_with(|| (0, comm_str(&s.comm)));
+        entry.0 += s.total_wait_ns;
+        if *tid == s.tgid {
+            entry.1 = comm_str(&s.comm);
+        }
+    }
+    let mut ranked: Vec<(u32, u64, String)> = per_process
+        .into_iter()
+        .map(|(tgid, (total, comm))| (tgid, total, comm))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(top);
+    ranked
+        .into_iter()
+        .map(|(tgid, _, comm)| Target {
+            tgid,
+            comm: procinfo::process_comm(tgid).unwrap_or(comm),
+            tids: Vec::new(),
+        })
+        .collect()
+}
+
+/// Every wait of a cgroup or machine-wide trace (the JSON `total` object).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct TotalSummary {
+    /// `machine`, or `cgroup PATH`.
+    pub scope: String,
+    pub processes: usize,
+    pub threads: usize,
+    pub count: u64,
+    pub total_wait_ns: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    /// Events the ring buffer could not take (the totals are still exact).
+    pub lost: u64,
+    /// Waits missing from these totals because the kernel's per-thread map (16384 threads)
+    /// was full.
+    pub stats_map_full: u64,
+    /// Waits missing from the histograms because the kernel's histogram map was full.
+    pub hist_map_full: u64,
+    #[serde(skip)]
+    pub histogram: LatencyHistogram,
+}
+
+/// Sums every thread and histogram the kernel kept. Pure.
+#[must_use]
+pub fn total_summary(
+    scope: String,
+    stats: &[(u32, TaskStats)],
+    histograms: &HashMap<u32, LatencyHistogram>,
+    counters: &[u64],
+) -> TotalSummary {
+    let mut histogram = LatencyHistogram::default();
+    for h in histograms.values() {
+        histogram.merge(h);
+    }
+    let processes: BTreeSet<u32> = stats.iter().map(|(_, s)| s.tgid).collect();
+    let summary = Summary::new(
+        &histogram,
+        stats.iter().map(|(_, s)| s.count).sum(),
+        stats.iter().map(|(_, s)| s.total_wait_ns).sum(),
+        stats.iter().map(|(_, s)| s.max_wait_ns).max().unwrap_or(0),
+    );
+    let counter = |c: Counter| counters.get(c as usize).copied().unwrap_or(0);
+    TotalSummary {
+        scope,
+        processes: processes.len(),
+        threads: stats.len(),
+        count: summary.count,
+        total_wait_ns: summary.total_wait_ns,
+        p50_ns: summary.p50_ns,
+        p90_ns: summary.p90_ns,
+        p99_ns: summary.p99_ns,
+        max_ns: summary.max_ns,
+        lost: stats.iter().map(|(_, s)| u64::from(s.lost_events)).sum(),
+        stats_map_full: counter(Counter::StatsMapFull),
+        hist_map_full: counter(Counter::HistMapFull),
+        histogram,
+    }
+}
+
+fn render_text_total(t: &TotalSummary, shown: usize, unit: TimeUnit) -> String {
+    use events::human_ns;
+    let mut out = format!(
+        "\nAll traced tasks ({}): {} waits in {} processes ({} threads), total {}, p50 {}, \
+         p90 {}, p99 {}, max {}, lost events {}{}\n",
+        t.scope,
+        t.count,
+        t.processes,
+        t.threads,
+        human_ns(t.total_wait_ns),
+        human_ns(t.p50_ns),
+        human_ns(t.p90_ns),
+        human_ns(t.p99_ns),
+        human_ns(t.max_ns),
+        t.lost,
+        if shown < t.processes {
+            format!("; the {shown} processes above waited longest")
+        } else {
+            String::new()
+        }
+    );
+    if t.stats_map_full > 0 || t.hist_map_full > 0 {
+        let _ = writeln!(
+            out,
+            "INCOMPLETE: the kernel's maps were full: {} waits missing from the totals, {} from \
+             the histograms",
+            t.stats_map_full, t.hist_map_full
+        );
+    }
+    if t.count > 0 {
+        out.push_str(&t.histogram.render_log2(unit));
+    }
+    out
+}
+
 /// Long waits of one cause (the JSON summary's `causes` entries).
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct CauseTotal {
@@ -122,6 +322,59 @@ pub struct ThreadSummary {
     pub count: u64,
     pub total_wait_ns: u64,
     pub max_ns: u64,
+    /// Quantiles of the thread's own histogram (`--per thread` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ns: Option<u64>,
+    #[serde(skip)]
+    pub histogram: Option<LatencyHistogram>,
+}
+
+/// `--per thread`: the kernel kept one histogram per tid. Sums them per process (for the
+/// process summaries) and returns both maps. Pure.
+#[must_use]
+pub fn split_thread_histograms(
+    stats: &[(u32, TaskStats)],
+    thread_histograms: HashMap<u32, LatencyHistogram>,
+) -> (
+    HashMap<u32, LatencyHistogram>,
+    HashMap<u32, LatencyHistogram>,
+) {
+    let tgid_of: HashMap<u32, u32> = stats.iter().map(|(tid, s)| (*tid, s.tgid)).collect();
+    let mut per_process: HashMap<u32, LatencyHistogram> = HashMap::new();
+    for (tid, histogram) in &thread_histograms {
+        // A thread the stats map could not take has no known process (counted as
+        // stats_map_full): it stays in the machine-wide total only.
+        let tgid = tgid_of.get(tid).copied().unwrap_or(*tid);
+        per_process.entry(tgid).or_default().merge(histogram);
+    }
+    (per_process, thread_histograms)
+}
+
+/// Gives each thread of `summaries` its own histogram and quantiles.
+pub fn attach_thread_histograms(
+    summaries: &mut [ProcessSummary],
+    thread_histograms: &HashMap<u32, LatencyHistogram>,
+) {
+    for thread in summaries.iter_mut().flat_map(|s| s.threads.iter_mut()) {
+        let histogram = thread_histograms
+            .get(&thread.tid)
+            .cloned()
+            .unwrap_or_default();
+        let summary = Summary::new(
+            &histogram,
+            thread.count,
+            thread.total_wait_ns,
+            thread.max_ns,
+        );
+        thread.p50_ns = Some(summary.p50_ns);
+        thread.p90_ns = Some(summary.p90_ns);
+        thread.p99_ns = Some(summary.p99_ns);
+        thread.histogram = Some(histogram);
+    }
 }
 
 /// One traced process at the end of a trace (the JSON `summary` object).
@@ -166,6 +419,10 @@ pub fn summarize(
                     count: s.count,
                     total_wait_ns: s.total_wait_ns,
                     max_ns: s.max_wait_ns,
+                    p50_ns: None,
+                    p90_ns: None,
+                    p99_ns: None,
+                    histogram: None,
                 })
                 .collect();
             threads.sort_by_key(|t| std::cmp::Reverse(t.total_wait_ns));
@@ -239,6 +496,25 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
                 human_ns(t.max_ns)
             );
         }
+        for t in s.threads.iter().filter(|t| t.count > 0) {
+            if let (Some(histogram), Some(p50), Some(p90), Some(p99)) =
+                (&t.histogram, t.p50_ns, t.p90_ns, t.p99_ns)
+            {
+                let _ = writeln!(
+                    out,
+                    "\n  TID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}",
+                    t.tid,
+                    t.comm,
+                    t.count,
+                    human_ns(t.total_wait_ns),
+                    human_ns(p50),
+                    human_ns(p90),
+                    human_ns(p99),
+                    human_ns(t.max_ns)
+                );
+                out.push_str(&histogram.render_log2(unit));
+            }
+        }
     }
     out
 }
@@ -257,24 +533,51 @@ fn realtime_offset_ns() -> u64 {
     now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_MONOTONIC))
 }
 
-/// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
-pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
-    let targets = resolve_targets(&options.pids, &options.tids)?;
-    let filter = kernel_filter(&targets);
-    // The diagnosis' one-off work before the programs see this process.
-    let diagnoser = Diagnoser::prepare();
-    let mut cgroups = CgroupResolver::new();
-    cgroups.warm();
+/// Loads and attaches the trace programs for `scope` (a cgroup's members join the filter).
+fn load_probes(options: &TraceOptions, scope: &mut Scope) -> Result<Probes> {
+    let filter = match &*scope {
+        Scope::Tasks(targets) => Some(kernel_filter(targets)),
+        // Members are added right after load: the filter map holds 1024 processes and a
+        // larger cgroup must not fail the load.
+        Scope::Cgroup { .. } => Some(TaskFilter {
+            dynamic: true,
+            ..TaskFilter::default()
+        }),
+        Scope::Machine => None,
+    };
     let mut probes = Probes::load(&ProbeConfig {
-        filter: Some(filter.clone()),
+        filter,
         min_event_ns: Some(options.threshold_ns),
         task_stats: true,
+        hist_per_thread: options.per == Per::Thread,
         force_pid_hash: options.force_pid_hash,
         diagnose: options.diagnose,
         ..ProbeConfig::default()
     })?;
+    if let Scope::Cgroup {
+        dir,
+        members,
+        untraced,
+    } = scope
+    {
+        let all: Vec<u32> = members.iter().copied().collect();
+        let refused = probes.update_filter_tgids(&all, &[])?;
+        warn_refused(dir, &refused, untraced);
+        members.retain(|m| !refused.contains(m));
+    }
+    Ok(probes)
+}
+
+/// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
+pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
+    let mut scope = resolve_scope(options)?;
+    // The diagnosis' one-off work before the programs see this process.
+    let diagnoser = Diagnoser::prepare();
+    let mut cgroups = CgroupResolver::new();
+    cgroups.warm();
+    let mut probes = load_probes(options, &mut scope)?;
     let mut ring = probes.take_events()?;
-    announce(options, &targets);
+    announce(options, &scope);
     let mut printer = EventPrinter {
         out,
         format: options.format,
@@ -284,15 +587,112 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         throttle_ring: probes.take_throttles(),
         cgroups,
         causes: HashMap::new(),
+        waker_names: HashMap::new(),
+        cgroup_ids: HashMap::new(),
     };
     if options.format == OutputFormat::Text {
         printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
     }
-    follow(&mut ring, &mut printer, options, &filter, stop, &probes)?;
+    let mut intervals = IntervalState::default();
+    let last_boundary = follow(
+        &mut ring,
+        &mut printer,
+        options,
+        &mut scope,
+        stop,
+        &mut probes,
+        &mut intervals,
+    )?;
+    if options.interval.is_some() {
+        // Stopped before --count intervals (Ctrl-C, --duration, tasks gone): the part since
+        // the last boundary is an interval of its own.
+        if !intervals.done(options) {
+            let length = last_boundary.elapsed();
+            print_interval(
+                &mut printer,
+                options,
+                &scope,
+                &probes,
+                &mut intervals,
+                length,
+            )?;
+        }
+        let counters = probes.counters()?;
+        drop(ring);
+        drop(probes);
+        let _ = printer.out.flush();
+        report_counters(&counters);
+        return Ok(());
+    }
 
-    let mut summaries = summarize(&targets, &probes.task_stats()?, &probes.histograms()?);
+    let stats = probes.task_stats()?;
+    let (histograms, thread_histograms) = match options.per {
+        Per::Process => (probes.histograms()?, HashMap::new()),
+        Per::Thread => split_thread_histograms(&stats, probes.histograms()?),
+    };
+    let counters = probes.counters()?;
+    let (mut summaries, total) = report(
+        &scope,
+        options.top,
+        &stats,
+        &histograms,
+        &counters,
+        &mut printer.causes,
+    );
+    if options.per == Per::Thread {
+        attach_thread_histograms(&mut summaries, &thread_histograms);
+    }
+    drop(ring);
+    drop(probes); // detach before printing, so a slow reader does not keep programs attached
+    if printer.open {
+        print_summaries(printer.out, options.format, options.unit, &summaries)?;
+        if let Some(total) = &total {
+            print_total(
+                printer.out,
+                options.format,
+                options.unit,
+                total,
+                summaries.len(),
+            )?;
+        }
+    }
+    report_counters(&counters);
+    Ok(())
+}
+
+/// The per-process summaries (the `top` processes by total wait when tracing a cgroup or the
+/// machine) and, then, the total of every wait.
+fn report(
+    scope: &Scope,
+    top: usize,
+    stats: &[(u32, TaskStats)],
+    histograms: &HashMap<u32, LatencyHistogram>,
+    counters: &[u64],
+    causes: &mut HashMap<u32, BTreeMap<Cause, (u64, u64)>>,
+) -> (Vec<ProcessSummary>, Option<TotalSummary>) {
+    let (targets, total) = match scope {
+        Scope::Tasks(targets) => (targets.clone(), None),
+        Scope::Cgroup { dir, .. } => (
+            top_targets(stats, top),
+            Some(total_summary(
+                format!("cgroup {}", dir.display()),
+                stats,
+                histograms,
+                counters,
+            )),
+        ),
+        Scope::Machine => (
+            top_targets(stats, top),
+            Some(total_summary("machine".into(), stats, histograms, counters)),
+        ),
+    };
+    let mut summaries = summarize(&targets, stats, histograms);
     for summary in &mut summaries {
-        if let Some(causes) = printer.causes.remove(&summary.tgid) {
+        if total.is_some() {
+            // A process may have thousands of threads: show the ones that waited longest.
+            summary.threads.truncate(top);
+        }
+        if let Some(causes) = causes.remove(&summary.tgid) {
             summary.causes = causes
                 .into_iter()
                 .map(|(cause, (waits, wait_ns))| CauseTotal {
@@ -304,14 +704,189 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
             summary.causes.sort_by_key(|c| std::cmp::Reverse(c.wait_ns));
         }
     }
-    let counters = probes.counters()?;
-    drop(ring);
-    drop(probes); // detach before printing, so a slow reader does not keep programs attached
-    if printer.open {
-        print_summaries(printer.out, options.format, options.unit, &summaries)?;
+    (summaries, total)
+}
+
+/// Says (once per change of their number) that some of a cgroup's processes are not traced.
+fn warn_refused(dir: &std::path::Path, refused: &[u32], untraced: &mut usize) {
+    let changed = refused.len() != *untraced;
+    *untraced = refused.len();
+    if changed && !refused.is_empty() {
+        eprintln!(
+            "schedlat: the kernel's process filter (1024 processes) is full: {} processes of \
+             cgroup {} are NOT traced (e.g. PID {})",
+            refused.len(),
+            dir.display(),
+            refused[0]
+        );
     }
-    report_counters(&counters);
+}
+
+fn print_total(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    unit: TimeUnit,
+    total: &TotalSummary,
+    shown: usize,
+) -> Result<()> {
+    let text = match format {
+        OutputFormat::Text => render_text_total(total, shown, unit),
+        OutputFormat::Json => serde_json::to_string(&serde_json::json!({ "total": total }))?,
+    };
+    writeln_or_stop(out, &text)?;
+    let _ = out.flush();
     Ok(())
+}
+
+/// The kernel's cumulative maps at the previous interval boundary.
+#[derive(Default)]
+struct IntervalState {
+    stats: HashMap<u32, TaskStats>,
+    histograms: HashMap<u32, LatencyHistogram>,
+    printed: u32,
+}
+
+impl IntervalState {
+    fn done(&self, options: &TraceOptions) -> bool {
+        options.count.is_some_and(|n| self.printed >= n)
+    }
+}
+
+/// The waits between two reads of the kernel's cumulative per-thread totals. The maximum of
+/// an interval is exact when it was a new all-time maximum of its thread; otherwise only the
+/// interval's histogram bounds it (`None` here; the caller takes the histogram's top). Pure.
+#[must_use]
+pub fn stats_since(
+    now: &[(u32, TaskStats)],
+    earlier: &HashMap<u32, TaskStats>,
+) -> Vec<(u32, TaskStats, bool)> {
+    now.iter()
+        .filter_map(|(tid, s)| {
+            let before = earlier.get(tid).copied().unwrap_or_default();
+            let count = s.count.saturating_sub(before.count);
+            (count > 0).then(|| {
+                let new_max = s.max_wait_ns > before.max_wait_ns;
+                (
+                    *tid,
+                    TaskStats {
+                        count,
+                        total_wait_ns: s.total_wait_ns.saturating_sub(before.total_wait_ns),
+                        lost_events: s.lost_events.saturating_sub(before.lost_events),
+                        ..*s
+                    },
+                    new_max,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads the kernel's maps and prints what happened since the previous interval.
+fn print_interval(
+    printer: &mut EventPrinter<'_>,
+    options: &TraceOptions,
+    scope: &Scope,
+    probes: &Probes,
+    state: &mut IntervalState,
+    length: Duration,
+) -> Result<()> {
+    let stats_now = probes.task_stats()?;
+    let histograms_now = probes.histograms()?;
+    let counters = probes.counters()?;
+    let histograms: HashMap<u32, LatencyHistogram> = histograms_now
+        .iter()
+        .map(|(key, h)| {
+            let since = state
+                .histograms
+                .get(key)
+                .map_or_else(|| h.clone(), |before| h.since(before));
+            (*key, since)
+        })
+        .filter(|(_, h)| h.count() > 0)
+        .collect();
+    let delta = stats_since(&stats_now, &state.stats);
+    let stats: Vec<(u32, TaskStats)> = delta
+        .iter()
+        .map(|(tid, s, new_max)| {
+            let mut s = *s;
+            if !new_max {
+                // Not a new maximum: the top of this thread's (or its process's) histogram
+                // of the interval, within one slot.
+                let key = if options.per == Per::Thread {
+                    *tid
+                } else {
+                    s.tgid
+                };
+                s.max_wait_ns = histograms
+                    .get(&key)
+                    .and_then(|h| h.quantile(1.0))
+                    .unwrap_or(0)
+                    .min(s.max_wait_ns);
+            }
+            (*tid, s)
+        })
+        .collect();
+    let (process_histograms, thread_histograms) = match options.per {
+        Per::Process => (histograms, HashMap::new()),
+        Per::Thread => split_thread_histograms(&stats_now, histograms),
+    };
+    let (mut summaries, total) = report(
+        scope,
+        options.top,
+        &stats,
+        &process_histograms,
+        &counters,
+        &mut printer.causes,
+    );
+    // Causes of processes not shown must not carry over into the next interval.
+    printer.causes.clear();
+    if options.per == Per::Thread {
+        attach_thread_histograms(&mut summaries, &thread_histograms);
+    }
+    state.stats = stats_now.into_iter().collect();
+    state.histograms = histograms_now;
+    state.printed += 1;
+    if !printer.open {
+        return Ok(());
+    }
+    let time = crate::host::clock::rfc3339(realtime_now_ns());
+    let text = match options.format {
+        OutputFormat::Text => {
+            let mut text = format!(
+                "\n{time}: interval {}{} ({})",
+                state.printed,
+                options
+                    .count
+                    .map(|n| format!(" of {n}"))
+                    .unwrap_or_default(),
+                events::human_ns(length.as_nanos() as u64)
+            );
+            for summary in &summaries {
+                text.push_str(&render_text_summary(summary, options.unit));
+            }
+            if let Some(total) = &total {
+                text.push_str(&render_text_total(total, summaries.len(), options.unit));
+            }
+            text
+        }
+        OutputFormat::Json => serde_json::to_string(&serde_json::json!({
+            "interval": {
+                "time": time,
+                "index": state.printed,
+                "seconds": length.as_secs_f64(),
+                "summaries": summaries,
+                "total": total,
+            }
+        }))?,
+    };
+    printer.open = writeln_or_stop(printer.out, &text)?;
+    Ok(())
+}
+
+fn realtime_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// What the kernel filters on: whole processes by tgid, single threads by tid.
@@ -323,18 +898,27 @@ fn kernel_filter(targets: &[Target]) -> TaskFilter {
             .map(|t| t.tgid)
             .collect(),
         tids: targets.iter().flat_map(|t| t.tids.clone()).collect(),
+        dynamic: false,
     }
 }
 
 /// Says on stderr what is traced, from which threshold, for how long.
-fn announce(options: &TraceOptions, targets: &[Target]) {
-    let names: Vec<String> = targets
-        .iter()
-        .map(|t| format!("{} ({})", t.tgid, t.comm))
-        .collect();
+fn announce(options: &TraceOptions, scope: &Scope) {
+    let what = match scope {
+        Scope::Tasks(targets) => targets
+            .iter()
+            .map(|t| format!("{} ({})", t.tgid, t.comm))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Scope::Cgroup { dir, members, .. } => format!(
+            "the {} processes of cgroup {} and its descendants (refreshed every second)",
+            members.len(),
+            dir.display()
+        ),
+        Scope::Machine => "every task on the machine".to_owned(),
+    };
     eprintln!(
-        "Tracing run-queue waits of {}; printing waits >= {}{}. Ctrl-C to stop.",
-        names.join(", "),
+        "Tracing run-queue waits of {what}; printing waits >= {}{}. Ctrl-C to stop.",
         events::human_ns(options.threshold_ns),
         options
             .duration
@@ -347,6 +931,9 @@ fn announce(options: &TraceOptions, targets: &[Target]) {
 struct TraceHost<'a> {
     cgroups: &'a mut CgroupResolver,
     probes: &'a Probes,
+    /// tid → (when read, its cgroup id): a machine-wide trace diagnoses every long wait, and
+    /// a task that waits often is read from /proc once per `WAKER_NAME_TTL`.
+    cgroup_ids: &'a mut HashMap<u32, (Instant, Option<u64>)>,
 }
 
 impl Host for TraceHost<'_> {
@@ -355,7 +942,18 @@ impl Host for TraceHost<'_> {
     }
 
     fn cgroup_id_of(&mut self, tid: u32) -> Option<u64> {
-        self.cgroups.id_of_task(tid)
+        let now = Instant::now();
+        if let Some((read_at, id)) = self.cgroup_ids.get(&tid)
+            && now.duration_since(*read_at) < WAKER_NAME_TTL
+        {
+            return *id;
+        }
+        if self.cgroup_ids.len() >= WAKER_NAMES_MAX {
+            self.cgroup_ids.clear();
+        }
+        let id = self.cgroups.id_of_task(tid);
+        self.cgroup_ids.insert(tid, (now, id));
+        id
     }
 
     fn other_cpus(&mut self) -> Option<Vec<agent_common::OccupancyRing>> {
@@ -374,7 +972,17 @@ struct EventPrinter<'a> {
     cgroups: CgroupResolver,
     /// tgid → cause → (waits, wait time).
     causes: HashMap<u32, BTreeMap<Cause, (u64, u64)>>,
+    /// Waker tid → (when read, its name): one /proc read per waker and second, however
+    /// many of its wakees wait long (a machine-wide trace may print thousands a second).
+    waker_names: HashMap<u32, (Instant, String)>,
+    /// The waiting tasks' cgroup ids read from /proc (see `TraceHost`).
+    cgroup_ids: HashMap<u32, (Instant, Option<u64>)>,
 }
+
+/// How long a waker's name (or a waiting task's cgroup id) read from /proc is reused.
+const WAKER_NAME_TTL: Duration = Duration::from_secs(1);
+/// Names (cgroup ids) cached at most; the cache starts over beyond (bounded memory).
+const WAKER_NAMES_MAX: usize = 4096;
 
 impl EventPrinter<'_> {
     /// Prints every event waiting in the ring buffer (after taking the kernel's throttle
@@ -392,6 +1000,7 @@ impl EventPrinter<'_> {
                     &mut TraceHost {
                         cgroups: &mut self.cgroups,
                         probes,
+                        cgroup_ids: &mut self.cgroup_ids,
                     },
                 )
             });
@@ -407,16 +1016,45 @@ impl EventPrinter<'_> {
                 total.1 += event.wait_ns;
             }
             if self.open {
+                let waker_comm = if self.format == OutputFormat::Json {
+                    self.waker_comm(event)
+                } else {
+                    String::new()
+                };
                 self.open = print_event(
                     self.out,
                     self.format,
                     event,
                     diagnosis.as_ref(),
                     self.realtime_offset_ns,
+                    waker_comm,
                 )?;
             }
         }
         Ok(())
+    }
+}
+
+impl EventPrinter<'_> {
+    /// The waker thread's current name (escaped), empty when the task was preempted (no
+    /// waker) or the waker is gone.
+    fn waker_comm(&mut self, event: &agent_common::WaitEvent) -> String {
+        if event.flags & agent_common::FLAG_PREEMPTED != 0 || event.waker_tid == 0 {
+            return String::new();
+        }
+        let now = Instant::now();
+        if let Some((read_at, name)) = self.waker_names.get(&event.waker_tid)
+            && now.duration_since(*read_at) < WAKER_NAME_TTL
+        {
+            return name.clone();
+        }
+        if self.waker_names.len() >= WAKER_NAMES_MAX {
+            self.waker_names.clear();
+        }
+        let name = procinfo::thread_comm(event.waker_tgid, event.waker_tid).unwrap_or_default();
+        self.waker_names
+            .insert(event.waker_tid, (now, name.clone()));
+        name
     }
 }
 
@@ -426,20 +1064,26 @@ fn follow(
     ring: &mut RingBuf<MapData>,
     printer: &mut EventPrinter<'_>,
     options: &TraceOptions,
-    filter: &TaskFilter,
+    scope: &mut Scope,
     stop: &Arc<AtomicBool>,
-    probes: &Probes,
-) -> Result<()> {
+    probes: &mut Probes,
+    intervals: &mut IntervalState,
+) -> Result<Instant> {
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let mut next_liveness = started + LIVENESS_INTERVAL;
+    let mut interval_start = started;
     loop {
         let mut timeout = POLL_INTERVAL;
         if let Some(deadline) = deadline {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
+        if let Some(length) = options.interval {
+            timeout =
+                timeout.min((interval_start + length).saturating_duration_since(Instant::now()));
+        }
         wait_readable(ring.as_raw_fd(), timeout);
-        printer.drain(ring, probes)?;
+        printer.drain(ring, &*probes)?;
         if printer.open && printer.out.flush().is_err() {
             printer.open = false;
         }
@@ -447,19 +1091,28 @@ fn follow(
             break;
         }
         let now = Instant::now();
+        if let Some(length) = options.interval
+            && now >= interval_start + length
+        {
+            print_interval(printer, options, scope, probes, intervals, length)?;
+            interval_start += length;
+            if intervals.done(options) {
+                break;
+            }
+        }
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
         if now >= next_liveness {
             next_liveness = now + LIVENESS_INTERVAL;
-            if !any_alive(filter)? {
-                eprintln!("All traced tasks have exited.");
+            if !refresh(scope, probes)? {
                 break;
             }
         }
     }
     // Events already in the ring buffer still belong to the trace.
-    printer.drain(ring, probes)
+    printer.drain(ring, probes)?;
+    Ok(interval_start)
 }
 
 fn print_summaries(
@@ -481,6 +1134,46 @@ fn print_summaries(
     }
     let _ = out.flush();
     Ok(())
+}
+
+/// Once a second: `false` when the trace should end (every traced task gone, the cgroup
+/// removed); a cgroup's new processes join the kernel filter and those gone leave it.
+fn refresh(scope: &mut Scope, probes: &mut Probes) -> Result<bool> {
+    match scope {
+        Scope::Tasks(targets) => {
+            let alive = any_alive(&kernel_filter(targets))?;
+            if !alive {
+                eprintln!("All traced tasks have exited.");
+            }
+            Ok(alive)
+        }
+        Scope::Cgroup {
+            dir,
+            members,
+            untraced,
+        } => {
+            let now = match cgroup::member_tgids(dir) {
+                Ok(now) => now,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    eprintln!("Cgroup {} was removed.", dir.display());
+                    return Ok(false);
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reading the processes of {}", dir.display()));
+                }
+            };
+            let added: Vec<u32> = now.difference(members).copied().collect();
+            let gone: Vec<u32> = members.difference(&now).copied().collect();
+            // Refused processes are retried at every refresh (others may have left).
+            let refused = probes.update_filter_tgids(&added, &gone)?;
+            warn_refused(dir, &refused, untraced);
+            *members = now;
+            members.retain(|m| !refused.contains(m));
+            Ok(true)
+        }
+        Scope::Machine => Ok(true),
+    }
 }
 
 fn any_alive(filter: &TaskFilter) -> Result<bool> {
@@ -518,11 +1211,13 @@ fn print_event(
     event: &agent_common::WaitEvent,
     diagnosis: Option<&Diagnosis>,
     realtime_offset: u64,
+    waker_comm: String,
 ) -> Result<bool> {
     let line = match format {
         OutputFormat::Text => events::text_line(event, diagnosis, event.ts_ns + realtime_offset),
         OutputFormat::Json => {
-            let json = EventJson::new(event, realtime_offset);
+            let mut json = EventJson::new(event, realtime_offset);
+            json.waker_comm = waker_comm;
             let json = match diagnosis {
                 Some(d) => json.with_diagnosis(d),
                 None => json,
@@ -641,6 +1336,163 @@ mod tests {
         assert!(err.to_string().contains("no such process"), "{err}");
         let err = resolve_targets(&[], &[]).expect_err("nothing");
         assert!(err.downcast_ref::<UsageError>().is_some());
+    }
+
+    fn options() -> TraceOptions {
+        TraceOptions {
+            pids: Vec::new(),
+            tids: Vec::new(),
+            cgroup: None,
+            top: 20,
+            threshold_ns: 1_000_000,
+            duration: None,
+            format: OutputFormat::Text,
+            unit: TimeUnit::Us,
+            force_pid_hash: false,
+            diagnose: true,
+            per: Per::Process,
+            interval: None,
+            count: None,
+        }
+    }
+
+    #[test]
+    fn scope_is_the_machine_a_cgroup_or_tasks() {
+        assert_eq!(resolve_scope(&options()).expect("machine"), Scope::Machine);
+        let me = std::process::id();
+        let tasks = resolve_scope(&TraceOptions {
+            pids: vec![me],
+            ..options()
+        })
+        .expect("tasks");
+        assert!(
+            matches!(&tasks, Scope::Tasks(t) if t[0].tgid == me),
+            "{tasks:?}"
+        );
+        let err = resolve_scope(&TraceOptions {
+            cgroup: Some("/no-such-cgroup-schedlat".into()),
+            ..options()
+        })
+        .expect_err("unknown cgroup");
+        assert!(err.downcast_ref::<UsageError>().is_some(), "{err:#}");
+        assert!(err.to_string().contains("no such cgroup"), "{err}");
+        let err = resolve_scope(&TraceOptions {
+            pids: vec![me],
+            cgroup: Some("/".into()),
+            ..options()
+        })
+        .expect_err("both");
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
+    }
+
+    #[test]
+    fn top_targets_rank_processes_by_total_wait() {
+        let stats = vec![
+            (4_000_010, stats(4_000_010, 3, 3_000, 2_000, "app")),
+            (4_000_011, stats(4_000_010, 2, 9_000, 8_000, "worker")),
+            (4_000_031, stats(4_000_030, 5, 20_000, 9_000, "thread")),
+            (4_000_030, stats(4_000_030, 1, 1, 1, "leader")),
+            (4_000_040, stats(4_000_040, 1, 5, 5, "small")),
+        ];
+        let top = top_targets(&stats, 2);
+        let ranked: Vec<(u32, &str)> = top.iter().map(|t| (t.tgid, t.comm.as_str())).collect();
+        assert_eq!(
+            ranked,
+            vec![(4_000_030, "leader"), (4_000_010, "app")],
+            "most total wait first, named after the leader, bounded by --top"
+        );
+
+        let mut hist = LatencyHistogram::default();
+        hist.record(1_000);
+        let mut other = LatencyHistogram::default();
+        other.record(8_000);
+        let histograms = HashMap::from([(4_000_010, hist), (4_000_030, other)]);
+        let mut counters = [0u64; agent_common::COUNTER_COUNT as usize];
+        counters[Counter::StatsMapFull as usize] = 7;
+        let total = total_summary("machine".into(), &stats, &histograms, &counters);
+        assert_eq!(
+            (
+                total.processes,
+                total.threads,
+                total.count,
+                total.total_wait_ns,
+                total.max_ns,
+                total.lost,
+                total.stats_map_full,
+                total.histogram.count()
+            ),
+            (3, 5, 12, 32_006, 9_000, 5, 7, 2)
+        );
+        let text = render_text_total(&total, 2, TimeUnit::Us);
+        assert!(
+            text.contains("12 waits in 3 processes (5 threads)"),
+            "{text}"
+        );
+        assert!(text.contains("the 2 processes above"), "{text}");
+        assert!(
+            text.contains("INCOMPLETE"),
+            "map-full drops are never silent: {text}"
+        );
+    }
+
+    #[test]
+    fn thread_histograms_sum_into_their_process() {
+        let stats = vec![
+            (4_000_010, stats(4_000_010, 1, 1_000, 1_000, "app")),
+            (4_000_011, stats(4_000_010, 1, 8_000, 8_000, "worker")),
+        ];
+        let mut leader = LatencyHistogram::default();
+        leader.record(1_000);
+        let mut worker = LatencyHistogram::default();
+        worker.record(8_000);
+        let threads = HashMap::from([(4_000_010, leader), (4_000_011, worker)]);
+        let (processes, threads) = split_thread_histograms(&stats, threads);
+        assert_eq!(processes.len(), 1, "{processes:?}");
+        assert_eq!(processes[&4_000_010].count(), 2);
+        let targets = vec![Target {
+            tgid: 4_000_010,
+            comm: "app".into(),
+            tids: vec![],
+        }];
+        let mut summaries = summarize(&targets, &stats, &processes);
+        attach_thread_histograms(&mut summaries, &threads);
+        let worker = summaries[0]
+            .threads
+            .iter()
+            .find(|t| t.tid == 4_000_011)
+            .expect("worker");
+        assert!(
+            worker.p50_ns.is_some_and(|p| p > 7_000 && p <= 8_000),
+            "the worker's own p50, not the process's: {worker:?}"
+        );
+        let text = render_text_summary(&summaries[0], TimeUnit::Us);
+        assert!(text.contains("TID 4000011 (worker): 1 waits"), "{text}");
+    }
+
+    #[test]
+    fn intervals_difference_the_cumulative_totals() {
+        let earlier = HashMap::from([
+            (4_000_010, stats(4_000_010, 3, 3_000, 2_000, "app")),
+            (4_000_011, stats(4_000_010, 2, 9_000, 8_000, "worker")),
+        ]);
+        let now = vec![
+            (4_000_010, stats(4_000_010, 5, 8_000, 4_000, "app")),
+            (4_000_011, stats(4_000_010, 2, 9_000, 8_000, "worker")),
+            (4_000_012, stats(4_000_010, 1, 700, 700, "new")),
+        ];
+        let delta = stats_since(&now, &earlier);
+        let summary: Vec<(u32, u64, u64, u64, bool)> = delta
+            .iter()
+            .map(|(tid, s, new_max)| (*tid, s.count, s.total_wait_ns, s.max_wait_ns, *new_max))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (4_000_010, 2, 5_000, 4_000, true),
+                (4_000_012, 1, 700, 700, true),
+            ],
+            "idle threads drop out; a thread new since the last read counts whole"
+        );
     }
 
     #[test]
