@@ -41,8 +41,8 @@ use aya_ebpf::{
 use crate::{
     config::{RQ_OFFSETS, SETTINGS, TASK_OFFSETS, cfg},
     helpers::{
-        WaitSpan, count, field, read_field, record_occupancy, stamp_if_preempted, submit_event,
-        take_record, throttled_total,
+        WaitSpan, count, field, load, read_field, record_occupancy, stamp_if_preempted,
+        submit_event, take_record, throttled_total,
     },
     maps::{
         CPU_SLOT, CPU_WAITS, CpuSlot, DAEMON_CFG, MIGRATED_LIST_LEN, MIGRATED_TO, PROC_INFO,
@@ -430,12 +430,4 @@ fn rq_clock_now(prev: *const task_struct) -> u64 {
     let cfs_rq: *const u8 = field(prev, cfg(&RQ_OFFSETS.task_se) + cfg(&RQ_OFFSETS.se_cfs_rq));
     let rq: *const u8 = load(cfs_rq, cfg(&RQ_OFFSETS.cfs_rq_rq));
     load(rq, cfg(&RQ_OFFSETS.rq_clock))
-}
-
-/// A direct load of a `T` at `offset` bytes into a BTF-typed kernel pointer.
-#[inline(always)]
-fn load<T: Copy>(base: *const u8, offset: u32) -> T {
-    // SAFETY: the verifier checks the access against the pointer's BTF type and the JIT
-    // guards it against faults (see `helpers::field`).
-    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
 }

@@ -45,8 +45,23 @@ pub fn read_field<T>(task: *const task_struct, offset: u32) -> Result<T, ()> {
 /// That is several times cheaper than a `bpf_probe_read_kernel` call.
 #[inline(always)]
 pub fn field<T: Copy>(task: *const task_struct, offset: u32) -> T {
-    // SAFETY: see above; the verifier rejects the program if the access is not a field.
-    unsafe { core::ptr::read_volatile(task.cast::<u8>().add(offset as usize).cast::<T>()) }
+    load(task.cast::<u8>(), offset)
+}
+
+/// A direct load of a `T` at `offset` bytes into any BTF-typed kernel pointer (a task's, or
+/// one loaded from its fields), as in [`field`].
+#[inline(always)]
+pub fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: see `field`; the verifier rejects the program if the access is not a field.
+    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
+}
+
+/// Reads a `T` at `base + offset` of kernel memory with `bpf_probe_read_kernel` (any address:
+/// a fault is safe); the default on a fault.
+#[inline(always)]
+pub fn kread<T: Copy + Default>(base: u64, offset: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
 }
 
 /// The task's (tid, tgid).

@@ -9,8 +9,8 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf, generated::bpf_get_stack,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        generated::bpf_get_stack,
     },
     macros::perf_event,
     programs::PerfEventContext,
@@ -18,16 +18,9 @@ use aya_ebpf::{
 
 use crate::{
     config::{RQ_OFFSETS, SETTINGS, TASK_OFFSETS, cfg},
-    helpers::count,
+    helpers::{count, kread},
     maps::{CPU_SLOT, SAMPLES, WALK_SCRATCH},
 };
-
-/// Reads a `T` at `base + offset` of kernel memory; the default on a fault.
-#[inline(always)]
-fn kread<T: Copy + Default>(base: u64, offset: u32) -> T {
-    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
-}
 
 /// The walk's loop state lives in map memory, which the verifier does not track value by
 /// value: kept in registers, every combination of counters would be a distinct state and the

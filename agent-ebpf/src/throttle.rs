@@ -5,22 +5,16 @@
 
 use agent_common::{THROTTLE_END, THROTTLE_START, ThrottleRecord};
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::bpf_ktime_get_ns,
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
 
 use crate::{
     config::{CGROUP_OFFSETS, SETTINGS, cfg},
+    helpers::kread,
     maps::THROTTLES,
 };
-
-/// Reads a `T` at `base + offset` of kernel memory; the default on a fault.
-#[inline(always)]
-fn kread<T: Copy + Default>(base: u64, offset: u32) -> T {
-    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
-}
 
 /// Sends one record for `cfs_rq` if it is throttled.
 #[inline(always)]

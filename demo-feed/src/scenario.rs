@@ -22,7 +22,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use schedlat_test_support::{
-    Bucket, buckets, cgroup2_mount, histogram_quantile, increase, parse_metrics, sum,
+    Bucket, buckets, cgroup_v1_mount, cgroup2_mount, histogram_quantile, increase, parse_metrics,
+    sum,
 };
 use serde::Serialize;
 
@@ -359,18 +360,6 @@ struct CpuLimit {
     created: bool,
 }
 
-/// The v1 hierarchy of the cpu controller, from mountinfo (`cpu` among the super options).
-fn cgroup_v1_cpu_mount() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split_whitespace();
-        let (fstype, _, options) = (r.next()?, r.next()?, r.next()?);
-        let mount = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup" && options.split(',').any(|o| o == "cpu")).then(|| PathBuf::from(mount))
-    })
-}
-
 impl CpuLimit {
     /// Puts `pid` under a limit it does not feel yet.
     fn new(pid: u32, feed_cgroup_v2: Option<&PathBuf>) -> Result<Self> {
@@ -388,7 +377,7 @@ impl CpuLimit {
                 });
             }
         }
-        let mount = cgroup_v1_cpu_mount()
+        let mount = cgroup_v1_mount("cpu")
             .context("no cpu controller on cgroup v2 here, and no v1 cpu hierarchy mounted")?;
         let dir = mount.join("schedlat-demo-feed");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

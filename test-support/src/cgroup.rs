@@ -32,13 +32,38 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// `fs/seq_file.c`), so no field contains a literal space.
 #[must_use]
 pub fn cgroup2_mount_in(mountinfo: &[u8]) -> Option<PathBuf> {
+    mount_point_in(mountinfo, |fstype, _| fstype == b"cgroup2")
+}
+
+/// The mount point of the cgroup v1 hierarchy holding `controller` (`cpu` matches `cpu` and
+/// `cpu,cpuacct`, not `cpuacct` alone); `None` when there is none.
+#[must_use]
+pub fn cgroup_v1_mount(controller: &str) -> Option<PathBuf> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo").ok()?;
+    cgroup_v1_mount_in(&mountinfo, controller)
+}
+
+/// [`cgroup_v1_mount`] in a mountinfo text.
+#[must_use]
+pub fn cgroup_v1_mount_in(mountinfo: &[u8], controller: &str) -> Option<PathBuf> {
+    mount_point_in(mountinfo, |fstype, super_options| {
+        fstype == b"cgroup"
+            && super_options
+                .split(|&b| b == b',')
+                .any(|o| o == controller.as_bytes())
+    })
+}
+
+/// The first mount point whose file system type (9) and super options (11) `matches`.
+fn mount_point_in(mountinfo: &[u8], matches: impl Fn(&[u8], &[u8]) -> bool) -> Option<PathBuf> {
     mountinfo.split(|&b| b == b'\n').find_map(|line| {
         let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         let mount_point = fields.get(4)?;
         // The separator comes after the six mandatory fields.
         let separator = 6 + fields.get(6..)?.iter().position(|f| *f == b"-")?;
         let fstype = fields.get(separator + 1)?;
-        (*fstype == b"cgroup2")
+        let super_options = fields.get(separator + 3).copied().unwrap_or_default();
+        matches(fstype, super_options)
             .then(|| PathBuf::from(OsString::from_vec(unescape_octal(mount_point))))
     })
 }
@@ -152,5 +177,25 @@ mod tests {
         if let Some(mount) = cgroup2_mount() {
             assert!(mount.is_dir(), "{} is not a directory", mount.display());
         }
+    }
+
+    #[test]
+    fn finds_the_v1_hierarchy_of_a_controller() {
+        let mountinfo = b"31 25 0:27 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n\
+32 25 0:28 / /sys/fs/cgroup/cpu\\040x rw shared:1 - cgroup cgroup rw,cpu\n\
+33 25 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup_v1_mount_in(mountinfo, "cpu"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu x"))
+        );
+        assert_eq!(
+            cgroup_v1_mount_in(mountinfo, "cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpuacct"))
+        );
+        assert_eq!(cgroup_v1_mount_in(mountinfo, "memory"), None);
+        assert_eq!(
+            cgroup2_mount_in(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
     }
 }

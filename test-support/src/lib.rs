@@ -14,7 +14,7 @@ pub mod exposition;
 pub mod quantile;
 pub mod schedstat;
 
-pub use cgroup::cgroup2_mount;
+pub use cgroup::{cgroup_v1_mount, cgroup2_mount};
 pub use exposition::{ParseError, Sample, parse_metrics, sum};
 pub use quantile::{Bucket, buckets, histogram_quantile, increase};
 pub use schedstat::Schedstat;

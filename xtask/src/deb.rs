@@ -382,7 +382,8 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-fn command_stdout(cmd: &mut Command) -> Result<String> {
+/// The stdout of a command that must succeed (its stderr in the error), trailing space cut.
+pub(crate) fn command_stdout(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {

@@ -12,7 +12,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
-use crate::{deb, run, workspace_root};
+use crate::{
+    deb::{self, command_stdout},
+    run, workspace_root,
+};
 
 /// The name deploy/daemonset.yaml runs.
 pub fn image_name() -> String {
@@ -39,7 +42,7 @@ pub fn build(release_dir: &Path) -> Result<PathBuf> {
     run(Command::new("strip")
         .args(["--strip-unneeded", "--remove-section=.comment"])
         .arg(&in_image))?;
-    let ldd = output(Command::new("ldd").arg(&binary))?;
+    let ldd = command_stdout(Command::new("ldd").arg(&binary))?;
     let libraries = shared_libraries(&ldd);
     if libraries.is_empty() {
         bail!("ldd {} named no libraries:\n{ldd}", binary.display());
@@ -60,19 +63,11 @@ pub fn build(release_dir: &Path) -> Result<PathBuf> {
     write_layout(&rootfs, &oci)?;
 
     let image = out_dir.join(format!("schedlat_{}.oci.tar", deb::VERSION));
-    run(Command::new("tar")
-        .args([
-            "--create",
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-        ])
-        .args(["--mtime=@0", "--file"])
-        .arg(&image)
-        .arg("-C")
-        .arg(&oci)
-        .args(["oci-layout", "index.json", "manifest.json", "blobs"]))?;
+    reproducible_tar(
+        &image,
+        &oci,
+        &["oci-layout", "index.json", "manifest.json", "blobs"],
+    )?;
     Ok(image)
 }
 
@@ -82,19 +77,7 @@ fn write_layout(rootfs: &Path, oci: &Path) -> Result<()> {
     let blobs = oci.join("blobs/sha256");
     fs::create_dir_all(&blobs).context("creating the blob directory")?;
     let layer_tmp = oci.join("layer.tar");
-    run(Command::new("tar")
-        .args([
-            "--create",
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-        ])
-        .args(["--mtime=@0", "--file"])
-        .arg(&layer_tmp)
-        .arg("-C")
-        .arg(rootfs)
-        .arg("."))?;
+    reproducible_tar(&layer_tmp, rootfs, &["."])?;
     let (layer_digest, layer_size) = add_blob(&blobs, &fs::read(&layer_tmp)?)?;
     fs::remove_file(&layer_tmp).context("removing the layer's temporary file")?;
     let arch = go_arch()?;
@@ -173,7 +156,7 @@ pub fn shared_libraries(ldd: &str) -> Vec<PathBuf> {
 fn add_blob(blobs: &Path, bytes: &[u8]) -> Result<(String, usize)> {
     let tmp = blobs.join("incoming");
     fs::write(&tmp, bytes).context("writing a blob")?;
-    let sum = output(Command::new("sha256sum").arg(&tmp))?;
+    let sum = command_stdout(Command::new("sha256sum").arg(&tmp))?;
     let digest = sum
         .split_whitespace()
         .next()
@@ -202,17 +185,21 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// A reproducible tar of `members` of `dir` (sorted, root-owned, mtime 0) as `file`.
+fn reproducible_tar(file: &Path, dir: &Path, members: &[&str]) -> Result<()> {
+    run(Command::new("tar")
+        .args([
+            "--create",
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+        ])
+        .args(["--mtime=@0", "--file"])
+        .arg(file)
+        .arg("-C")
+        .arg(dir)
+        .args(members))
 }
 
 #[cfg(test)]

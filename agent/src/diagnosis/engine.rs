@@ -158,7 +158,41 @@ struct TaskFacts {
     control: Option<cpulimits::CpuControl>,
     allowed: Option<Vec<u32>>,
     nice: Option<i32>,
-    realtime: Option<bool>,
+    /// What `Diagnoser::host_facts` shows, worked out with the rest (a `cpu.stat` read).
+    host_facts: Vec<String>,
+}
+
+/// The host facts of a task: its own real-time policy, limits out of sight, the throttling
+/// counters of its tightest CPU quota.
+fn host_facts_of(control: Option<&cpulimits::CpuControl>, realtime: Option<bool>) -> Vec<String> {
+    let mut facts = Vec::new();
+    if realtime == Some(true) {
+        facts.push("the waiting task itself has a real-time policy".to_owned());
+    }
+    let Some(control) = control else {
+        return facts;
+    };
+    if !control.reaches_root() {
+        facts.push(format!(
+            "cgroups above {} are out of sight: a CPU quota there cannot be read",
+            control.hierarchy.mount().display()
+        ));
+    }
+    if let Some(limit) = control.tightest()
+        && let Some(index) = control.chain.iter().position(|l| std::ptr::eq(l, limit))
+        && let Ok(Some(stat)) = cpulimits::throttle_stat(control, index)
+    {
+        facts.push(format!(
+            "cgroup {} ({:.2} CPUs of quota): throttled in {} of {} periods since it was \
+             created, {} in all",
+            limit.display_path(),
+            limit.cpus().unwrap_or(0.0),
+            stat.nr_throttled,
+            stat.nr_periods,
+            ms(stat.throttled_ns)
+        ));
+    }
+    facts
 }
 
 /// Turns long waits into diagnoses.
@@ -229,14 +263,16 @@ impl Diagnoser {
                     self.tasks.clear();
                 }
             }
+            let control = cpulimits::cpu_control(tid).ok().flatten();
+            let realtime = cpulimits::policy_is_realtime(tid).ok().flatten();
             self.tasks.insert(
                 tid,
                 TaskFacts {
                     read_at: now,
-                    control: cpulimits::cpu_control(tid).ok().flatten(),
+                    host_facts: host_facts_of(control.as_ref(), realtime),
+                    control,
                     allowed: cpulimits::allowed_cpus(tid).ok().flatten(),
                     nice: cpulimits::nice(tid).ok().flatten(),
-                    realtime: cpulimits::policy_is_realtime(tid).ok().flatten(),
                 },
             );
         }
@@ -246,43 +282,7 @@ impl Diagnoser {
     /// What the host says about the victim that helps read any diagnosis: the throttling
     /// counters of its tightest CPU quota, limits out of sight, its own real-time policy.
     fn host_facts(&mut self, tid: u32) -> Vec<String> {
-        let mut facts = Vec::new();
-        let task = self.task(tid);
-        if task.realtime == Some(true) {
-            facts.push("the waiting task itself has a real-time policy".to_owned());
-        }
-        let Some(control) = &task.control else {
-            return facts;
-        };
-        if !control.reaches_root() {
-            facts.push(format!(
-                "cgroups above {} are out of sight: a CPU quota there cannot be read",
-                control.hierarchy.mount().display()
-            ));
-        }
-        if let Some((index, limit)) = control
-            .chain
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.quota_ns.is_some())
-            .min_by(|a, b| {
-                a.1.cpus()
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.1.cpus().unwrap_or(f64::MAX))
-            })
-            && let Ok(Some(stat)) = cpulimits::throttle_stat(control, index)
-        {
-            facts.push(format!(
-                "cgroup {} ({:.2} CPUs of quota): throttled in {} of {} periods since it was \
-                 created, {} in all",
-                limit.display_path(),
-                limit.cpus().unwrap_or(0.0),
-                stat.nr_throttled,
-                stat.nr_periods,
-                ms(stat.throttled_ns)
-            ));
-        }
-        facts
+        self.task(tid).host_facts.clone()
     }
 
     /// Diagnoses one long wait.
