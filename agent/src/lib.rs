@@ -10,7 +10,8 @@
 //! - `daemon/`: `schedlat run`'s loop, configuration, metrics and HTTP server;
 //! - `incident/`: triggers, bundles, run-queue snapshots;
 //! - `profile/`: the flight recorder, symbolization, flame graphs;
-//! - `trace/`: `schedlat trace`.
+//! - `trace/`: `schedlat trace`;
+//! - `top/`: `schedlat top`.
 
 // One folder per responsibility (ARCHITECTURE.md walks the data path through them). All
 // private: the binary needs only the command line, so code nothing uses is a compile warning.
@@ -22,6 +23,7 @@ mod incident;
 mod kernel;
 mod profile;
 mod stats;
+mod top;
 mod trace;
 
 pub use cli::{Cli, args_with_negative_durations_joined, main_with};

@@ -11,96 +11,15 @@
     reason = "test code: a panic with its message is the failure report"
 )]
 
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 
 mod common;
-use common::schedlat_bin;
-
-const BUSY: &str = env!("CARGO_BIN_EXE_schedlat-busy");
-
-/// A process killed (and reaped) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A cgroup directory removed on drop (after its processes are gone).
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new(parent: &Path, name: &str) -> Self {
-        let dir = parent.join(format!("schedlat-diag-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create cgroup");
-        Self(dir)
-    }
-
-    fn write(&self, file: &str, value: &str) {
-        std::fs::write(self.0.join(file), value)
-            .unwrap_or_else(|e| panic!("writing {value} to {}/{file}: {e}", self.0.display()));
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `prefix... schedlat-busy SPIN_US SLEEP_US`, moved into `cgroups` (cgroup.procs) first,
-/// through a shell so the move happens before the exec.
-fn spawn(cgroups: &[&Cgroup], prefix: &[&str], spin_us: u64, sleep_us: u64) -> Proc {
-    let mut moves = String::new();
-    for c in cgroups {
-        let _ = write!(moves, "echo $$ > {}/cgroup.procs && ", c.0.display());
-    }
-    let script = format!(
-        "{moves}exec {} {BUSY} {spin_us} {sleep_us}",
-        prefix.join(" ")
-    );
-    Proc(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn workload"),
-    )
-}
-
-/// A victim: short bursts and 1 ms sleeps, many wakeups.
-fn victim(cgroups: &[&Cgroup], prefix: &[&str]) -> Proc {
-    spawn(cgroups, prefix, 200, 1000)
-}
-
-/// A hog: spins (never sleeps).
-fn hog(cgroups: &[&Cgroup], prefix: &[&str]) -> Proc {
-    spawn(cgroups, prefix, 10_000_000, 0)
-}
-
-fn unified() -> PathBuf {
-    schedlat_test_support::cgroup2_mount().expect("a cgroup2 mount")
-}
+use common::{
+    scenario::{Cgroup, cpus, hog, unified, victim},
+    schedlat_bin,
+};
 
 /// Traces `pid` for `seconds` from CPU `cpu` (the tracer's own CPU time is occupancy too:
 /// it is kept where the scenario wants it); the events (JSON lines with a diagnosis).
@@ -193,10 +112,6 @@ fn culprit_share(events: &[&Value], pids: &[u32]) -> f64 {
         events.len()
     );
     mean
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The victim pinned to CPU 1 behind `hog`; CPU 0 kept busy by a fair hog (so no idle CPU

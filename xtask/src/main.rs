@@ -43,6 +43,8 @@ const APT_PACKAGES: &[&str] = &[
     // The container image's test runs it with an OCI runtime (no container engine runs here;
     // crun 1.8 refuses hybrid cgroups, runc takes them).
     "runc",
+    // `schedlat top` is tested through a real terminal: tmux send-keys/capture-pane.
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{UsageError, daemon, daemon::config, host, profile::flamegraph, trace};
+use crate::{UsageError, daemon, daemon::config, host, profile::flamegraph, top, trace};
 
 /// Output format of the commands that print records (`trace`, `incidents`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +66,27 @@ pub enum Command {
         per interval (fields documented in the README)."
     )]
     Trace(TraceArgs),
+    /// Live view of run-queue latency per process and per cgroup, with the cause and the
+    /// culprit of the long waits (like top).
+    #[command(
+        long_about = "Live view of the run-queue waits of every task on the machine, per process \
+        or per cgroup, over the last --window (default 5s), refreshed every --refresh (default \
+        1s): waits per second, long waits (at or above --threshold), total wait, p99 and \
+        longest wait, and, from the long waits' diagnosis, the cause of most of their time \
+        (throttled, affinity, rt, noisy_neighbour, self_contention, ...) and the task that held \
+        the CPU for most of it.\n\n\
+        Keys: q quit; Tab or v switch between processes and cgroups; t (total wait), 9 (p99), \
+        m (max), w (waits), l (long waits), n (name) sort; r reverse; Up/Down/PgUp/PgDn/Home/End \
+        scroll; h help.\n\n\
+        --batch prints frames on stdout instead (no terminal needed, like top -b): text, or one \
+        JSON object per refresh with --format json (fields: time, covered_seconds, \
+        window_seconds, threshold_ns, diagnosis, machine, processes, cgroups; each row: waits, \
+        total_wait_ns, p99_ns, max_ns, long_waits, cause, cause_share, culprit {pid, comm, \
+        share}).\n\n\
+        MAX is exact at or above the threshold (each such wait is read one by one); below it, \
+        the middle of the histogram slot (within 1.6 %). Needs root, or CAP_BPF and CAP_PERFMON."
+    )]
+    Top(TopArgs),
     /// Run the node daemon: aggregate every wait in windows and serve Prometheus metrics.
     #[command(
         long_about = "Run the node daemon. Every run-queue wait on the machine is counted in the \
@@ -172,6 +193,44 @@ pub struct TraceArgs {
     pub no_diagnosis: bool,
 }
 
+/// Flags of `schedlat top`.
+#[derive(clap::Args, Debug)]
+pub struct TopArgs {
+    /// The figures cover the last this-long (e.g. 5s, 30s, 1m).
+    #[arg(long, default_value = "5s", value_parser = units::parse_positive_duration)]
+    pub window: Duration,
+    /// Refresh every this-long (top's -d).
+    #[arg(short = 'd', long, default_value = "1s", value_parser = units::parse_positive_duration)]
+    pub refresh: Duration,
+    /// Column the rows are sorted by at start (keys change it).
+    #[arg(long, value_enum, default_value = "total")]
+    pub sort: crate::top::model::SortKey,
+    /// Smallest first (names Z to A).
+    #[arg(long)]
+    pub reverse: bool,
+    /// Rows per process or per cgroup at start (Tab switches).
+    #[arg(long, value_enum, default_value = "process")]
+    pub view: crate::top::model::View,
+    /// Waits at or above this are long waits: read one by one and diagnosed (cause, culprit).
+    #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
+    pub threshold: Duration,
+    /// Do not diagnose long waits (no CAUSE/CULPRIT): every context switch costs less.
+    #[arg(long)]
+    pub no_diagnosis: bool,
+    /// Print frames on stdout instead of a live screen (no terminal needed; like top -b).
+    #[arg(short = 'b', long)]
+    pub batch: bool,
+    /// Stop after this many refreshes (top's -n).
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: Option<u32>,
+    /// With --batch: text frames or one JSON object per refresh.
+    #[arg(long, value_enum, default_value = "text", requires = "batch")]
+    pub format: OutputFormat,
+    /// With --batch: rows per view in each frame.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+}
+
 /// Flags of `schedlat run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -247,7 +306,15 @@ pub enum IncidentsAction {
 }
 
 /// Options whose value is a duration.
-const DURATION_OPTIONS: [&str; 4] = ["--duration", "--threshold", "--window", "--event-threshold"];
+const DURATION_OPTIONS: [&str; 7] = [
+    "--duration",
+    "--interval",
+    "--threshold",
+    "--window",
+    "--event-threshold",
+    "--refresh",
+    "-d",
+];
 
 /// The command line as clap should see it: `--duration -5s` becomes `--duration=-5s`, so the
 /// duration parser says that negative durations are not allowed (clap would take `-5s` for an
@@ -328,6 +395,7 @@ fn reload_flag() -> Result<Arc<AtomicBool>> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace(args) => trace_command(args),
+        Command::Top(args) => top_command(&args),
         Command::Run(args) => run_command(args),
         Command::Flamegraph(args) => flamegraph_command(args),
         Command::Incidents { action } => incidents_command(action),
@@ -369,6 +437,28 @@ fn trace_command(args: TraceArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     trace::run(&options, &mut out, &stop)?;
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn top_command(args: &TopArgs) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    let options = top::TopOptions {
+        window: args.window,
+        refresh: args.refresh,
+        threshold_ns: args.threshold.as_nanos() as u64,
+        diagnose: !args.no_diagnosis,
+        sort: args.sort,
+        reverse: args.reverse,
+        view: args.view,
+        batch: args.batch,
+        format: args.format,
+        iterations: args.iterations,
+        top: args.top as usize,
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    top::run(&options, &mut out, &stop)?;
     let _ = out.flush();
     Ok(ExitCode::SUCCESS)
 }

@@ -175,25 +175,29 @@ pub fn utc_time_of_day(realtime_ns: u64) -> String {
     )
 }
 
-pub const TEXT_HEADER: &str = "TIME(UTC)     TID      COMM             CPU  WAIT       CULPRIT                    CAUSE            PREEMPTOR                  WAKER     MIGRATED";
+pub const TEXT_HEADER: &str = "TIME(UTC)     TID      COMM             CPU  WAIT       CULPRIT                    CAUSE            PREEMPTOR                  WAKER                      MIGRATED";
 
-/// One text line for an event; `realtime_ns` is its wall-clock time.
+/// One text line for an event; `realtime_ns` is its wall-clock time, `waker_comm` the waking
+/// thread's name (empty: gone, or preempted).
 #[must_use]
 pub fn text_line(
     e: &WaitEvent,
     diagnosis: Option<&crate::diagnosis::engine::Diagnosis>,
     realtime_ns: u64,
+    waker_comm: &str,
 ) -> String {
     let mut line = String::new();
     let preemptor = format!("{}/{}", e.preemptor_tid, comm_str(&e.preemptor_comm));
     let waker = if e.flags & FLAG_PREEMPTED != 0 {
         "preempted".to_owned()
-    } else {
+    } else if waker_comm.is_empty() {
         e.waker_tid.to_string()
+    } else {
+        format!("{}/{waker_comm}", e.waker_tid)
     };
     let _ = write!(
         line,
-        "{:<13} {:<8} {:<16} {:<4} {:<10} {:<26} {:<16} {:<26} {:<9} {}",
+        "{:<13} {:<8} {:<16} {:<4} {:<10} {:<26} {:<16} {:<26} {:<26} {}",
         utc_time_of_day(realtime_ns),
         e.tid,
         comm_str(&e.comm),
@@ -298,7 +302,7 @@ mod tests {
         event.comm[..9].copy_from_slice(b"bad\xff\x1b[31m");
         event.preemptor_comm = [0; TASK_COMM_LEN];
         event.preemptor_comm[..6].copy_from_slice(b"two\nli");
-        let line = text_line(&event, None, 0);
+        let line = text_line(&event, None, 0, "");
         assert!(!line.chars().any(char::is_control), "{line:?}");
         assert!(line.contains(" bad\\xff\\x1b[31m "), "{line}");
         assert!(line.contains("43/two\\x0ali"), "{line}");
@@ -311,9 +315,22 @@ mod tests {
 
     #[test]
     fn text_line_shows_preemptor_and_migration() {
-        let line = text_line(&sample(), None, 0);
+        let line = text_line(&sample(), None, 0, "");
         assert!(line.contains("43/hog-with-long-nm"), "{line}");
         assert!(line.contains("4.56ms"), "{line}");
         assert!(line.trim_end().ends_with("yes"), "{line}");
+        assert!(
+            line.contains(" 7 "),
+            "a waker whose name is unknown: its tid: {line}"
+        );
+        let line = text_line(&sample(), None, 0, "kworker/0:1");
+        assert!(
+            line.contains(" 7/kworker/0:1 "),
+            "the waker's tid and name: {line}"
+        );
+        let mut preempted = sample();
+        preempted.flags |= FLAG_PREEMPTED;
+        let line = text_line(&preempted, None, 0, "");
+        assert!(line.contains(" preempted "), "{line}");
     }
 }

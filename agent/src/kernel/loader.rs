@@ -109,6 +109,9 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     /// Daemon: capacity of the per-process aggregation map (entries).
     pub proc_map_entries: u32,
+    /// With `task_stats`: capacity of the histogram map (one entry per process and slot
+    /// that has samples; per-CPU values).
+    pub hist_map_entries: u32,
     /// Sample every CPU's stacks this many times per second (`None`: no sampler).
     pub sampler_hz: Option<u64>,
     /// Record who holds each CPU at every switch and send long waits with their CPU's
@@ -133,6 +136,7 @@ impl Default for ProbeConfig {
             force_own_stamps: false,
             ringbuf_bytes: 2 << 20,
             proc_map_entries: 16384,
+            hist_map_entries: 16384,
             sampler_hz: None,
             diagnose: false,
             throttle_probes: false,
@@ -386,7 +390,9 @@ impl Plan {
         if self.uses_task_storage() {
             loader.map_max_entries(map::TID_ENQUEUE, 1);
         }
-        if !config.task_stats {
+        if config.task_stats {
+            loader.map_max_entries(map::HIST, config.hist_map_entries);
+        } else {
             loader
                 .map_max_entries(map::TASK_STATS, 1)
                 .map_max_entries(map::HIST, 1);
@@ -706,6 +712,31 @@ impl Probes {
         map.iter()
             .map(|entry| entry.with_context(|| format!("reading {}", map::TASK_STATS)))
             .collect()
+    }
+
+    /// Removes exited threads' totals (`tids`) and exited processes' histograms (`tgids`),
+    /// so a long-running machine-wide view does not fill the maps with the dead. An entry
+    /// already gone (removed, or never there) is not an error.
+    pub fn forget(&mut self, tids: &[u32], tgids: &std::collections::HashSet<u32>) -> Result<()> {
+        let mut stats: HashMap<_, u32, TaskStats> =
+            HashMap::try_from(self.required_map_mut(map::TASK_STATS)?)?;
+        for tid in tids {
+            let _ = stats.remove(tid);
+        }
+        if tgids.is_empty() {
+            return Ok(());
+        }
+        let mut hist: PerCpuHashMap<_, HistKey, u64> =
+            PerCpuHashMap::try_from(self.required_map_mut(map::HIST)?)?;
+        let keys: Vec<HistKey> = hist
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| tgids.contains(&k.tgid))
+            .collect();
+        for key in &keys {
+            let _ = hist.remove(key);
+        }
+        Ok(())
     }
 
     /// Histograms (with `task_stats`), keyed by tgid, or by tid with `hist_per_thread`.

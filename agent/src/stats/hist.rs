@@ -85,6 +85,15 @@ impl LatencyHistogram {
         }
     }
 
+    /// The slots that hold samples, as (slot, count), ascending.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(slot, n)| (slot as u32, *n))
+    }
+
     #[must_use]
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

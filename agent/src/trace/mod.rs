@@ -883,7 +883,7 @@ fn print_interval(
     Ok(())
 }
 
-fn realtime_now_ns() -> u64 {
+pub(crate) fn realtime_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -928,12 +928,12 @@ fn announce(options: &TraceOptions, scope: &Scope) {
 }
 
 /// What the diagnosis asks of the host, for `trace`.
-struct TraceHost<'a> {
-    cgroups: &'a mut CgroupResolver,
-    probes: &'a Probes,
+pub(crate) struct TraceHost<'a> {
+    pub(crate) cgroups: &'a mut CgroupResolver,
+    pub(crate) probes: &'a Probes,
     /// tid → (when read, its cgroup id): a machine-wide trace diagnoses every long wait, and
     /// a task that waits often is read from /proc once per `WAKER_NAME_TTL`.
-    cgroup_ids: &'a mut HashMap<u32, (Instant, Option<u64>)>,
+    pub(crate) cgroup_ids: &'a mut HashMap<u32, (Instant, Option<u64>)>,
 }
 
 impl Host for TraceHost<'_> {
@@ -1016,11 +1016,7 @@ impl EventPrinter<'_> {
                 total.1 += event.wait_ns;
             }
             if self.open {
-                let waker_comm = if self.format == OutputFormat::Json {
-                    self.waker_comm(event)
-                } else {
-                    String::new()
-                };
+                let waker_comm = self.waker_comm(event);
                 self.open = print_event(
                     self.out,
                     self.format,
@@ -1185,7 +1181,7 @@ fn any_alive(filter: &TaskFilter) -> Result<bool> {
     Ok(false)
 }
 
-fn report_counters(counters: &[u64]) {
+pub(crate) fn report_counters(counters: &[u64]) {
     let dropped: Vec<String> = Counter::ALL
         .iter()
         .filter(|c| !matches!(c, Counter::Samples | Counter::EventsSubmitted))
@@ -1214,7 +1210,9 @@ fn print_event(
     waker_comm: String,
 ) -> Result<bool> {
     let line = match format {
-        OutputFormat::Text => events::text_line(event, diagnosis, event.ts_ns + realtime_offset),
+        OutputFormat::Text => {
+            events::text_line(event, diagnosis, event.ts_ns + realtime_offset, &waker_comm)
+        }
         OutputFormat::Json => {
             let mut json = EventJson::new(event, realtime_offset);
             json.waker_comm = waker_comm;
@@ -1228,7 +1226,7 @@ fn print_event(
     writeln_or_stop(out, &line)
 }
 
-fn writeln_or_stop(out: &mut dyn Write, line: &str) -> Result<bool> {
+pub(crate) fn writeln_or_stop(out: &mut dyn Write, line: &str) -> Result<bool> {
     match writeln!(out, "{line}") {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
@@ -1238,7 +1236,7 @@ fn writeln_or_stop(out: &mut dyn Write, line: &str) -> Result<bool> {
 
 /// Waits until the ring buffer fd is readable (the kernel forced a wakeup), `timeout`
 /// elapses, or a signal arrives.
-fn wait_readable(fd: i32, timeout: Duration) {
+pub(crate) fn wait_readable(fd: i32, timeout: Duration) {
     let mut pollfd = libc::pollfd {
         fd,
         events: libc::POLLIN,

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod scenario;
+
 use schedlat_test_support::{Sample, parse_metrics};
 use serde_json::Value;
 

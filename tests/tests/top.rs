@@ -1,0 +1,322 @@
+//! `schedlat top` on a real scenario: a victim pinned behind a hog of another cgroup (a noisy
+//! neighbour), viewed through a real terminal (tmux: send-keys, capture-pane) and in batch
+//! mode. The claims are checked against what the workload makes true: the victim's row says
+//! `noisy_neighbour` with the hog as main culprit, its cgroup's row too, keys switch the view
+//! and the order, `q` quits with status 0.
+//!
+//! Needs root, tmux and a quiet 2+ CPU machine (as CI is). Run with `cargo xtask test`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic with its message is the failure report"
+)]
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::{
+    scenario::{Cgroup, Proc, cpus, hog, unified, victim},
+    schedlat_bin,
+};
+
+/// A tmux server of its own (`-L`) with one detached session; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, width: u32, height: u32) -> Self {
+        let socket = format!("schedlat-top-test-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-s", "top"])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(command)
+            .status()
+            .expect("run tmux (installed by `cargo xtask setup`)");
+        assert!(status.success(), "tmux new-session failed");
+        Self { socket }
+    }
+
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "top"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, key: &str) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "top", key])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success(), "tmux send-keys {key} failed");
+    }
+
+    /// Captures the screen until `done` holds (at most `timeout`); the last screen.
+    fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.capture();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "after {timeout:?} the screen still does not show {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// The row whose first column is `first`.
+fn row<'a>(screen: &'a str, first: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+}
+
+/// A duration as `schedlat` prints it (`812ns`, `4.5us`, `3.21ms`, `1.02s`), in ns.
+fn parse_ns(text: &str) -> f64 {
+    for (unit, scale) in [("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)] {
+        if let Some(number) = text.strip_suffix(unit)
+            && let Ok(value) = number.parse::<f64>()
+        {
+            return value * scale;
+        }
+    }
+    panic!("not a duration: {text:?}");
+}
+
+/// The victim pinned to CPU 1 behind a hog of another cgroup; CPU 0 kept busy by a hog of
+/// that cgroup too (no idle CPU: not `affinity`) and running `schedlat top`.
+struct Scenario {
+    noisy: Cgroup,
+    app: Cgroup,
+    hog: Proc,
+    victim: Proc,
+    _busy: Proc,
+}
+
+impl Scenario {
+    fn start(name: &str) -> Self {
+        assert!(cpus() >= 2, "needs two CPUs");
+        let root = unified();
+        let noisy = Cgroup::new(&root, &format!("{name}noisy"));
+        let app = Cgroup::new(&root, &format!("{name}app"));
+        let hog_proc = hog(&[&noisy], &["taskset", "-c", "1"]);
+        let busy = hog(&[&noisy], &["taskset", "-c", "0"]);
+        let victim_proc = victim(&[&app], &["taskset", "-c", "1"]);
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            noisy,
+            app,
+            hog: hog_proc,
+            victim: victim_proc,
+            _busy: busy,
+        }
+    }
+
+    fn dir_name(cgroup: &Cgroup) -> String {
+        cgroup.0.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+#[ignore = "needs root, tmux and the real kernel"]
+fn live_view_in_a_terminal() {
+    let s = Scenario::start("top");
+    let victim = s.victim.pid().to_string();
+    let culprit = format!("schedlat-busy[{}]", s.hog.pid());
+    let app = Scenario::dir_name(&s.app);
+    let status = PathBuf::from(format!(
+        "/tmp/schedlat-top-test-{}.status",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&status);
+    let tmux = Tmux::start(
+        &format!(
+            "taskset -c 0 {} top --window 3s --refresh 1s; echo $? > {}",
+            schedlat_bin(),
+            status.display()
+        ),
+        230,
+        50,
+    );
+
+    // The process view: the victim's row names the cause and the hog.
+    let screen = tmux.wait_for(
+        Duration::from_secs(20),
+        "the victim as noisy_neighbour",
+        |s| row(s, &victim).is_some_and(|r| r.contains("noisy_neighbour") && r.contains(&culprit)),
+    );
+    let line = row(&screen, &victim).unwrap();
+    println!("process view: {line}");
+    assert!(
+        screen.contains("process view, sorted by total wait"),
+        "{screen}"
+    );
+    assert!(line.ends_with(&app), "the victim's cgroup is {app}: {line}");
+    let share: u32 = line
+        .split(&culprit)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pct| pct.strip_suffix('%'))
+        .and_then(|pct| pct.parse().ok())
+        .expect("the culprit's share");
+    assert!(
+        share >= 90,
+        "the hog held {share}% of the long waits, expected ~100%: {line}"
+    );
+
+    // Tab: the cgroup view; the victim's cgroup has the same diagnosis.
+    tmux.send("Tab");
+    let screen = tmux.wait_for(Duration::from_secs(5), "the cgroup view", |s| {
+        s.contains("cgroup view")
+            && s.lines()
+                .any(|l| l.ends_with(&app) && l.contains("noisy_neighbour") && l.contains(&culprit))
+    });
+    println!(
+        "cgroup view: {}",
+        screen.lines().find(|l| l.ends_with(&app)).unwrap()
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.ends_with(&Scenario::dir_name(&s.noisy))),
+        "the hogs' cgroup has a row too:\n{screen}"
+    );
+
+    // m: sorted by the longest wait, largest first.
+    tmux.send("m");
+    let screen = tmux.wait_for(Duration::from_secs(5), "the order by max", |s| {
+        s.contains("cgroup view, sorted by max")
+    });
+    let header = screen
+        .lines()
+        .find(|l| l.trim_start().starts_with("PROCS"))
+        .expect("the table header");
+    let end = header.find("MAX").unwrap() + 3;
+    let maxima: Vec<f64> = screen
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("PROCS"))
+        .skip(1)
+        .filter(|l| l.len() >= end)
+        .map(|l| parse_ns(l[..end].split_whitespace().last().unwrap()))
+        .collect();
+    assert!(maxima.len() >= 2, "rows:\n{screen}");
+    assert!(
+        maxima.windows(2).all(|w| w[0] >= w[1]),
+        "not sorted by MAX: {maxima:?}\n{screen}"
+    );
+
+    // h: the help; q: quits, exit status 0.
+    tmux.send("h");
+    tmux.wait_for(Duration::from_secs(5), "the help", |s| {
+        s.contains("CULPRIT  the task")
+    });
+    tmux.send("q");
+    let start = Instant::now();
+    let code = loop {
+        if let Ok(code) = std::fs::read_to_string(&status) {
+            break code;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::fs::remove_file(&status);
+    assert_eq!(code.trim(), "0", "schedlat top's exit status");
+}
+
+#[test]
+#[ignore = "needs root and the real kernel"]
+fn batch_json_frames() {
+    let s = Scenario::start("topjson");
+    let app = Scenario::dir_name(&s.app);
+    let out = Command::new("taskset")
+        .args(["-c", "0", &schedlat_bin()])
+        .args([
+            "top", "--batch", "-n", "4", "--window", "2s", "--format", "json",
+        ])
+        .output()
+        .expect("run schedlat top");
+    assert!(
+        out.status.success(),
+        "schedlat top failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(frames.len(), 4, "-n 4: four frames");
+    let covered: Vec<f64> = frames
+        .iter()
+        .map(|f| f["covered_seconds"].as_f64().unwrap())
+        .collect();
+    // One refresh (about 1 s) more per frame until the 2 s window is full, then it slides.
+    assert!(covered[0] > 0.8 && covered[0] < 1.5, "{covered:?}");
+    assert!(covered[3] > 1.8 && covered[3] < 2.5, "{covered:?}");
+    let last = &frames[3];
+    let victim = last["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == s.victim.pid())
+        .unwrap_or_else(|| panic!("the victim has a row: {last}"));
+    println!("victim: {victim}");
+    assert_eq!(victim["cause"], "noisy_neighbour", "{victim}");
+    assert_eq!(victim["culprit"]["pid"], s.hog.pid(), "{victim}");
+    assert!(victim["waits"].as_u64().unwrap() > 100, "{victim}");
+    assert!(victim["long_waits"].as_u64().unwrap() > 0, "{victim}");
+    assert!(victim["p99_ns"].as_u64().unwrap() <= victim["max_ns"].as_u64().unwrap());
+    assert!(
+        victim["cgroup"].as_str().unwrap().ends_with(&app),
+        "{victim}"
+    );
+    let cgroup = last["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cgroup"].as_str().unwrap().ends_with(&app))
+        .unwrap_or_else(|| panic!("the victim's cgroup has a row: {last}"));
+    assert_eq!(cgroup["processes"], 1, "{cgroup}");
+    assert_eq!(cgroup["cause"], "noisy_neighbour", "{cgroup}");
+    assert!(last["machine"]["waits"].as_u64().unwrap() >= victim["waits"].as_u64().unwrap());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_a_terminal_it_asks_for_batch() {
+    let out = Command::new(schedlat_bin())
+        .args(["top"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run schedlat top");
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs a terminal") && stderr.contains("--batch"),
+        "{stderr}"
+    );
+    let out = Command::new(schedlat_bin())
+        .args(["top", "--format", "json"])
+        .output()
+        .expect("run schedlat top");
+    assert_eq!(out.status.code(), Some(2), "--format json needs --batch");
+}
