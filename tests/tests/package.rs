@@ -26,6 +26,7 @@ const FILES: &[&str] = &[
     CONFIG,
     "/usr/share/man/man1/schedlat.1.gz",
     "/usr/share/man/man1/schedlat-trace.1.gz",
+    "/usr/share/man/man1/schedlat-top.1.gz",
     "/usr/share/man/man1/schedlat-run.1.gz",
     "/usr/share/man/man1/schedlat-check.1.gz",
     "/usr/share/man/man1/schedlat-flamegraph.1.gz",

@@ -1,7 +1,7 @@
 //! Latency histograms in the kernel's log-linear layout (`agent_common::hist_slot`), their
 //! percentiles, and runqlat-style log2 rendering. Pure logic, no I/O.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use agent_common::{HIST_SLOTS, hist_slot_bounds};
 
@@ -38,18 +38,13 @@ pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Counts per log-linear slot, in nanoseconds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Counts per log-linear slot, in nanoseconds. Sparse (only slots with samples are kept): a
+/// machine-wide view holds one per process, and a process's waits fill a few dozen of the
+/// 1152 slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
-    counts: Vec<u64>,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self {
-            counts: vec![0; HIST_SLOTS as usize],
-        }
-    }
+    /// Slot → count, never 0.
+    counts: BTreeMap<u32, u64>,
 }
 
 impl LatencyHistogram {
@@ -61,14 +56,15 @@ impl LatencyHistogram {
     /// Adds `count` samples to `slot` (as read from the kernel map). Out-of-range slots are
     /// clamped into the last one rather than lost.
     pub fn add_slot(&mut self, slot: u32, count: u64) {
-        let slot = slot.min(HIST_SLOTS - 1) as usize;
-        self.counts[slot] += count;
+        if count > 0 {
+            *self.counts.entry(slot.min(HIST_SLOTS - 1)).or_default() += count;
+        }
     }
 
     /// Adds every sample of `other` (e.g. processes into a machine-wide histogram).
     pub fn merge(&mut self, other: &Self) {
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
+        for (slot, n) in &other.counts {
+            *self.counts.entry(*slot).or_default() += n;
         }
     }
 
@@ -79,24 +75,22 @@ impl LatencyHistogram {
             counts: self
                 .counts
                 .iter()
-                .zip(&earlier.counts)
-                .map(|(now, then)| now.saturating_sub(*then))
+                .filter_map(|(slot, now)| {
+                    let added = now.saturating_sub(earlier.counts.get(slot).copied().unwrap_or(0));
+                    (added > 0).then_some((*slot, added))
+                })
                 .collect(),
         }
     }
 
     /// The slots that hold samples, as (slot, count), ascending.
     pub fn slots(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(slot, n)| (slot as u32, *n))
+        self.counts.iter().map(|(slot, n)| (*slot, *n))
     }
 
     #[must_use]
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.values().sum()
     }
 
     /// Value at quantile `q` (0..=1), in ns: the midpoint of the slot holding the sample of
@@ -104,8 +98,8 @@ impl LatencyHistogram {
     /// empty. Callers with the exact maximum should clamp to it.
     #[must_use]
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let slots = self.counts.iter().enumerate().map(|(slot, &n)| {
-            let (lo, hi) = hist_slot_bounds(slot as u32);
+        let slots = self.counts.iter().map(|(slot, &n)| {
+            let (lo, hi) = hist_slot_bounds(*slot);
             (lo, hi, n)
         });
         slot_quantile(slots, self.count(), q)
@@ -118,11 +112,8 @@ impl LatencyHistogram {
     #[must_use]
     pub fn log2_buckets(&self, unit: TimeUnit) -> Vec<u64> {
         let mut buckets: Vec<u64> = Vec::new();
-        for (slot, &n) in self.counts.iter().enumerate() {
-            if n == 0 {
-                continue;
-            }
-            let (lo, hi) = hist_slot_bounds(slot as u32);
+        for (slot, &n) in &self.counts {
+            let (lo, hi) = hist_slot_bounds(*slot);
             let units = (lo + (hi - lo) / 2) / unit.ns();
             let index = if units == 0 {
                 0

@@ -356,6 +356,7 @@ impl State {
 
     /// Reads the kernel's maps, closes a tick of the window and works out the rows.
     fn tick(&mut self, probes: &Probes, length: Duration, options: &TopOptions) -> Result<()> {
+        let started = Instant::now();
         let stats_now = probes.task_stats()?;
         let histograms_now = probes.histograms()?;
         let counters_now = probes.counters()?;
@@ -385,9 +386,16 @@ impl State {
         self.stats = stats_now.into_iter().collect();
         self.histograms = histograms_now;
         self.counters = counters_now;
+        let read = started.elapsed();
         self.rows = Some(model::rows(&self.window, options.threshold_ns, |pid| {
             describe(&mut self.processes, &mut self.cgroups, pid)
         }));
+        log::debug!(
+            "top: refresh: {} threads and {} process histograms read in {read:?}, rows in {:?}",
+            self.stats.len(),
+            self.histograms.len(),
+            started.elapsed() - read
+        );
         Ok(())
     }
 
