@@ -818,7 +818,7 @@ mod tests {
         let mut agg = Aggregator::new(AggregatorConfig {
             top_k: 5,
             max_cgroups: 5,
-            series_ttl_windows: 10,
+            series_ttl_refreshes: 10,
             kernel_threads: true,
             cgroup_names: true,
             pid_label: false,

@@ -3,6 +3,7 @@
 //! checking privileges (`privileges`), decoding the records the programs send (`events`),
 //! and reading the daemon's maps once per window (`daemon_maps`). The other folders only see typed maps and plain structs.
 
+pub mod batch;
 pub mod btf;
 pub mod daemon_maps;
 pub mod events;
