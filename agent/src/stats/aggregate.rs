@@ -390,38 +390,6 @@ pub struct Exported {
     pub process_waits: u64,
 }
 
-/// One process's waits (an interval's or the sliding window's): its histogram and waits per
-/// preemptor class.
-#[derive(Default)]
-struct Proc {
-    hist: WindowHistogram,
-    classes: [ClassWaits; PREEMPTOR_CLASS_COUNT],
-}
-
-impl Proc {
-    fn of(d: &ProcDelta) -> Self {
-        let mut hist = WindowHistogram::default();
-        for &(slot, n) in &d.slots {
-            let (lo, hi) = proc_hist_slot_bounds(slot);
-            hist.add_range(lo, hi, n);
-        }
-        hist.add_total(d.total_ns());
-        Self {
-            hist,
-            classes: d.classes,
-        }
-    }
-}
-
-impl ProcKey {
-    fn of(d: &ProcDelta) -> Self {
-        Self {
-            cgroup_id: d.cgroup_id,
-            tgid: d.tgid,
-        }
-    }
-}
-
 pub struct Aggregator {
     config: AggregatorConfig,
     pub exported: Exported,
@@ -528,11 +496,6 @@ impl Aggregator {
         for d in &procs {
             self.exported.process_waits += d.slots.iter().map(|&(_, n)| n).sum::<u64>();
         }
-        // This interval's waits, for the cumulative series (the ring takes the deltas).
-        let interval: Vec<(ProcKey, Proc)> = procs
-            .iter()
-            .map(|d| (ProcKey::of(d), Proc::of(d)))
-            .collect();
         self.sliding_procs.push(procs, event_waits);
         let event_max = self.sliding_procs.event_max();
         // Kernel threads left out when so configured.
@@ -560,7 +523,7 @@ impl Aggregator {
                 .or_default()
                 .last_refresh = now;
         }
-        self.export_interval(&interval, &quantiles);
+        export_interval(self.sliding_procs.newest(), &quantiles, &mut self.exported);
         let gauges = &mut self.exported.window;
         gauges.series = quantiles.series;
         gauges.cgroups = quantiles.cgroups;
@@ -573,40 +536,6 @@ impl Aggregator {
             folded_processes: self.exported.window.folded_processes,
             node_p99_ns: quantiles.node.quantile(0.99),
             worst: quantiles.worst,
-        }
-    }
-
-    /// Adds one refresh interval's waits to the cumulative series they are labelled with now,
-    /// and to the preemptor classes of their cgroups. Processes without a series (kernel
-    /// threads left out) are not exported.
-    fn export_interval(&mut self, interval: &[(ProcKey, Proc)], quantiles: &SlidingQuantiles) {
-        for (key, p) in interval {
-            let Some(skey) = quantiles
-                .series_of
-                .get(key)
-                .map(|&i| &quantiles.series_keys[i])
-            else {
-                continue;
-            };
-            let series = self.exported.series.entry(skey.clone()).or_default();
-            for (lo, _, n) in p.hist.slots() {
-                // Sums per slot are not kept apart here; the exact total goes in once below.
-                series.hist.add(lo, n, 0);
-            }
-            series.hist.sum_ns += p.hist.total_ns();
-            series.migrations += p.classes[PreemptorClass::Migrated as usize].waits;
-            for class in PreemptorClass::ALL {
-                let waits = p.classes[class as usize];
-                if waits.waits > 0 {
-                    let c = self
-                        .exported
-                        .classes
-                        .entry((skey.cgroup.clone(), class))
-                        .or_default();
-                    c.waits += waits.waits;
-                    c.wait_ns += waits.wait_ns;
-                }
-            }
         }
     }
 
@@ -632,6 +561,43 @@ impl Aggregator {
 struct ProcessLabels<'a> {
     cgroups: &'a HashMap<u64, String>,
     top: &'a HashSet<ProcKey>,
+}
+
+/// Adds one refresh interval's waits to the cumulative series they are labelled with now,
+/// and to the preemptor classes of their cgroups. Processes without a series (kernel threads
+/// left out) are not exported.
+fn export_interval(interval: &[ProcDelta], quantiles: &SlidingQuantiles, exported: &mut Exported) {
+    for d in interval {
+        let key = ProcKey {
+            cgroup_id: d.cgroup_id,
+            tgid: d.tgid,
+        };
+        let Some(skey) = quantiles
+            .series_of
+            .get(&key)
+            .map(|&i| &quantiles.series_keys[i])
+        else {
+            continue;
+        };
+        let series = exported.series.entry(skey.clone()).or_default();
+        for &(slot, n) in &d.slots {
+            // Sums per slot are not kept apart here; the exact total goes in once below.
+            series.hist.add(proc_hist_slot_bounds(slot).0, n, 0);
+        }
+        series.hist.sum_ns += d.total_ns();
+        series.migrations += d.classes[PreemptorClass::Migrated as usize].waits;
+        for class in PreemptorClass::ALL {
+            let waits = d.classes[class as usize];
+            if waits.waits > 0 {
+                let c = exported
+                    .classes
+                    .entry((skey.cgroup.clone(), class))
+                    .or_default();
+                c.waits += waits.waits;
+                c.wait_ns += waits.wait_ns;
+            }
+        }
+    }
 }
 
 /// The `top_k` processes with the most wait in the window.
@@ -1349,5 +1315,109 @@ mod tests {
         let s = agg.window(&input, &mut Table);
         assert_eq!(s.waits, 1);
         assert_eq!(agg.exported.series.len(), 1);
+    }
+
+    /// One refresh of process 100 in cgroup 5: 100 waits of 10 µs, plus `long` waits of 50 ms.
+    fn background_and(long: u64) -> ProcDelta {
+        let mut d = delta(5, 100, 10_000, 100);
+        if long > 0 {
+            d.slots.push((proc_hist_slot(50_000_000), long));
+            let c = &mut d.classes[PreemptorClass::OtherCgroup as usize];
+            c.waits += long;
+            c.wait_ns += long * 50_000_000;
+        }
+        d
+    }
+
+    /// A burst shows in its process's and cgroup's quantiles at the refresh that read it, for
+    /// exactly `sub_windows` refreshes (not up to a window late, as a tumbling window showed
+    /// it), while the cumulative histogram counts each wait once.
+    #[test]
+    fn process_quantiles_slide_and_counters_count_each_wait_once() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            sub_windows: 5,
+            series_ttl_refreshes: 20,
+            ..config()
+        });
+        let key = SeriesKey::new("cg5.service", "p100");
+        for _ in 0..6 {
+            agg.refresh_processes(vec![background_and(0)], &[], &mut Table);
+            assert!(agg.exported.window.series[&key].max < 20_000);
+        }
+        let exact = EventWait {
+            tgid: 100,
+            cpu: 1,
+            wait_ns: 50_123_456,
+        };
+        agg.refresh_processes(vec![background_and(3)], &[exact], &mut Table);
+        for refresh in 1..=5 {
+            let w = &agg.exported.window;
+            assert_eq!(
+                w.series[&key].max, 50_123_456,
+                "refresh {refresh}: exact max"
+            );
+            assert_eq!(
+                w.cgroups["cg5.service"].max, 50_123_456,
+                "refresh {refresh}"
+            );
+            // 3 of the window's 503 waits are 50 ms: above p99 (rank 498), so p99.9 shows them.
+            assert!(w.series[&key].p999 > 40_000_000, "{:?}", w.series[&key]);
+            assert!(w.series[&key].p99 < 20_000, "{:?}", w.series[&key]);
+            agg.refresh_processes(vec![background_and(0)], &[], &mut Table);
+        }
+        let w = &agg.exported.window;
+        assert!(
+            w.series[&key].max < 20_000,
+            "slid out: {:?}",
+            w.series[&key]
+        );
+        assert!(w.cgroups["cg5.service"].max < 20_000);
+        let series = &agg.exported.series[&key];
+        assert_eq!(series.hist.count, 12 * 100 + 3, "each wait counted once");
+        assert_eq!(series.hist.sum_ns, 12 * 100 * 10_000 + 3 * 50_000_000);
+        assert_eq!(agg.exported.process_waits, 12 * 100 + 3);
+    }
+
+    /// The processes that keep their own series are the `top_k` of the sliding window: one
+    /// with a burst keeps its series while the burst is in the window, then folds back.
+    #[test]
+    fn top_k_is_ranked_over_the_sliding_window() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            top_k: 1,
+            sub_windows: 3,
+            series_ttl_refreshes: 10,
+            ..config()
+        });
+        let steady = || delta(5, 102, 1_000_000, 2);
+        agg.refresh_processes(vec![steady(), delta(5, 101, 5_000_000, 2)], &[], &mut Table);
+        let named = |agg: &Aggregator| -> Vec<String> {
+            agg.exported
+                .window
+                .series
+                .keys()
+                .filter(|k| k.process != OTHER)
+                .map(|k| k.process.clone())
+                .collect()
+        };
+        assert_eq!(named(&agg), ["p101"]);
+        // 101's 10 ms outweighs 102's 2 ms a refresh until it slides out.
+        for _ in 0..2 {
+            agg.refresh_processes(vec![steady()], &[], &mut Table);
+            assert_eq!(named(&agg), ["p101"], "still the window's top process");
+        }
+        agg.refresh_processes(vec![steady()], &[], &mut Table);
+        assert_eq!(named(&agg), ["p102"], "101 slid out");
+        let other = &agg.exported.series[&SeriesKey::new("cg5.service", OTHER)];
+        assert_eq!(
+            other.hist.count, 6,
+            "102's waits while 101 was on top, under other"
+        );
+        assert_eq!(
+            agg.exported.series[&SeriesKey::new("cg5.service", "p102")]
+                .hist
+                .count,
+            2
+        );
+        assert_eq!(agg.exported.window.folded_processes, 0);
     }
 }

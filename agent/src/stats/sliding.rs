@@ -280,6 +280,12 @@ impl SlidingProcesses {
         max
     }
 
+    /// The newest refresh interval's deltas.
+    #[must_use]
+    pub fn newest(&self) -> &[ProcDelta] {
+        self.ring.back().map_or(&[], |s| s.procs.as_slice())
+    }
+
     /// Deltas held in the ring (for the memory bound's debug line).
     #[must_use]
     pub fn deltas(&self) -> usize {
@@ -383,5 +389,75 @@ mod tests {
             SlidingCpus::new(1000).sub_windows(),
             MAX_SUB_WINDOWS as usize
         );
+    }
+
+    fn proc_delta(cgroup_id: u64, tgid: u32, wait_ns: u64, waits: u64) -> ProcDelta {
+        let mut classes = [ClassWaits::default(); PREEMPTOR_CLASS_COUNT];
+        classes[0] = ClassWaits {
+            waits,
+            wait_ns: wait_ns * waits,
+        };
+        ProcDelta {
+            cgroup_id,
+            tgid,
+            slots: vec![(agent_common::proc_hist_slot(wait_ns), waits)],
+            classes,
+        }
+    }
+
+    /// A process's sum is the ring's deltas added up, kept exact as sub-windows drop out, and
+    /// gone with its last delta; an event's exact maximum slides out with its sub-window.
+    #[test]
+    fn process_sums_follow_the_ring_and_processes_leave_with_their_last_delta() {
+        let mut sliding = SlidingProcesses::new(3);
+        let key = |tgid| ProcKey { cgroup_id: 7, tgid };
+        let burst = EventWait {
+            tgid: 100,
+            cpu: 0,
+            wait_ns: 123_456_789,
+        };
+        sliding.push(
+            vec![
+                proc_delta(7, 100, 100_000_000, 2),
+                proc_delta(7, 200, 1_000, 5),
+            ],
+            &[burst],
+        );
+        sliding.push(vec![proc_delta(7, 100, 1_000, 10)], &[]);
+        let sums = sliding.sums();
+        assert_eq!(sums[&key(100)].total_ns(), 200_000_000 + 10_000);
+        assert_eq!(sums[&key(100)].slots.values().sum::<u64>(), 12);
+        assert_eq!(sums[&key(200)].slots.values().sum::<u64>(), 5);
+        assert_eq!(sliding.event_max().get(&100), Some(&123_456_789));
+        assert_eq!(sliding.newest(), &[proc_delta(7, 100, 1_000, 10)]);
+        sliding.push(vec![proc_delta(7, 100, 1_000, 1)], &[]);
+        // The fourth push drops the first sub-window: process 200's only delta, the 100 ms
+        // waits and the event.
+        sliding.push(vec![proc_delta(7, 100, 1_000, 1)], &[]);
+        let sums = sliding.sums();
+        assert!(!sums.contains_key(&key(200)), "left with its last delta");
+        assert_eq!(sums[&key(100)].total_ns(), 12_000);
+        assert_eq!(sums[&key(100)].slots.values().sum::<u64>(), 12);
+        assert!(sliding.event_max().is_empty(), "the event slid out");
+        assert_eq!(sliding.deltas(), 3);
+        for _ in 0..3 {
+            sliding.push(Vec::new(), &[]);
+        }
+        assert!(sliding.sums().is_empty(), "a quiet window holds nothing");
+        assert_eq!(sliding.deltas(), 0);
+    }
+
+    #[test]
+    fn resizing_the_process_ring_takes_the_oldest_out_of_the_sums() {
+        let mut sliding = SlidingProcesses::new(4);
+        sliding.push(vec![proc_delta(1, 10, 5_000_000, 1)], &[]);
+        sliding.push(vec![proc_delta(1, 10, 1_000, 1)], &[]);
+        sliding.resize(1);
+        let sum = &sliding.sums()[&ProcKey {
+            cgroup_id: 1,
+            tgid: 10,
+        }];
+        assert_eq!(sum.total_ns(), 1_000);
+        assert_eq!(sum.slots.len(), 1);
     }
 }
