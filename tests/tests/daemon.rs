@@ -649,10 +649,12 @@ fn pin_to_cpu0(pid: libc::pid_t) {
     );
 }
 
-/// The per-CPU and node window quantiles slide: the last `window` (5 s), refreshed every
-/// second. A burst of long waits (a `SCHED_FIFO` busy loop on CPU 0 for 400 ms starves a task
-/// pinned there) shows in the node's window maximum within ~1-2 s of its end, stays for about
-/// the window, and is gone after it. (Tumbling 5 s windows showed it up to 5 s late.)
+/// The window quantiles slide, per CPU and node and per process: the last `window` (5 s),
+/// refreshed every second. A burst of long waits (a `SCHED_FIFO` busy loop on CPU 0 for 400 ms
+/// starves a task pinned there) shows in the node's and the victim process's window maxima
+/// within ~1-2 s of its end, stays for about the window, and is gone after it. The burst starts
+/// just after a window closed, so the victim's summary shows it before the next window closes:
+/// at a scrape a tumbling 5 s window (published at each close) could not have shown it.
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
@@ -680,6 +682,32 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let victim_max = |samples: &[schedlat_test_support::Sample]| {
+        sum(
+            samples,
+            "schedlat_process_window_max_latency_seconds",
+            &[("process", "schedlat-victim")],
+        )
+    };
+    let last_window = |samples: &[schedlat_test_support::Sample]| {
+        sum(samples, "schedlat_last_window_timestamp_seconds", &[])
+    };
+    // Just after a window closed: the next closes about 5 s later.
+    let window_before = {
+        let first = last_window(&agent.samples());
+        let deadline = Instant::now() + Duration::from_secs(12);
+        loop {
+            let now = last_window(&agent.samples());
+            if now != first {
+                break now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no window closed in 12 s (last at {first})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     std::thread::spawn(|| {
         pin_to_cpu0(0);
         let param = libc::sched_param { sched_priority: 1 };
@@ -694,18 +722,31 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
     .join()
     .unwrap();
     let burst_end = Instant::now();
-    // (seconds after the burst, node window max) every 100 ms for 10 s.
+    // (seconds after the burst, node window max) every 100 ms for 10 s; the victim's window
+    // max and the last window's close time at the same scrapes.
     let mut seen = Vec::new();
+    let mut victim = Vec::new();
     while burst_end.elapsed() < Duration::from_secs(10) {
-        seen.push((burst_end.elapsed().as_secs_f64(), node_max()));
+        let samples = agent.samples();
+        let t = burst_end.elapsed().as_secs_f64();
+        seen.push((
+            t,
+            sum(&samples, "schedlat_node_window_max_latency_seconds", &[]),
+        ));
+        victim.push((t, victim_max(&samples), last_window(&samples)));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let long: Vec<f64> = seen
-        .iter()
-        .filter(|(_, max)| *max >= LONG)
-        .map(|(t, _)| *t)
-        .collect();
-    let (Some(&first), Some(&last)) = (long.first(), long.last()) else {
+    // The burst's run of scrapes: from the first that shows it to the last of that unbroken
+    // run (a later, unrelated long wait on this shared machine starts a run of its own).
+    let shown = |scrapes: &[(f64, f64)]| -> Option<(f64, f64)> {
+        let start = scrapes.iter().position(|(_, max)| *max >= LONG)?;
+        let end = scrapes[start..]
+            .iter()
+            .take_while(|(_, max)| *max >= LONG)
+            .last()?;
+        Some((scrapes[start].0, end.0))
+    };
+    let Some((first, last)) = shown(&seen) else {
         panic!("the 400 ms burst never showed in the node window max: {seen:?}");
     };
     eprintln!("burst shown from {first:.1} s to {last:.1} s after it ended");
@@ -717,11 +758,29 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
         (4.0..=7.5).contains(&last),
         "burst shown until {last:.1} s after it ended, expected about the 5 s window: {seen:?}"
     );
+    let victim_scrapes: Vec<(f64, f64)> = victim.iter().map(|&(t, max, _)| (t, max)).collect();
+    let Some((first, last)) = shown(&victim_scrapes) else {
+        panic!("the burst never showed in the victim's window max: {victim:?}");
+    };
+    eprintln!("victim's burst shown from {first:.1} s to {last:.1} s after it ended");
     assert!(
-        seen.iter()
-            .filter(|(t, _)| (first..=last).contains(t))
-            .all(|(_, max)| *max >= LONG),
-        "burst not shown throughout: {seen:?}"
+        first <= 2.5,
+        "victim's burst shown {first:.1} s after it ended: {victim:?}"
+    );
+    let window_then = victim
+        .iter()
+        .find(|(t, _, _)| *t == first)
+        .map_or(f64::NAN, |v| v.2);
+    assert!(
+        (window_then - window_before).abs() < 1e-9,
+        "the victim's summary showed the burst only after a window closed (at {window_then}, \
+         the burst started after the close at {window_before}): a tumbling window would have \
+         shown it then too: {victim:?}"
+    );
+    assert!(
+        (4.0..=7.5).contains(&last),
+        "victim's burst shown until {last:.1} s after it ended, expected about the 5 s window: \
+         {victim:?}"
     );
     assert!(agent.stop(libc::SIGTERM).success());
 }

@@ -214,7 +214,7 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     ));
 }
 
-/// The last window: quantiles per process, cgroup, CPU and node, run-queue lengths.
+/// The sliding window: quantiles per process, cgroup, CPU and node, run-queue lengths.
 fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
     use MetricType::GAUGE;
     let w = &exported.window;
@@ -240,7 +240,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     window_pair(
         out,
         "process",
-        "per process series (cgroup, process)",
+        "per process series (cgroup, process; sliding: the last window, refreshed every refresh)",
         m,
         max,
     );
@@ -256,7 +256,13 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(out, "cgroup", "per cgroup", m, max);
+    window_pair(
+        out,
+        "cgroup",
+        "per cgroup (sliding: the last window, refreshed every refresh)",
+        m,
+        max,
+    );
     let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cpus
         .iter()
@@ -306,7 +312,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     // Before the first window there is no last window: absent, not 0.
     out.push(family(
         "schedlat_window_folded_processes",
-        "Processes that waited in the last window but had no series of their own (folded into \
+        "Processes that waited in the last window (sliding) but had no series of their own (folded into \
          process=\"other\").",
         GAUGE,
         stats
