@@ -214,6 +214,9 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     ));
 }
 
+/// How the window summaries' help says what they cover.
+const SLIDING: &str = "(sliding: the last window, refreshed every refresh)";
+
 /// The sliding window: quantiles per process, cgroup, CPU and node, run-queue lengths.
 fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
     use MetricType::GAUGE;
@@ -237,13 +240,8 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             ))
         })
         .unzip();
-    window_pair(
-        out,
-        "process",
-        "per process series (cgroup, process; sliding: the last window, refreshed every refresh)",
-        m,
-        max,
-    );
+    let what = format!("per process series (cgroup, process) {SLIDING}");
+    window_pair(out, "process", &what, m, max);
     let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cgroups
         .iter()
@@ -256,13 +254,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(
-        out,
-        "cgroup",
-        "per cgroup (sliding: the last window, refreshed every refresh)",
-        m,
-        max,
-    );
+    window_pair(out, "cgroup", &format!("per cgroup {SLIDING}"), m, max);
     let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cpus
         .iter()
@@ -276,13 +268,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(
-        out,
-        "cpu",
-        "per CPU (sliding: the last window, refreshed every refresh)",
-        m,
-        max,
-    );
+    window_pair(out, "cpu", &format!("per CPU {SLIDING}"), m, max);
     let (mut m, mut max) = (Vec::new(), Vec::new());
     if let Some(q) = &w.node {
         let (count, sum) = exported
@@ -295,7 +281,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     window_pair(
         out,
         "node",
-        "for the whole node (sliding: the last window, refreshed every refresh)",
+        &format!("for the whole node {SLIDING}"),
         m,
         max,
     );

@@ -41,7 +41,7 @@ pub struct KernelReader {
     pub cgroup_of: HashMap<u32, u64>,
     /// Processes whose kernel entries the last `free_exited` freed.
     freed_last: HashSet<u32>,
-    /// Processes found exited at the last read: their entries are freed at the next one.
+    /// Processes found exited at the last `free_exited`: their entries are freed at the next.
     exited: HashSet<u32>,
     cpus: Vec<Vec<(u64, u64)>>,
     /// Processes with an entry at the last read.
@@ -69,7 +69,11 @@ impl Default for KernelReader {
             cpus: Vec::new(),
             entries: 0,
             seen: HashSet::new(),
-            batch: None,
+            // SCHEDLAT_MAP_BATCH=0 forces the key-by-key reads of kernels before 5.6 (to test
+            // and measure that path on a kernel that has batch lookups).
+            batch: std::env::var_os("SCHEDLAT_MAP_BATCH")
+                .is_some_and(|v| v == "0")
+                .then_some(false),
             waits_buffers: Buffers::new(BATCH_CHUNK),
             info_buffers: Buffers::new(BATCH_CHUNK),
         }
