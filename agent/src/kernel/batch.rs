@@ -1,7 +1,7 @@
 //! Reading a whole BPF hash map with `BPF_MAP_LOOKUP_BATCH` (bpf(2) command 24): a few
 //! syscalls per thousand entries instead of two per entry (`get_next_key` + `lookup`, which
 //! is how aya iterates a map). The daemon reads `PROC_WAITS` and `PROC_INFO` every `refresh`
-//! with it (measured on 3000 processes: see `KernelReader::read_procs`).
+//! with it (measured on 3000 processes: see `kernel::daemon_maps`).
 //!
 //! Hash maps support batch operations since Linux 5.6 (commit 057996380a42, "bpf: Add batch
 //! ops to all htab bpf map"); older kernels answer `EINVAL` (unknown command) and some map

@@ -17,7 +17,9 @@
 //! sub-windows come and go rather than merged again at every refresh. Memory: at most one
 //! delta per process with an entry in the kernel map (`kernel_map_entries`, 16384 by default)
 //! per sub-window, plus one sum per process that waited in the window; with 3000 processes
-//! waking every 200 ms and 5 sub-windows, measured below 2 MB. Labels (the `top_k` processes
+//! waking every 200 ms and 5 sub-windows, 15,000 deltas: ~2.5 MB by the structs' sizes (the
+//! daemon's RSS was 39.6 MB with this ring and without it, the allocator reusing the memory the
+//! tumbling window's aggregation used). Labels (the `top_k` processes
 //! and `max_cgroups` cgroups of the sliding window) are decided by the aggregator from the sums,
 //! so what is exported stays bounded by those limits whatever the ring holds.
 
