@@ -632,6 +632,40 @@ fn same_named_processes_are_told_apart_only_with_the_pid_label() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Unix time the daemon's last window closed (0 before the first).
+fn last_window_closed(samples: &[schedlat_test_support::Sample]) -> f64 {
+    sum(samples, "schedlat_last_window_timestamp_seconds", &[])
+}
+
+/// Waits for the daemon to close a window; returns when it did (Unix time).
+fn next_window_close(agent: &Agent) -> f64 {
+    let first = last_window_closed(&agent.samples());
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let now = last_window_closed(&agent.samples());
+        if (now - first).abs() > 1e-6 {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window closed in 12 s (last at {first})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The burst's run of scrapes (time, window max): the indices of the first that shows a wait
+/// of at least `long` and of the last of that unbroken run (a later, unrelated long wait on
+/// this shared machine starts a run of its own).
+fn burst_run(scrapes: &[(f64, f64)], long: f64) -> Option<(usize, usize)> {
+    let start = scrapes.iter().position(|(_, max)| *max >= long)?;
+    let len = scrapes[start..]
+        .iter()
+        .take_while(|(_, max)| *max >= long)
+        .count();
+    Some((start, start + len - 1))
+}
+
 /// Pins `pid` (0: the calling thread) to CPU 0.
 fn pin_to_cpu0(pid: libc::pid_t) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get a
@@ -649,10 +683,12 @@ fn pin_to_cpu0(pid: libc::pid_t) {
     );
 }
 
-/// The per-CPU and node window quantiles slide: the last `window` (5 s), refreshed every
-/// second. A burst of long waits (a `SCHED_FIFO` busy loop on CPU 0 for 400 ms starves a task
-/// pinned there) shows in the node's window maximum within ~1-2 s of its end, stays for about
-/// the window, and is gone after it. (Tumbling 5 s windows showed it up to 5 s late.)
+/// The window quantiles slide, per CPU and node and per process: the last `window` (5 s),
+/// refreshed every second. A burst of long waits (a `SCHED_FIFO` busy loop on CPU 0 for 400 ms
+/// starves a task pinned there) shows in the node's and the victim process's window maxima
+/// within ~1-2 s of its end, stays for about the window, and is gone after it. The burst starts
+/// just after a window closed, so the victim's summary shows it before the next window closes:
+/// at a scrape a tumbling 5 s window (published at each close) could not have shown it.
 #[test]
 #[ignore = "needs root and the release binary: run by `cargo xtask test`"]
 fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
@@ -680,6 +716,15 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let victim_max = |samples: &[schedlat_test_support::Sample]| {
+        sum(
+            samples,
+            "schedlat_process_window_max_latency_seconds",
+            &[("process", "schedlat-victim")],
+        )
+    };
+    // Just after a window closed: the next closes about 5 s later.
+    let window_before = next_window_close(&agent);
     std::thread::spawn(|| {
         pin_to_cpu0(0);
         let param = libc::sched_param { sched_priority: 1 };
@@ -694,20 +739,24 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
     .join()
     .unwrap();
     let burst_end = Instant::now();
-    // (seconds after the burst, node window max) every 100 ms for 10 s.
+    // (seconds after the burst, node window max) every 100 ms for 10 s; the victim's window
+    // max and the last window's close time at the same scrapes.
     let mut seen = Vec::new();
+    let mut victim = Vec::new();
     while burst_end.elapsed() < Duration::from_secs(10) {
-        seen.push((burst_end.elapsed().as_secs_f64(), node_max()));
+        let samples = agent.samples();
+        let t = burst_end.elapsed().as_secs_f64();
+        seen.push((
+            t,
+            sum(&samples, "schedlat_node_window_max_latency_seconds", &[]),
+        ));
+        victim.push((t, victim_max(&samples), last_window_closed(&samples)));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let long: Vec<f64> = seen
-        .iter()
-        .filter(|(_, max)| *max >= LONG)
-        .map(|(t, _)| *t)
-        .collect();
-    let (Some(&first), Some(&last)) = (long.first(), long.last()) else {
+    let Some((first, last)) = burst_run(&seen, LONG) else {
         panic!("the 400 ms burst never showed in the node window max: {seen:?}");
     };
+    let (first, last) = (seen[first].0, seen[last].0);
     eprintln!("burst shown from {first:.1} s to {last:.1} s after it ended");
     assert!(
         first <= 2.5,
@@ -717,11 +766,23 @@ fn a_burst_shows_in_the_sliding_window_at_once_and_for_the_window() {
         (4.0..=7.5).contains(&last),
         "burst shown until {last:.1} s after it ended, expected about the 5 s window: {seen:?}"
     );
+    let victim_scrapes: Vec<(f64, f64)> = victim.iter().map(|&(t, max, _)| (t, max)).collect();
+    let Some((first, last)) = burst_run(&victim_scrapes, LONG) else {
+        panic!("the burst never showed in the victim's window max: {victim:?}");
+    };
+    let window_then = victim[first].2;
+    let (first, last) = (victim[first].0, victim[last].0);
+    eprintln!("victim's burst shown from {first:.1} s to {last:.1} s after it ended");
     assert!(
-        seen.iter()
-            .filter(|(t, _)| (first..=last).contains(t))
-            .all(|(_, max)| *max >= LONG),
-        "burst not shown throughout: {seen:?}"
+        first <= 2.5 && (window_then - window_before).abs() < 1e-6,
+        "the victim's summary showed the burst {first:.1} s after it ended, with the last window \
+         closed at {window_then} (the burst started after the close at {window_before}; a \
+         tumbling window shows it only after the next close): {victim:?}"
+    );
+    assert!(
+        (4.0..=7.5).contains(&last),
+        "victim's burst shown until {last:.1} s after it ended, expected about the 5 s window: \
+         {victim:?}"
     );
     assert!(agent.stop(libc::SIGTERM).success());
 }

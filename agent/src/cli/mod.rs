@@ -91,8 +91,9 @@ pub enum Command {
     #[command(
         long_about = "Run the node daemon. Every run-queue wait on the machine is counted in the \
         kernel (switch-only probes reading the scheduler's own sched_info stamps) and \
-        aggregated in windows per CPU, per process, per cgroup and per preemptor class \
-        (same cgroup, other cgroup, kernel thread, idle CPU, migrated). Prometheus metrics are \
+        aggregated per CPU, per process, per cgroup and per preemptor class (same cgroup, other \
+        cgroup, kernel thread, idle CPU, migrated); the window quantiles slide (the last \
+        --window, refreshed every `refresh`, 1 s by default). Prometheus metrics are \
         served on http://LISTEN/metrics, liveness on /healthz.\n\n\
         Settings come from --config FILE (TOML; see the README for every key) and the flags \
         below, which override the file. SIGHUP reloads the file (counters are kept); SIGINT \
@@ -243,10 +244,11 @@ pub struct RunArgs {
     /// Address for /metrics and /healthz [default: 127.0.0.1:9747].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Aggregation window [default: 5s].
+    /// Aggregation window: the quantiles cover the last WINDOW, refreshed every `refresh`
+    /// [default: 5s].
     #[arg(long, value_parser = units::parse_duration)]
     pub window: Option<Duration>,
-    /// Processes per window that keep their own series [default: 20].
+    /// Processes (most wait in the sliding window) that keep their own series [default: 20].
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Waits at or above this are read one by one [default: 1ms].

@@ -44,13 +44,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Aggregation window.
     pub window: Dur,
-    /// How often the per-CPU and node window quantiles (over the last `window`) are refreshed;
-    /// must divide `window`. The per-process and per-cgroup ones stay per `window`.
+    /// How often the window quantiles (per CPU, node, process and cgroup, over the last
+    /// `window`) are refreshed; must divide `window`. Every refresh reads the per-CPU and the
+    /// per-process maps (batched: a few ms for thousands of processes).
     pub refresh: Dur,
-    /// Processes with the most total wait per window that keep their own series; the rest
+    /// Processes with the most total wait in the sliding window that keep their own series; the rest
     /// fold into `process="other"` of their cgroup.
     pub top_k: usize,
-    /// cgroups with the most total wait per window that keep their own series; the rest fold
+    /// cgroups with the most total wait in the sliding window that keep their own series; the rest fold
     /// into `cgroup="other"`.
     pub max_cgroups: usize,
     /// Waits at or above this reach user space one by one (for logs and incident triggers);

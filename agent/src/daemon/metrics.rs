@@ -214,7 +214,10 @@ fn latency_families(exported: &Exported, out: &mut Vec<MetricFamily>) {
     ));
 }
 
-/// The last window: quantiles per process, cgroup, CPU and node, run-queue lengths.
+/// How the window summaries' help says what they cover.
+const SLIDING: &str = "(sliding: the last window, refreshed every refresh)";
+
+/// The sliding window: quantiles per process, cgroup, CPU and node, run-queue lengths.
 fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricFamily>) {
     use MetricType::GAUGE;
     let w = &exported.window;
@@ -237,13 +240,8 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             ))
         })
         .unzip();
-    window_pair(
-        out,
-        "process",
-        "per process series (cgroup, process)",
-        m,
-        max,
-    );
+    let what = format!("per process series (cgroup, process) {SLIDING}");
+    window_pair(out, "process", &what, m, max);
     let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cgroups
         .iter()
@@ -256,7 +254,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(out, "cgroup", "per cgroup", m, max);
+    window_pair(out, "cgroup", &format!("per cgroup {SLIDING}"), m, max);
     let (m, max): (Vec<Metric>, Vec<Metric>) = w
         .cpus
         .iter()
@@ -270,13 +268,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
             )
         })
         .unzip();
-    window_pair(
-        out,
-        "cpu",
-        "per CPU (sliding: the last window, refreshed every refresh)",
-        m,
-        max,
-    );
+    window_pair(out, "cpu", &format!("per CPU {SLIDING}"), m, max);
     let (mut m, mut max) = (Vec::new(), Vec::new());
     if let Some(q) = &w.node {
         let (count, sum) = exported
@@ -289,7 +281,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     window_pair(
         out,
         "node",
-        "for the whole node (sliding: the last window, refreshed every refresh)",
+        &format!("for the whole node {SLIDING}"),
         m,
         max,
     );
@@ -306,7 +298,7 @@ fn window_families(exported: &Exported, stats: &SelfStats, out: &mut Vec<MetricF
     // Before the first window there is no last window: absent, not 0.
     out.push(family(
         "schedlat_window_folded_processes",
-        "Processes that waited in the last window but had no series of their own (folded into \
+        "Processes that waited in the last window (sliding) but had no series of their own (folded into \
          process=\"other\").",
         GAUGE,
         stats
@@ -818,7 +810,7 @@ mod tests {
         let mut agg = Aggregator::new(AggregatorConfig {
             top_k: 5,
             max_cgroups: 5,
-            series_ttl_windows: 10,
+            series_ttl_refreshes: 10,
             kernel_threads: true,
             cgroup_names: true,
             pid_label: false,

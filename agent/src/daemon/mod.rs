@@ -1,9 +1,10 @@
 //! `schedlat run`: the node daemon.
 //!
 //! The kernel side (agent-ebpf/src/daemon.rs) counts every wait into maps; this loop
-//! reads what changed once per window, folds it into bounded Prometheus series
-//! (`aggregate`), serves them over HTTP (`metrics`, `http`), reads the ring buffer of long
-//! waits every 100 ms, and frees the kernel state of processes that exited.
+//! reads what changed every `refresh`, folds it into bounded Prometheus series and sliding
+//! window quantiles (`aggregate`, `sliding`), serves them over HTTP (`metrics`, `http`), reads
+//! the ring buffer of long waits every 100 ms, and once per window frees the kernel state of
+//! processes that exited.
 
 pub mod config;
 pub mod http;
@@ -38,9 +39,7 @@ use crate::{
     kernel::events::{self, Record, comm_str},
     kernel::loader::{Mode, ProbeConfig, Probes},
     kernel::privileges,
-    stats::aggregate::{
-        Aggregator, AggregatorConfig, EventWait, Exported, Names, WindowInput, WindowSummary,
-    },
+    stats::aggregate::{Aggregator, AggregatorConfig, EventWait, Exported, Names, WindowSummary},
     stats::preemptors::{PreemptorKey, PreemptorTable},
 };
 
@@ -68,11 +67,11 @@ pub struct Signals {
 }
 
 fn aggregator_config(config: &Config) -> AggregatorConfig {
-    let windows = config.series_ttl.0.as_nanos() / config.window.0.as_nanos().max(1);
+    let refreshes = config.series_ttl.0.as_nanos() / config.refresh.0.as_nanos().max(1);
     AggregatorConfig {
         top_k: config.top_k,
         max_cgroups: config.max_cgroups,
-        series_ttl_windows: (windows as u64).max(1),
+        series_ttl_refreshes: (refreshes as u64).max(1),
         kernel_threads: config.labels.kernel_threads,
         cgroup_names: config.labels.cgroup_names,
         pid_label: config.labels.pid,
@@ -131,7 +130,7 @@ pub fn check_config(options: &RunOptions) -> Result<String> {
 }
 
 /// Runs the daemon until SIGINT/SIGTERM: start, then poll every 100 ms, reload on SIGHUP,
-/// read the per-CPU maps every `refresh` and close a window every `window / refresh` refreshes;
+/// read the maps every `refresh` and close a window every `window / refresh` refreshes;
 /// at the end let a scrape finish and detach.
 pub fn run(options: &RunOptions, signals: &Signals) -> Result<()> {
     let mut daemon = Daemon::start(options)?;
@@ -196,6 +195,8 @@ struct Daemon {
     throttle_ring: Option<RingBuf<MapData>>,
     /// Waits diagnosed this window (bounded by `MAX_DIAGNOSES_PER_WINDOW`).
     diagnosed: usize,
+    /// The last refresh's account of the sliding window, for the window's debug line.
+    summary: Option<WindowSummary>,
 }
 
 /// Events kept per window for their exact maxima; the cap bounds memory in a storm.
@@ -277,6 +278,7 @@ impl Daemon {
             diagnoser,
             throttle_ring,
             diagnosed: 0,
+            summary: None,
         })
     }
 
@@ -445,78 +447,92 @@ impl Daemon {
         self.stats.incidents_disabled = self.incidents_disabled;
     }
 
-    /// Every `refresh`: reads what each CPU counted since the last refresh into the sliding
-    /// per-CPU and node quantiles, and publishes them to the HTTP handler.
+    /// Every `refresh`: reads what each CPU and each process counted since the last refresh
+    /// into the sliding window, and publishes the result to the HTTP handler.
     fn refresh(&mut self) {
         let duration_ns = self.refresh_start.elapsed().as_nanos() as u64;
         self.refresh_start = Instant::now();
         self.refreshes += 1;
+        let events = self
+            .event_waits
+            .get(self.refreshed_events..)
+            .unwrap_or_default();
         let started = Instant::now();
         match self.reader.read_cpus(&self.probes) {
-            Ok(cpus) => {
-                let events = self
-                    .event_waits
-                    .get(self.refreshed_events..)
-                    .unwrap_or_default();
-                self.aggregator.refresh(&cpus, events, duration_ns);
-                self.refreshed_events = self.event_waits.len();
-            }
+            Ok(cpus) => self.aggregator.refresh(&cpus, events, duration_ns),
             Err(e) => warn!("reading the per-CPU map: {e:#}"),
         }
         debug!(
             "refresh: CPU_WAITS read and folded in {:?}",
             started.elapsed()
         );
-        let exported = &self.aggregator.exported;
+        let started = Instant::now();
+        match self.reader.read(&self.probes) {
+            Ok(read) => {
+                let read_in = started.elapsed();
+                self.names.kernel_comms.extend(read.kernel_comms);
+                let folding = Instant::now();
+                let processes = read.procs.len();
+                self.summary = Some(self.aggregator.refresh_processes(
+                    read.procs,
+                    events,
+                    &mut self.names,
+                ));
+                let (sliding, deltas) = self.aggregator.sliding_processes();
+                debug!(
+                    "refresh: PROC_WAITS and PROC_INFO ({} entries, {}) read in {read_in:?}, \
+                     {processes} processes' deltas folded in {:?} (sliding window: {sliding} \
+                     processes, {deltas} deltas)",
+                    self.reader.entries,
+                    if self.reader.batch == Some(false) {
+                        "key by key"
+                    } else {
+                        "batched"
+                    },
+                    folding.elapsed()
+                );
+            }
+            Err(e) => warn!("reading the per-process maps: {e:#}"),
+        }
+        self.refreshed_events = self.event_waits.len();
         let mut s = self
             .shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.exported.cpus.clone_from(&exported.cpus);
-        s.exported.window.cpus.clone_from(&exported.window.cpus);
-        s.exported.window.node = exported.window.node;
-        s.exported
-            .window
-            .runqueue_length
-            .clone_from(&exported.window.runqueue_length);
+        s.exported.clone_from(&self.aggregator.exported);
     }
 
-    /// Reads what the kernel counted per process since the last window, aggregates it, and
-    /// publishes the result to the HTTP handler.
+    /// Once per window: frees the kernel entries of processes that exited, checks the kernel's
+    /// loss counters, feeds the incident trigger, and publishes the agent's own statistics.
     fn close_window(&mut self) {
         let duration_ns = self.window_start.elapsed().as_nanos() as u64;
         self.window_start = Instant::now();
         self.refreshes = 0;
+        self.event_waits.clear();
         self.refreshed_events = 0;
         // The diagnosis budget is per window: without this, diagnosis stops for good after
         // the agent's first MAX_DIAGNOSES_PER_WINDOW long waits.
         self.diagnosed = 0;
         let started = Instant::now();
-        match self.reader.read(&mut self.probes) {
-            Ok(read) => {
+        // The names of the processes freed a window ago go now: their waits have slid out of
+        // the sliding window since (their last wait was read before they were found exited).
+        self.names.forget_gone();
+        match self.reader.free_exited(&mut self.probes) {
+            Ok(freed) => {
                 debug!(
-                    "window: per-process maps ({} entries) read in {:?}",
+                    "window: exited processes checked ({} entries) and freed in {:?}",
                     self.reader.entries,
                     started.elapsed()
                 );
-                self.names.kernel_comms.extend(read.kernel_comms);
-                // Their names are forgotten after this window is labelled (`forget_gone`).
-                self.names.gone.extend(read.freed);
-                let input = WindowInput {
-                    procs: read.procs,
-                    // Folded at each refresh.
-                    cpus: Vec::new(),
-                    event_waits: std::mem::take(&mut self.event_waits),
-                    duration_ns,
-                };
-                let summary = self.aggregator.window(&input, &mut self.names);
-                self.names.forget_gone();
-                if let Some(capture) = self.capture.as_mut() {
-                    capture.on_window(&self.aggregator.exported);
-                }
-                log_window(duration_ns, &summary);
+                self.names.gone.extend(freed);
             }
-            Err(e) => warn!("reading the kernel maps: {e:#}"),
+            Err(e) => warn!("freeing the kernel entries of exited processes: {e:#}"),
+        }
+        if let Some(capture) = self.capture.as_mut() {
+            capture.on_window(&self.aggregator.exported);
+        }
+        if let Some(summary) = &self.summary {
+            log_window(duration_ns, summary);
         }
         if let Ok(mut kernel) = self.probes.counters() {
             // The daemon's programs do not count samples separately (one less update per
@@ -539,7 +555,7 @@ impl Daemon {
             .shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.exported = self.aggregator.exported.clone();
+        s.exported.clone_from(&self.aggregator.exported);
         s.stats = self.stats.clone();
     }
 
@@ -992,7 +1008,7 @@ impl ProcNames {
             .cloned()
     }
 
-    /// Forgets the processes found exited in the last read, once their last window is out.
+    /// Forgets the processes freed a window ago, once their waits have slid out.
     fn forget_gone(&mut self) {
         self.window += 1;
         let gone = std::mem::take(&mut self.gone);

@@ -1,6 +1,11 @@
-//! The daemon's maps, as deltas since the last read: the per-process entries (`PROC_WAITS`,
-//! their overflow entry, `PROC_INFO`) once per window, the per-CPU histograms (`CPU_WAITS`)
-//! once per refresh; the entries of exited processes are freed here.
+//! The daemon's maps, as deltas since the last read, every `refresh`: the per-process entries
+//! (`PROC_WAITS`, their overflow entry, `PROC_INFO`) and the per-CPU histograms (`CPU_WAITS`).
+//! The entries of exited processes are freed here, once per window.
+//!
+//! The per-process hash maps are read with `BPF_MAP_LOOKUP_BATCH` (`kernel::batch`) where the
+//! kernel has it (5.6+), else key by key. Measured on a 2-vCPU VM (Linux 6.18), 3000 processes
+//! each waking every 200 ms: both maps batched 4.0 ms median, key by key 14.9 ms (the README's
+//! cost table has the rest).
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,33 +13,108 @@ use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS, ProcInfo, ProcWaits,
     SPARE_OVERFLOW, WaitBucket, names::map,
 };
-use anyhow::{Context as _, Result};
-use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
-use log::debug;
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Pod,
+    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray},
+};
+use log::{debug, info, warn};
 
 use crate::{
     host::procinfo,
-    kernel::{events::comm_str, loader::Probes},
+    kernel::{
+        batch::{self, Batch, Buffers},
+        events::comm_str,
+        loader::Probes,
+    },
     stats::aggregate::{ClassWaits, OVERFLOW_CGROUP, ProcDelta, SlotDelta},
 };
 
 /// Reads the kernel maps and turns their cumulative counts into deltas since the last read.
-#[derive(Default)]
 pub struct KernelReader {
     /// Each process's entry as last read (the kernel's values are cumulative).
     procs: HashMap<u32, Box<ProcWaits>>,
     /// The overflow entry as last read.
     overflow: ProcWaits,
-    /// Each process's cgroup as the kernel last recorded it; exited ones until the read after
+    /// Each process's cgroup as the kernel last recorded it; exited ones until the window after
     /// the one that freed them (their last long waits may still be in the ring buffer).
     pub cgroup_of: HashMap<u32, u64>,
-    /// Processes whose kernel entries the last read freed.
+    /// Processes whose kernel entries the last `free_exited` freed.
     freed_last: HashSet<u32>,
-    /// Processes found exited at the last read: their entries are freed at the next one.
+    /// Processes found exited at the last `free_exited`: their entries are freed at the next.
     exited: HashSet<u32>,
     cpus: Vec<Vec<(u64, u64)>>,
     /// Processes with an entry at the last read.
     pub entries: usize,
+    /// The processes with an entry at the last complete read.
+    seen: HashSet<u32>,
+    /// Whether the kernel does batch lookups (`None`: not tried yet).
+    pub batch: Option<bool>,
+    waits_buffers: Buffers<u32, ProcWaits>,
+    info_buffers: Buffers<u32, ProcInfo>,
+}
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call: 256 `ProcWaits` are 297 KB of buffer, and 3000
+/// processes take 12 calls.
+const BATCH_CHUNK: usize = 256;
+
+impl Default for KernelReader {
+    fn default() -> Self {
+        Self {
+            procs: HashMap::new(),
+            overflow: ProcWaits::default(),
+            cgroup_of: HashMap::new(),
+            freed_last: HashSet::new(),
+            exited: HashSet::new(),
+            cpus: Vec::new(),
+            entries: 0,
+            seen: HashSet::new(),
+            // SCHEDLAT_MAP_BATCH=0 forces the key-by-key reads of kernels before 5.6 (to test
+            // and measure that path on a kernel that has batch lookups).
+            batch: std::env::var_os("SCHEDLAT_MAP_BATCH")
+                .is_some_and(|v| v == "0")
+                .then_some(false),
+            waits_buffers: Buffers::new(BATCH_CHUNK),
+            info_buffers: Buffers::new(BATCH_CHUNK),
+        }
+    }
+}
+
+/// Visits every entry of the hash map `map`: one batch lookup per `BATCH_CHUNK` entries when
+/// the kernel has it (noted in `batch_ok` at the first try), else key by key.
+fn visit_all<V: Pod + Default>(
+    map: &Map,
+    name: &str,
+    batch_ok: &mut Option<bool>,
+    buffers: &mut Buffers<u32, V>,
+    mut visit: impl FnMut(u32, &V),
+) -> Result<()> {
+    if *batch_ok != Some(false) {
+        let Map::HashMap(data) = map else {
+            bail!("{name} is not a hash map");
+        };
+        match batch::lookup_all(data, buffers, &mut visit)
+            .with_context(|| format!("batch lookup of {name}"))?
+        {
+            Batch::Read => {
+                *batch_ok = Some(true);
+                return Ok(());
+            }
+            Batch::Unsupported => {
+                info!(
+                    "the kernel has no batch lookup of hash maps (Linux < 5.6): the per-process \
+                     maps are read key by key (two syscalls per process every refresh)"
+                );
+                *batch_ok = Some(false);
+            }
+        }
+    }
+    let map: BpfHashMap<_, u32, V> = BpfHashMap::try_from(map)?;
+    for item in &map {
+        let (key, value) = item.with_context(|| format!("reading {name}"))?;
+        visit(key, &value);
+    }
+    Ok(())
 }
 
 /// What the kernel added to a `ProcWaits` since `before`, or `None` when nothing.
@@ -70,30 +150,24 @@ pub fn proc_delta(
 /// Per CPU (index = CPU number): (fine slot, waits, wait ns) since the last read.
 pub type CpuDeltas = Vec<Vec<SlotDelta>>;
 
-/// One window's reading of the daemon's maps.
-pub struct KernelWindow {
+/// One reading of the daemon's per-process maps.
+pub struct KernelRead {
     pub procs: Vec<ProcDelta>,
     /// The name the kernel recorded for each process with an entry (it outlives the process).
     pub kernel_comms: Vec<(u32, String)>,
-    /// Processes found exited, whose entries this read freed.
-    pub freed: HashSet<u32>,
 }
 
 impl KernelReader {
-    /// Reads the per-process maps: deltas of the processes' counts since the last read; frees
-    /// the entries of processes that exited. (`CPU_WAITS` is read by `read_cpus`.)
-    pub fn read(&mut self, probes: &mut Probes) -> Result<KernelWindow> {
-        for tgid in std::mem::take(&mut self.freed_last) {
-            self.cgroup_of.remove(&tgid);
-        }
+    /// Reads the per-process maps (every `refresh`): deltas of the processes' counts since the
+    /// last read. (`CPU_WAITS` is read by `read_cpus`; exited processes are freed by
+    /// `free_exited`.)
+    pub fn read(&mut self, probes: &Probes) -> Result<KernelRead> {
         let kernel_comms = self.read_records(probes)?;
-        let (mut procs, seen) = self.read_processes(probes)?;
+        let mut procs = self.read_processes(probes)?;
         procs.extend(self.read_overflow(probes)?);
-        let freed = self.free_exited(probes, &seen)?;
-        Ok(KernelWindow {
+        Ok(KernelRead {
             procs,
             kernel_comms,
-            freed,
         })
     }
 
@@ -101,43 +175,60 @@ impl KernelReader {
     /// exec).
     fn read_records(&mut self, probes: &Probes) -> Result<Vec<(u32, String)>> {
         let mut kernel_comms = Vec::new();
-        let info: BpfHashMap<_, u32, ProcInfo> =
-            BpfHashMap::try_from(probes.required_map(map::PROC_INFO)?)?;
-        for item in &info {
-            let (tgid, info) = item.context("reading PROC_INFO")?;
-            self.cgroup_of.insert(tgid, info.cgroup_id);
-            kernel_comms.push((tgid, comm_str(&info.comm)));
-        }
+        let cgroup_of = &mut self.cgroup_of;
+        visit_all(
+            probes.required_map(map::PROC_INFO)?,
+            map::PROC_INFO,
+            &mut self.batch,
+            &mut self.info_buffers,
+            |tgid, info: &ProcInfo| {
+                cgroup_of.insert(tgid, info.cgroup_id);
+                kernel_comms.push((tgid, comm_str(&info.comm)));
+            },
+        )?;
         Ok(kernel_comms)
     }
 
-    /// `PROC_WAITS`: what each process waited since the last read, and which processes have
-    /// an entry.
-    fn read_processes(&mut self, probes: &Probes) -> Result<(Vec<ProcDelta>, HashSet<u32>)> {
+    /// `PROC_WAITS`: what each process waited since the last read; notes which processes
+    /// have an entry. A read that fails part way returns what it read: the entries visited
+    /// have their snapshots updated, the others give their deltas at the next read.
+    fn read_processes(&mut self, probes: &Probes) -> Result<Vec<ProcDelta>> {
         let mut procs = Vec::new();
-        let map: BpfHashMap<_, u32, ProcWaits> =
-            BpfHashMap::try_from(probes.required_map(map::PROC_WAITS)?)?;
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(self.seen.len());
         let zero = ProcWaits::default();
-        for item in &map {
-            let (tgid, now) = item.context("reading PROC_WAITS")?;
-            seen.insert(tgid);
-            let before = self.procs.entry(tgid).or_insert_with(|| Box::new(zero));
-            // Where its last wait was counted (processes move between cgroups); the record
-            // made when its entry was created, should the entry not have been written since.
-            let cgroup_id = if now.cgroup_id != 0 {
-                now.cgroup_id
-            } else {
-                self.cgroup_of.get(&tgid).copied().unwrap_or(0)
-            };
-            self.cgroup_of.insert(tgid, cgroup_id);
-            procs.extend(proc_delta(cgroup_id, tgid, &now, before));
-            **before = now;
+        let (snapshots, cgroup_of) = (&mut self.procs, &mut self.cgroup_of);
+        let read = visit_all(
+            probes.required_map(map::PROC_WAITS)?,
+            map::PROC_WAITS,
+            &mut self.batch,
+            &mut self.waits_buffers,
+            |tgid, now: &ProcWaits| {
+                seen.insert(tgid);
+                let before = snapshots.entry(tgid).or_insert_with(|| Box::new(zero));
+                // Where its last wait was counted (processes move between cgroups); the record
+                // made when its entry was created, should the entry not have been written
+                // since.
+                let cgroup_id = if now.cgroup_id != 0 {
+                    now.cgroup_id
+                } else {
+                    cgroup_of.get(&tgid).copied().unwrap_or(0)
+                };
+                cgroup_of.insert(tgid, cgroup_id);
+                procs.extend(proc_delta(cgroup_id, tgid, now, before));
+                **before = *now;
+            },
+        );
+        if let Err(e) = read {
+            // Snapshots of entries not visited stay (dropping them would count their whole
+            // history again at the next read).
+            warn!("reading PROC_WAITS stopped part way: {e:#}");
+            return Ok(procs);
         }
         self.entries = seen.len();
         // Entries the kernel no longer has need no snapshot.
         self.procs.retain(|tgid, _| seen.contains(tgid));
-        Ok((procs, seen))
+        self.seen = seen;
+        Ok(procs)
     }
 
     /// The overflow entry: waits of processes that found `PROC_WAITS` full.
@@ -152,14 +243,22 @@ impl KernelReader {
         Ok(delta)
     }
 
-    /// Deletes the entries of the processes found exited at the previous read (their final
-    /// counts were read just now: a process can add no wait once it is gone, but it may still
-    /// have added one between the previous read's copy of its entry and that read's check), and
-    /// notes the processes found exited now for the next read. Returns the processes freed.
-    fn free_exited(&mut self, probes: &mut Probes, seen: &HashSet<u32>) -> Result<HashSet<u32>> {
+    /// Once per window, right after a read: deletes the entries of the processes found exited
+    /// at the previous call (their final counts were read by the reads since: a process can add
+    /// no wait once it is gone, but it may still have added one between a read's copy of its
+    /// entry and the check), and notes the processes found exited now for the next call (one
+    /// /proc check per process with an entry, which is why this is not done every refresh).
+    /// Returns the processes freed.
+    pub fn free_exited(&mut self, probes: &mut Probes) -> Result<HashSet<u32>> {
+        // Their cgroups were kept a window longer: their last long waits may have still been
+        // in the ring buffer when they were freed.
+        for tgid in std::mem::take(&mut self.freed_last) {
+            self.cgroup_of.remove(&tgid);
+        }
         let freeing = std::mem::replace(
             &mut self.exited,
-            seen.iter()
+            self.seen
+                .iter()
                 .copied()
                 .filter(|&tgid| !procinfo::process_exists(tgid))
                 .collect(),
@@ -174,6 +273,7 @@ impl KernelReader {
         for tgid in &freeing {
             let _ = waits.remove(tgid);
             self.procs.remove(tgid);
+            self.seen.remove(tgid);
         }
         let mut info: BpfHashMap<_, u32, ProcInfo> =
             BpfHashMap::try_from(probes.required_map_mut(map::PROC_INFO)?)?;

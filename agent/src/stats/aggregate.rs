@@ -1,32 +1,36 @@
 //! The daemon's windowed aggregation: pure logic, no I/O, fed with plain structs so tests can
 //! use synthetic data.
 //!
-//! Each window the daemon hands over what the kernel counted since the last window (per
-//! cgroup, process, log-linear slot and preemptor class) and the exact waits of the events it
-//! received; every `refresh` (`Aggregator::refresh`), what each CPU counted per slot. The
-//! aggregator
+//! Every `refresh` (1 s by default) the daemon hands over what the kernel counted since the
+//! last refresh per cgroup, process, log-linear slot and preemptor class
+//! (`Aggregator::refresh_processes`), what each CPU counted per slot (`Aggregator::refresh`),
+//! and the exact waits of the events it received. The aggregator
 //! - keeps cumulative Prometheus histograms per (cgroup, process) series, bounded: the `top_k`
-//!   processes with the most total wait this window keep their own series, the rest of each
-//!   cgroup folds into `process="other"`, and beyond `max_cgroups` cgroups into
+//!   processes with the most total wait over the sliding window keep their own series, the
+//!   rest of each cgroup folds into `process="other"`, and beyond `max_cgroups` cgroups into
 //!   `cgroup="other"`; series idle for `series_ttl` are dropped, and at any moment at most
 //!   `top_k` named-process series and `max_cgroups` cgroup labels are exposed (older first
 //!   out), so the histogram has at most `top_k + max_cgroups + 1` series;
-//! - computes this window's p50/p90/p99/p99.9/max per series and cgroup (tumbling), and per
-//!   CPU and node over the sliding window (`sliding`), from the log-linear histograms (error at
-//!   most half a slot);
+//! - computes p50/p90/p99/p99.9/max per series, cgroup, CPU and node over the sliding window
+//!   (the last `window`, refreshed every `refresh`: `sliding`), from the log-linear histograms
+//!   (error at most half a slot);
 //! - derives each CPU's mean run-queue length by Little's law (total wait / window length).
 //!
-//! Why only the per-CPU maps slide: reading them costs `HIST_SLOTS` lookups whatever the node
-//! runs, while the per-process maps cost two syscalls and a /proc check per process; reading
-//! those every second would multiply the agent's largest user-space cost by `window/refresh`.
+//! Why the per-process maps can be read every `refresh`: the daemon reads them with
+//! `BPF_MAP_LOOKUP_BATCH` (`kernel::batch`), a few syscalls per thousand processes; key by key
+//! (two syscalls per process, the only way on kernels before 5.6) a read of 3000 processes
+//! took 23-32 ms. The numbers are in `kernel::daemon_maps` and the README.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{hist::slot_quantile, sliding::SlidingCpus};
+use super::{
+    hist::slot_quantile,
+    sliding::{ProcKey, ProcSum, SlidingCpus, SlidingProcesses},
+};
 
 use agent_common::{
-    HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PreemptorClass, hist_slot_bounds,
-    proc_hist_slot_bounds,
+    HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS, PreemptorClass,
+    hist_slot_bounds, proc_hist_slot_bounds,
 };
 
 /// Exported bucket upper bounds are 2^k ns for k in this range (1.024 µs .. 17.2 s).
@@ -259,7 +263,8 @@ pub struct EventWait {
     pub wait_ns: u64,
 }
 
-/// One window's input.
+/// One window's input (tests feed whole windows at once).
+#[cfg(test)]
 #[derive(Clone, Debug, Default)]
 pub struct WindowInput {
     pub procs: Vec<ProcDelta>,
@@ -285,15 +290,15 @@ pub trait Names {
 pub struct AggregatorConfig {
     pub top_k: usize,
     pub max_cgroups: usize,
-    /// Series idle for this many windows are dropped.
-    pub series_ttl_windows: u64,
+    /// Series idle for this many refreshes are dropped (`series_ttl / refresh`).
+    pub series_ttl_refreshes: u64,
     pub kernel_threads: bool,
     /// Derive unit/container names from cgroup paths.
     pub cgroup_names: bool,
     /// Give the named per-process series a `pid` label (`other` gets `pid=""`), so that
     /// processes of the same name in one cgroup keep series of their own.
     pub pid_label: bool,
-    /// Sub-windows of the sliding per-CPU and node quantiles (`window / refresh`).
+    /// Sub-windows of the sliding quantiles (`window / refresh`).
     pub sub_windows: u64,
 }
 
@@ -344,12 +349,12 @@ impl SeriesKey {
 pub struct Series {
     pub hist: CumulativeHistogram,
     pub migrations: u64,
-    pub last_window: u64,
+    pub last_refresh: u64,
 }
 
-/// Per-window gauges. Per series and cgroup: the last tumbling window, replaced every
-/// `window`. Per CPU and node: the sliding window (the last `window`, every `refresh`), from
-/// the per-CPU histograms, so the node's includes kernel threads whatever `kernel_threads`.
+/// The sliding window's gauges (the last `window`, updated every `refresh`). Per series and
+/// cgroup from the per-process maps; per CPU and node from the per-CPU histograms, so the
+/// node's includes kernel threads whatever `kernel_threads`.
 #[derive(Clone, Debug, Default)]
 pub struct WindowGauges {
     pub series: BTreeMap<SeriesKey, Quantiles>,
@@ -358,7 +363,7 @@ pub struct WindowGauges {
     pub node: Option<Quantiles>,
     /// Mean number of tasks waiting on each CPU's run queue over the sliding window.
     pub runqueue_length: BTreeMap<u32, f64>,
-    /// Processes with waits this window that were folded into `other`.
+    /// Processes with waits in the sliding window that were folded into `other`.
     pub folded_processes: usize,
 }
 
@@ -372,7 +377,8 @@ pub struct Exported {
     /// Display name → path, for `schedlat_cgroup_info`.
     pub cgroup_paths: BTreeMap<String, String>,
     pub window: WindowGauges,
-    pub windows: u64,
+    /// Process refreshes so far (the clock of `Series::last_refresh`).
+    pub refreshes: u64,
     /// Long waits by preemptor (cumulative, bounded).
     pub preemptors: super::preemptors::PreemptorTable,
     /// Long waits by cgroup and diagnosed cause (cumulative, bounded).
@@ -384,18 +390,13 @@ pub struct Exported {
     pub process_waits: u64,
 }
 
-/// One process's window: its histogram and waits per preemptor class.
-#[derive(Default)]
-struct Proc {
-    hist: WindowHistogram,
-    classes: [ClassWaits; PREEMPTOR_CLASS_COUNT],
-}
-
 pub struct Aggregator {
     config: AggregatorConfig,
     pub exported: Exported,
     /// The per-CPU and node quantiles' sliding window.
     sliding: SlidingCpus,
+    /// The per-series and per-cgroup quantiles' sliding window.
+    sliding_procs: SlidingProcesses,
 }
 
 /// A one-line account of a window, for the debug log.
@@ -422,6 +423,7 @@ impl Aggregator {
     pub fn new(config: AggregatorConfig) -> Self {
         Self {
             sliding: SlidingCpus::new(config.sub_windows),
+            sliding_procs: SlidingProcesses::new(config.sub_windows),
             config,
             exported: Exported::default(),
         }
@@ -429,6 +431,7 @@ impl Aggregator {
 
     pub fn set_config(&mut self, config: AggregatorConfig) {
         self.sliding.resize(config.sub_windows);
+        self.sliding_procs.resize(config.sub_windows);
         self.config = config;
     }
 
@@ -454,213 +457,96 @@ impl Aggregator {
         window.runqueue_length = gauges.runqueue_length;
     }
 
-    /// Folds one window's input into the exported state: process histograms labelled and
-    /// bounded, per-CPU histograms, this window's quantiles; then expires old series.
+    /// Folds one window's input at once (the CPUs' refresh, then the processes'): with
+    /// `sub_windows = 1`, a tumbling window. The daemon calls `refresh` and `refresh_processes`
+    /// every `refresh` instead.
+    #[cfg(test)]
     pub fn window(&mut self, input: &WindowInput, names: &mut dyn Names) -> WindowSummary {
-        self.exported.windows += 1;
-        let now = self.exported.windows;
-        let cfg = self.config.clone();
-        let procs = self.collect_processes(input, names, &cfg);
-        let cgroup_labels = self.label_cgroups(&procs, names, &cfg);
-        let top = top_processes(&procs, cfg.top_k);
-        let mut window = WindowGauges {
-            folded_processes: procs.len().saturating_sub(top.len()),
-            ..WindowGauges::default()
-        };
-        let (node, worst) = self.export_processes(
-            now,
-            &procs,
-            &ProcessLabels {
-                cgroups: &cgroup_labels,
-                top: &top,
-            },
-            names,
-            &mut window,
-        );
         if !input.cpus.is_empty() {
             self.refresh(&input.cpus, &input.event_waits, input.duration_ns);
         }
-        // The per-CPU and node gauges are the sliding window's, kept from the last refresh.
-        let sliding = std::mem::take(&mut self.exported.window);
-        window.cpus = sliding.cpus;
-        window.node = sliding.node;
-        window.runqueue_length = sliding.runqueue_length;
-        self.expire(now, &cfg);
-        let summary = WindowSummary {
-            waits: node.count(),
-            total_wait_ns: node.total_ns(),
-            processes: procs.len(),
-            folded_processes: window.folded_processes,
-            node_p99_ns: node.quantile(0.99),
-            worst,
-        };
-        self.exported.window = window;
-        summary
+        self.refresh_processes(input.procs.clone(), &input.event_waits, names)
     }
 
-    /// The window's processes: their histograms, waits per class and exact maxima (from
-    /// events); kernel threads left out when so configured.
-    fn collect_processes(
+    /// (processes in the sliding window, per-process deltas held by its ring): its memory.
+    #[must_use]
+    pub fn sliding_processes(&self) -> (usize, usize) {
+        (self.sliding_procs.sums().len(), self.sliding_procs.deltas())
+    }
+
+    /// Folds one refresh interval's per-process waits (every `refresh`): the sliding window's
+    /// processes are labelled (the `top_k` processes and `max_cgroups` cgroups with the most
+    /// wait over the sliding window keep their labels), this interval's waits go into the
+    /// cumulative series under those labels, and the per-series and per-cgroup quantiles are
+    /// those of the sliding window; then old series expire. Returns an account of the sliding
+    /// window.
+    ///
+    /// Cost: one pass over the processes of the sliding window, adding their slots into dense
+    /// per-label arrays (at most `top_k + 2 × (max_cgroups + 1) + 1` of them): no per-process
+    /// histogram is built.
+    pub fn refresh_processes(
         &mut self,
-        input: &WindowInput,
+        procs: Vec<ProcDelta>,
+        event_waits: &[EventWait],
         names: &mut dyn Names,
-        cfg: &AggregatorConfig,
-    ) -> HashMap<ProcKey, Proc> {
-        let mut procs: HashMap<ProcKey, Proc> = HashMap::new();
-        for d in &input.procs {
+    ) -> WindowSummary {
+        self.exported.refreshes += 1;
+        let now = self.exported.refreshes;
+        let cfg = self.config.clone();
+        for d in &procs {
             self.exported.process_waits += d.slots.iter().map(|&(_, n)| n).sum::<u64>();
-            let key = ProcKey {
-                cgroup_id: d.cgroup_id,
-                tgid: d.tgid,
-            };
-            let p = procs.entry(key).or_default();
-            for &(slot, n) in &d.slots {
-                let (lo, hi) = proc_hist_slot_bounds(slot);
-                p.hist.add_range(lo, hi, n);
-            }
-            p.hist.add_total(d.total_ns());
-            for (sum, c) in p.classes.iter_mut().zip(&d.classes) {
-                sum.waits += c.waits;
-                sum.wait_ns += c.wait_ns;
-            }
         }
-        let mut event_max: HashMap<u32, u64> = HashMap::new();
-        for e in &input.event_waits {
-            let m = event_max.entry(e.tgid).or_default();
-            *m = (*m).max(e.wait_ns);
+        self.sliding_procs.push(procs, event_waits);
+        let event_max = self.sliding_procs.event_max();
+        // Kernel threads left out when so configured.
+        let sliding: Vec<(ProcKey, &ProcSum)> = self
+            .sliding_procs
+            .sums()
+            .iter()
+            .filter(|(key, _)| {
+                cfg.kernel_threads || key.tgid == OVERFLOW_TGID || !names.is_kernel_thread(key.tgid)
+            })
+            .map(|(&key, sum)| (key, sum))
+            .collect();
+        let cgroup_labels = label_cgroups(&sliding, names, &cfg, &mut self.exported.cgroup_paths);
+        let top = top_processes(&sliding, cfg.top_k);
+        let labels = ProcessLabels {
+            cgroups: &cgroup_labels,
+            top: &top,
+        };
+        let quantiles = window_quantiles(&sliding, &event_max, &labels, names, cfg.pid_label);
+        let processes = sliding.len();
+        for skey in &quantiles.series_keys {
+            self.exported
+                .series
+                .entry(skey.clone())
+                .or_default()
+                .last_refresh = now;
         }
-        for (key, p) in &mut procs {
-            p.hist.note_exact(event_max.get(&key.tgid).copied());
+        export_interval(self.sliding_procs.newest(), &quantiles, &mut self.exported);
+        let gauges = &mut self.exported.window;
+        gauges.series = quantiles.series;
+        gauges.cgroups = quantiles.cgroups;
+        gauges.folded_processes = processes.saturating_sub(top.len());
+        self.expire(now, &cfg);
+        WindowSummary {
+            waits: quantiles.node.count(),
+            total_wait_ns: quantiles.node.total_ns(),
+            processes,
+            folded_processes: self.exported.window.folded_processes,
+            node_p99_ns: quantiles.node.quantile(0.99),
+            worst: quantiles.worst,
         }
-        if !cfg.kernel_threads {
-            procs.retain(|key, _| key.tgid == OVERFLOW_TGID || !names.is_kernel_thread(key.tgid));
-        }
-        procs
-    }
-
-    /// Labels the `max_cgroups` cgroups with the most wait this window; the rest are `other`.
-    fn label_cgroups(
-        &mut self,
-        procs: &HashMap<ProcKey, Proc>,
-        names: &mut dyn Names,
-        cfg: &AggregatorConfig,
-    ) -> HashMap<u64, String> {
-        let mut cgroup_totals: HashMap<u64, u64> = HashMap::new();
-        for (key, p) in procs {
-            *cgroup_totals.entry(key.cgroup_id).or_default() += p.hist.total_ns();
-        }
-        // The overflow entry is `other` whatever its size: it takes no real cgroup's place.
-        let mut labels = HashMap::new();
-        if cgroup_totals.remove(&OVERFLOW_CGROUP).is_some() {
-            labels.insert(OVERFLOW_CGROUP, OTHER.to_owned());
-        }
-        let mut ranked: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        for (rank, &(cg, _)) in ranked.iter().enumerate() {
-            let label = if rank < cfg.max_cgroups {
-                let path = names.cgroup_path(cg);
-                let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
-                self.exported.cgroup_paths.insert(label.clone(), path);
-                label
-            } else {
-                OTHER.to_owned()
-            };
-            labels.insert(cg, label);
-        }
-        labels
-    }
-
-    /// Adds the window's processes to their series (cumulative), the preemptor classes of
-    /// their cgroups, and this window's quantiles; returns the node's histogram and the
-    /// series with the worst p99.
-    fn export_processes(
-        &mut self,
-        now: u64,
-        procs: &HashMap<ProcKey, Proc>,
-        labels: &ProcessLabels<'_>,
-        names: &mut dyn Names,
-        window: &mut WindowGauges,
-    ) -> (WindowHistogram, Option<WorstSeries>) {
-        let mut series_hist: BTreeMap<SeriesKey, WindowHistogram> = BTreeMap::new();
-        let mut cgroup_hist: BTreeMap<String, WindowHistogram> = BTreeMap::new();
-        let mut node = WindowHistogram::default();
-        let mut worst: Option<WorstSeries> = None;
-        let pid_label = self.config.pid_label;
-        for (key, p) in procs {
-            let cg = labels.cgroups[&key.cgroup_id].clone();
-            let named = labels.top.contains(key) && key.tgid != OVERFLOW_TGID;
-            let process = if named {
-                names.process(key.tgid)
-            } else {
-                OTHER.to_owned()
-            };
-            let pid = pid_label.then(|| {
-                if named {
-                    key.tgid.to_string()
-                } else {
-                    String::new()
-                }
-            });
-            let skey = SeriesKey {
-                cgroup: cg.clone(),
-                process,
-                pid,
-            };
-            let series = self.exported.series.entry(skey.clone()).or_default();
-            series.last_window = now;
-            for (lo, _, n) in p.hist.slots() {
-                // Sums per slot are not kept apart here; the exact total goes in once below.
-                series.hist.add(lo, n, 0);
-            }
-            series.hist.sum_ns += p.hist.total_ns();
-            series.migrations += p.classes[PreemptorClass::Migrated as usize].waits;
-            for class in PreemptorClass::ALL {
-                let waits = p.classes[class as usize];
-                if waits.waits > 0 {
-                    let c = self
-                        .exported
-                        .classes
-                        .entry((cg.clone(), class))
-                        .or_default();
-                    c.waits += waits.waits;
-                    c.wait_ns += waits.wait_ns;
-                }
-            }
-            series_hist.entry(skey.clone()).or_default().merge(&p.hist);
-            cgroup_hist.entry(cg).or_default().merge(&p.hist);
-            node.merge(&p.hist);
-            if labels.top.contains(key) {
-                let p99_ns = p.hist.quantile(0.99).unwrap_or(0);
-                if worst.as_ref().is_none_or(|w| p99_ns > w.p99_ns) {
-                    worst = Some(WorstSeries {
-                        cgroup: skey.cgroup,
-                        process: skey.process,
-                        p99_ns,
-                    });
-                }
-            }
-        }
-        for (k, h) in &series_hist {
-            if let Some(q) = h.quantiles() {
-                window.series.insert(k.clone(), q);
-            }
-        }
-        for (k, h) in &cgroup_hist {
-            if let Some(q) = h.quantiles() {
-                window.cgroups.insert(k.clone(), q);
-            }
-        }
-        (node, worst)
     }
 
     /// Bounded state: drops series idle past the TTL (their counters restart if they come
     /// back, which Prometheus's `rate()` treats as a reset), applies the series bound, and
     /// forgets the cgroups no series has any more.
     fn expire(&mut self, now: u64, cfg: &AggregatorConfig) {
-        let ttl = cfg.series_ttl_windows;
+        let ttl = cfg.series_ttl_refreshes;
         self.exported
             .series
-            .retain(|_, s| now.saturating_sub(s.last_window) < ttl);
+            .retain(|_, s| now.saturating_sub(s.last_refresh) < ttl);
         self.bound_series(cfg);
         let live: HashSet<&String> = self.exported.series.keys().map(|k| &k.cgroup).collect();
         self.exported.classes.retain(|(cg, _), _| live.contains(cg));
@@ -670,13 +556,6 @@ impl Aggregator {
     }
 }
 
-/// A process of one window, in the cgroup it waited in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct ProcKey {
-    cgroup_id: u64,
-    tgid: u32,
-}
-
 /// How the window's processes are labelled: cgroup id → label, and the processes that keep
 /// series of their own.
 struct ProcessLabels<'a> {
@@ -684,15 +563,226 @@ struct ProcessLabels<'a> {
     top: &'a HashSet<ProcKey>,
 }
 
-/// The `top_k` processes with the most wait this window.
-fn top_processes(procs: &HashMap<ProcKey, Proc>, top_k: usize) -> HashSet<ProcKey> {
+/// Adds one refresh interval's waits to the cumulative series they are labelled with now,
+/// and to the preemptor classes of their cgroups. Processes without a series (kernel threads
+/// left out) are not exported.
+fn export_interval(interval: &[ProcDelta], quantiles: &SlidingQuantiles, exported: &mut Exported) {
+    for d in interval {
+        let key = ProcKey {
+            cgroup_id: d.cgroup_id,
+            tgid: d.tgid,
+        };
+        let Some(skey) = quantiles
+            .series_of
+            .get(&key)
+            .map(|&i| &quantiles.series_keys[i])
+        else {
+            continue;
+        };
+        let series = exported.series.entry(skey.clone()).or_default();
+        for &(slot, n) in &d.slots {
+            // Sums per slot are not kept apart here; the exact total goes in once below.
+            series.hist.add(proc_hist_slot_bounds(slot).0, n, 0);
+        }
+        series.hist.sum_ns += d.total_ns();
+        series.migrations += d.classes[PreemptorClass::Migrated as usize].waits;
+        for class in PreemptorClass::ALL {
+            let waits = d.classes[class as usize];
+            if waits.waits > 0 {
+                let c = exported
+                    .classes
+                    .entry((skey.cgroup.clone(), class))
+                    .or_default();
+                c.waits += waits.waits;
+                c.wait_ns += waits.wait_ns;
+            }
+        }
+    }
+}
+
+/// The `top_k` processes with the most wait in the window.
+fn top_processes(procs: &[(ProcKey, &ProcSum)], top_k: usize) -> HashSet<ProcKey> {
     let mut ranked: Vec<(ProcKey, u64)> = procs
         .iter()
         .filter(|(k, _)| k.tgid != OVERFLOW_TGID)
-        .map(|(&k, p)| (k, p.hist.total_ns()))
+        .map(|&(k, sum)| (k, sum.total_ns()))
         .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     ranked.iter().take(top_k).map(|(k, _)| *k).collect()
+}
+
+/// Labels the `max_cgroups` cgroups with the most wait in the window; the rest are `other`.
+/// Notes the path of each label kept.
+fn label_cgroups(
+    procs: &[(ProcKey, &ProcSum)],
+    names: &mut dyn Names,
+    cfg: &AggregatorConfig,
+    cgroup_paths: &mut BTreeMap<String, String>,
+) -> HashMap<u64, String> {
+    let mut cgroup_totals: HashMap<u64, u64> = HashMap::new();
+    for (key, sum) in procs {
+        *cgroup_totals.entry(key.cgroup_id).or_default() += sum.total_ns();
+    }
+    // The overflow entry is `other` whatever its size: it takes no real cgroup's place.
+    let mut labels = HashMap::new();
+    if cgroup_totals.remove(&OVERFLOW_CGROUP).is_some() {
+        labels.insert(OVERFLOW_CGROUP, OTHER.to_owned());
+    }
+    let mut ranked: Vec<(u64, u64)> = cgroup_totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (rank, &(cg, _)) in ranked.iter().enumerate() {
+        let label = if rank < cfg.max_cgroups {
+            let path = names.cgroup_path(cg);
+            let label = crate::host::cgroups::label(&path, cfg.cgroup_names);
+            cgroup_paths.insert(label.clone(), path);
+            label
+        } else {
+            OTHER.to_owned()
+        };
+        labels.insert(cg, label);
+    }
+    labels
+}
+
+/// A histogram in the per-process layout, dense: adding a process's slots costs no allocation.
+struct DenseHistogram {
+    slots: Vec<u64>,
+    total_ns: u64,
+    exact_max_ns: Option<u64>,
+}
+
+impl Default for DenseHistogram {
+    fn default() -> Self {
+        Self {
+            slots: vec![0; PROC_HIST_SLOTS as usize],
+            total_ns: 0,
+            exact_max_ns: None,
+        }
+    }
+}
+
+impl DenseHistogram {
+    fn add(&mut self, sum: &ProcSum, exact_max_ns: Option<u64>) {
+        for (&slot, &n) in &sum.slots {
+            if let Some(waits) = self.slots.get_mut(slot as usize) {
+                *waits += n;
+            }
+        }
+        self.total_ns += sum.total_ns();
+        if let Some(w) = exact_max_ns {
+            self.exact_max_ns = Some(self.exact_max_ns.map_or(w, |m| m.max(w)));
+        }
+    }
+
+    fn to_window(&self) -> WindowHistogram {
+        let mut h = WindowHistogram::default();
+        for (slot, &n) in (0..PROC_HIST_SLOTS).zip(&self.slots) {
+            if n > 0 {
+                let (lo, hi) = proc_hist_slot_bounds(slot);
+                h.add_range(lo, hi, n);
+            }
+        }
+        h.add_total(self.total_ns);
+        h.note_exact(self.exact_max_ns);
+        h
+    }
+}
+
+/// The sliding window's quantiles and the series each process is labelled with.
+struct SlidingQuantiles {
+    /// Every series of the window (index: `series_of`'s values).
+    series_keys: Vec<SeriesKey>,
+    series_of: HashMap<ProcKey, usize>,
+    series: BTreeMap<SeriesKey, Quantiles>,
+    cgroups: BTreeMap<String, Quantiles>,
+    node: WindowHistogram,
+    worst: Option<WorstSeries>,
+}
+
+/// Labels the window's processes and computes the quantiles per series and cgroup, the
+/// node's histogram and the series with the worst p99.
+fn window_quantiles(
+    procs: &[(ProcKey, &ProcSum)],
+    event_max: &HashMap<u32, u64>,
+    labels: &ProcessLabels<'_>,
+    names: &mut dyn Names,
+    pid_label: bool,
+) -> SlidingQuantiles {
+    let mut series_keys: Vec<SeriesKey> = Vec::new();
+    let mut series_index: HashMap<SeriesKey, usize> = HashMap::new();
+    // `process="other"` series by cgroup id, so folded processes cost no label built.
+    let mut other_of: HashMap<u64, usize> = HashMap::new();
+    let mut series_of = HashMap::with_capacity(procs.len());
+    let mut series_hist: Vec<DenseHistogram> = Vec::new();
+    let mut cgroup_hist: HashMap<&str, DenseHistogram> = HashMap::new();
+    let mut node = DenseHistogram::default();
+    let mut worst: Option<WorstSeries> = None;
+    let mut index_of =
+        |skey: SeriesKey, keys: &mut Vec<SeriesKey>, hists: &mut Vec<DenseHistogram>| {
+            *series_index.entry(skey.clone()).or_insert_with(|| {
+                keys.push(skey);
+                hists.push(DenseHistogram::default());
+                keys.len() - 1
+            })
+        };
+    for &(key, sum) in procs {
+        let cg = &labels.cgroups[&key.cgroup_id];
+        let named = labels.top.contains(&key) && key.tgid != OVERFLOW_TGID;
+        let i = if named {
+            let skey = SeriesKey {
+                cgroup: cg.clone(),
+                process: names.process(key.tgid),
+                pid: pid_label.then(|| key.tgid.to_string()),
+            };
+            index_of(skey, &mut series_keys, &mut series_hist)
+        } else if let Some(&i) = other_of.get(&key.cgroup_id) {
+            i
+        } else {
+            let skey = SeriesKey {
+                cgroup: cg.clone(),
+                process: OTHER.to_owned(),
+                pid: pid_label.then(String::new),
+            };
+            let i = index_of(skey, &mut series_keys, &mut series_hist);
+            other_of.insert(key.cgroup_id, i);
+            i
+        };
+        let exact = event_max.get(&key.tgid).copied();
+        series_hist[i].add(sum, exact);
+        cgroup_hist.entry(cg.as_str()).or_default().add(sum, exact);
+        node.add(sum, exact);
+        if named {
+            let mut own = DenseHistogram::default();
+            own.add(sum, exact);
+            let p99_ns = own.to_window().quantile(0.99).unwrap_or(0);
+            if worst.as_ref().is_none_or(|w| p99_ns > w.p99_ns) {
+                let skey = &series_keys[i];
+                worst = Some(WorstSeries {
+                    cgroup: skey.cgroup.clone(),
+                    process: skey.process.clone(),
+                    p99_ns,
+                });
+            }
+        }
+        series_of.insert(key, i);
+    }
+    let series = series_keys
+        .iter()
+        .zip(&series_hist)
+        .filter_map(|(k, h)| Some((k.clone(), h.to_window().quantiles()?)))
+        .collect();
+    let cgroups = cgroup_hist
+        .iter()
+        .filter_map(|(&cg, h)| Some((cg.to_owned(), h.to_window().quantiles()?)))
+        .collect();
+    SlidingQuantiles {
+        series_keys,
+        series_of,
+        series,
+        cgroups,
+        node: node.to_window(),
+        worst,
+    }
 }
 
 impl Aggregator {
@@ -707,7 +797,7 @@ impl Aggregator {
         for (key, series) in &self.exported.series {
             if key.cgroup != OTHER {
                 let e = cgroups.entry(key.cgroup.as_str()).or_default();
-                e.0 = e.0.max(series.last_window);
+                e.0 = e.0.max(series.last_refresh);
                 e.1 += series.hist.sum_ns;
             }
         }
@@ -734,7 +824,7 @@ impl Aggregator {
                 .series
                 .iter()
                 .filter(|(key, _)| key.process != OTHER)
-                .map(|(key, s)| (key, (s.last_window, s.hist.sum_ns)))
+                .map(|(key, s)| (key, (s.last_refresh, s.hist.sum_ns)))
                 .collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             let evicted: HashSet<SeriesKey> = ranked[cfg.top_k..]
@@ -775,7 +865,7 @@ mod tests {
         AggregatorConfig {
             top_k: 2,
             max_cgroups: 2,
-            series_ttl_windows: 3,
+            series_ttl_refreshes: 3,
             kernel_threads: true,
             cgroup_names: true,
             pid_label: false,
@@ -908,7 +998,7 @@ mod tests {
         let cfg = AggregatorConfig {
             top_k: 4,
             max_cgroups: 3,
-            series_ttl_windows: 24,
+            series_ttl_refreshes: 24,
             kernel_threads: true,
             cgroup_names: true,
             pid_label: false,
@@ -1225,5 +1315,109 @@ mod tests {
         let s = agg.window(&input, &mut Table);
         assert_eq!(s.waits, 1);
         assert_eq!(agg.exported.series.len(), 1);
+    }
+
+    /// One refresh of process 100 in cgroup 5: 100 waits of 10 µs, plus `long` waits of 50 ms.
+    fn background_and(long: u64) -> ProcDelta {
+        let mut d = delta(5, 100, 10_000, 100);
+        if long > 0 {
+            d.slots.push((proc_hist_slot(50_000_000), long));
+            let c = &mut d.classes[PreemptorClass::OtherCgroup as usize];
+            c.waits += long;
+            c.wait_ns += long * 50_000_000;
+        }
+        d
+    }
+
+    /// A burst shows in its process's and cgroup's quantiles at the refresh that read it, for
+    /// exactly `sub_windows` refreshes (not up to a window late, as a tumbling window showed
+    /// it), while the cumulative histogram counts each wait once.
+    #[test]
+    fn process_quantiles_slide_and_counters_count_each_wait_once() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            sub_windows: 5,
+            series_ttl_refreshes: 20,
+            ..config()
+        });
+        let key = SeriesKey::new("cg5.service", "p100");
+        for _ in 0..6 {
+            agg.refresh_processes(vec![background_and(0)], &[], &mut Table);
+            assert!(agg.exported.window.series[&key].max < 20_000);
+        }
+        let exact = EventWait {
+            tgid: 100,
+            cpu: 1,
+            wait_ns: 50_123_456,
+        };
+        agg.refresh_processes(vec![background_and(3)], &[exact], &mut Table);
+        for refresh in 1..=5 {
+            let w = &agg.exported.window;
+            assert_eq!(
+                w.series[&key].max, 50_123_456,
+                "refresh {refresh}: exact max"
+            );
+            assert_eq!(
+                w.cgroups["cg5.service"].max, 50_123_456,
+                "refresh {refresh}"
+            );
+            // 3 of the window's 503 waits are 50 ms: above p99 (rank 498), so p99.9 shows them.
+            assert!(w.series[&key].p999 > 40_000_000, "{:?}", w.series[&key]);
+            assert!(w.series[&key].p99 < 20_000, "{:?}", w.series[&key]);
+            agg.refresh_processes(vec![background_and(0)], &[], &mut Table);
+        }
+        let w = &agg.exported.window;
+        assert!(
+            w.series[&key].max < 20_000,
+            "slid out: {:?}",
+            w.series[&key]
+        );
+        assert!(w.cgroups["cg5.service"].max < 20_000);
+        let series = &agg.exported.series[&key];
+        assert_eq!(series.hist.count, 12 * 100 + 3, "each wait counted once");
+        assert_eq!(series.hist.sum_ns, 12 * 100 * 10_000 + 3 * 50_000_000);
+        assert_eq!(agg.exported.process_waits, 12 * 100 + 3);
+    }
+
+    /// The processes that keep their own series are the `top_k` of the sliding window: one
+    /// with a burst keeps its series while the burst is in the window, then folds back.
+    #[test]
+    fn top_k_is_ranked_over_the_sliding_window() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            top_k: 1,
+            sub_windows: 3,
+            series_ttl_refreshes: 10,
+            ..config()
+        });
+        let steady = || delta(5, 102, 1_000_000, 2);
+        agg.refresh_processes(vec![steady(), delta(5, 101, 5_000_000, 2)], &[], &mut Table);
+        let named = |agg: &Aggregator| -> Vec<String> {
+            agg.exported
+                .window
+                .series
+                .keys()
+                .filter(|k| k.process != OTHER)
+                .map(|k| k.process.clone())
+                .collect()
+        };
+        assert_eq!(named(&agg), ["p101"]);
+        // 101's 10 ms outweighs 102's 2 ms a refresh until it slides out.
+        for _ in 0..2 {
+            agg.refresh_processes(vec![steady()], &[], &mut Table);
+            assert_eq!(named(&agg), ["p101"], "still the window's top process");
+        }
+        agg.refresh_processes(vec![steady()], &[], &mut Table);
+        assert_eq!(named(&agg), ["p102"], "101 slid out");
+        let other = &agg.exported.series[&SeriesKey::new("cg5.service", OTHER)];
+        assert_eq!(
+            other.hist.count, 6,
+            "102's waits while 101 was on top, under other"
+        );
+        assert_eq!(
+            agg.exported.series[&SeriesKey::new("cg5.service", "p102")]
+                .hist
+                .count,
+            2
+        );
+        assert_eq!(agg.exported.window.folded_processes, 0);
     }
 }
