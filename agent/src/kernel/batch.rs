@@ -36,8 +36,18 @@ struct BatchAttr {
 }
 const _: () = assert!(size_of::<BatchAttr>() == 56);
 
+/// Whether batch lookups may be tried: `Some(false)` when `SCHEDLAT_MAP_BATCH=0` forces the
+/// key-by-key reads of kernels before 5.6 (to test and measure that path on a kernel that
+/// has batch lookups), else `None` (not known yet: the first lookup tells).
+#[must_use]
+pub fn allowed() -> Option<bool> {
+    std::env::var_os("SCHEDLAT_MAP_BATCH")
+        .is_some_and(|v| v == "0")
+        .then_some(false)
+}
+
 /// Whether the kernel did the batch lookup.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Batch {
     /// Every entry was visited.
     Read,
@@ -75,29 +85,141 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
     buffers: &mut Buffers<K, V>,
     mut visit: impl FnMut(K, &V),
 ) -> io::Result<Batch> {
-    // An open fd is never negative.
-    let fd = u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX);
-    // The hash map's batch token is a bucket index (u32).
-    let mut token: u32 = 0;
-    let mut first = true;
+    let chunk = buffers.keys.len();
+    let mut cursor = Cursor::default();
     loop {
+        // SAFETY: `keys` and `values` hold `chunk` initialized `K` and `V` (both `Pod`, so any
+        // bytes the kernel writes are valid values of them).
+        let filled = unsafe {
+            cursor.next(
+                map,
+                buffers.keys.as_mut_ptr().cast(),
+                buffers.values.as_mut_ptr().cast(),
+                chunk,
+            )?
+        };
+        match filled {
+            Step::Unsupported => return Ok(Batch::Unsupported),
+            Step::Chunk(filled, more) => {
+                for (key, value) in buffers.keys[..filled].iter().zip(&buffers.values[..filled]) {
+                    visit(*key, value);
+                }
+                if !more {
+                    return Ok(Batch::Read);
+                }
+            }
+        }
+    }
+}
+
+/// Key and value buffers of a per-CPU hash map with `u64` values: `chunk` keys, `chunk ×
+/// cpus` values.
+pub struct PerCpuBuffers<K> {
+    keys: Vec<K>,
+    values: Vec<u64>,
+    cpus: usize,
+}
+
+impl<K: Pod + Default> PerCpuBuffers<K> {
+    /// Room for `chunk` entries per syscall (at least 1) of a map on `cpus` possible CPUs.
+    #[must_use]
+    pub fn new(chunk: usize, cpus: usize) -> Self {
+        let chunk = chunk.max(1);
+        let cpus = cpus.max(1);
+        Self {
+            keys: vec![K::default(); chunk],
+            values: vec![0; chunk * cpus],
+            cpus,
+        }
+    }
+}
+
+/// `lookup_all` for a per-CPU hash map with `u64` values: `visit` gets each key with its
+/// value on every possible CPU (the kernel lays values out per possible CPU, each rounded up
+/// to 8 bytes: a `u64` needs no padding).
+///
+/// # Errors
+/// As `lookup_all`.
+pub fn lookup_all_per_cpu<K: Pod + Default>(
+    map: &MapData,
+    buffers: &mut PerCpuBuffers<K>,
+    mut visit: impl FnMut(K, &[u64]),
+) -> io::Result<Batch> {
+    let chunk = buffers.keys.len();
+    let cpus = buffers.cpus;
+    let mut cursor = Cursor::default();
+    loop {
+        // SAFETY: `keys` holds `chunk` initialized `K` (`Pod`), `values` `chunk × cpus` u64:
+        // the room the kernel writes for `chunk` entries of a per-CPU `u64` map on `cpus` CPUs.
+        let filled = unsafe {
+            cursor.next(
+                map,
+                buffers.keys.as_mut_ptr().cast(),
+                buffers.values.as_mut_ptr().cast(),
+                chunk,
+            )?
+        };
+        match filled {
+            Step::Unsupported => return Ok(Batch::Unsupported),
+            Step::Chunk(filled, more) => {
+                for (i, key) in buffers.keys[..filled].iter().enumerate() {
+                    visit(*key, &buffers.values[i * cpus..(i + 1) * cpus]);
+                }
+                if !more {
+                    return Ok(Batch::Read);
+                }
+            }
+        }
+    }
+}
+
+/// Where a batch lookup is in the map.
+#[derive(Default)]
+struct Cursor {
+    /// The hash map's batch token: a bucket index (u32).
+    token: u32,
+    started: bool,
+}
+
+enum Step {
+    /// The kernel has no batch lookup for this map (first call only).
+    Unsupported,
+    /// This many entries were written; `true` when there are more.
+    Chunk(usize, bool),
+}
+
+impl Cursor {
+    /// One `BPF_MAP_LOOKUP_BATCH` call.
+    ///
+    /// # Safety
+    /// `keys` and `values` must point to room for `chunk` keys and values of the map (per-CPU
+    /// maps: `chunk × possible CPUs` values), valid for writes of any bytes.
+    unsafe fn next(
+        &mut self,
+        map: &MapData,
+        keys: *mut u8,
+        values: *mut u8,
+        chunk: usize,
+    ) -> io::Result<Step> {
+        // An open fd is never negative.
+        let fd = u32::try_from(map.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX);
         let mut next_token: u32 = 0;
         let mut attr = BatchAttr {
-            in_batch: if first {
-                0
+            in_batch: if self.started {
+                std::ptr::from_ref(&self.token) as u64
             } else {
-                std::ptr::from_ref(&token) as u64
+                0
             },
             out_batch: std::ptr::from_mut(&mut next_token) as u64,
-            keys: buffers.keys.as_mut_ptr() as u64,
-            values: buffers.values.as_mut_ptr() as u64,
-            count: u32::try_from(buffers.keys.len()).unwrap_or(u32::MAX),
+            keys: keys as u64,
+            values: values as u64,
+            count: u32::try_from(chunk).unwrap_or(u32::MAX),
             map_fd: fd,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid `bpf_attr.batch` of the size passed; `keys` and `values`
-        // point to `count` initialized `K` and `V` (both `Pod`, so any bytes the kernel writes
-        // are valid values of them), `in_batch`/`out_batch` to u32 tokens that outlive the call.
+        // SAFETY: `attr` is a valid `bpf_attr.batch` of the size passed; the buffers are as
+        // the caller promised, `in_batch`/`out_batch` point to u32 tokens that outlive the
+        // call.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -108,10 +230,10 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
         };
         let err = (rc < 0).then(io::Error::last_os_error);
         let errno = err.as_ref().and_then(io::Error::raw_os_error);
-        if first
+        if !self.started
             && matches!(errno, Some(e) if e == libc::EINVAL || e == libc::EOPNOTSUPP || e == ENOTSUPP)
         {
-            return Ok(Batch::Unsupported);
+            return Ok(Step::Unsupported);
         }
         if let Some(err) = err
             && errno != Some(libc::ENOENT)
@@ -119,14 +241,11 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
             // ENOSPC: one bucket holds more entries than a chunk (not with chunks of hundreds).
             return Err(err);
         }
-        let filled = (attr.count as usize).min(buffers.keys.len());
-        for (key, value) in buffers.keys[..filled].iter().zip(&buffers.values[..filled]) {
-            visit(*key, value);
-        }
-        if errno == Some(libc::ENOENT) {
-            return Ok(Batch::Read);
-        }
-        token = next_token;
-        first = false;
+        self.token = next_token;
+        self.started = true;
+        Ok(Step::Chunk(
+            (attr.count as usize).min(chunk),
+            errno != Some(libc::ENOENT),
+        ))
     }
 }

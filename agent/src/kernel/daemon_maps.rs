@@ -69,11 +69,7 @@ impl Default for KernelReader {
             cpus: Vec::new(),
             entries: 0,
             seen: HashSet::new(),
-            // SCHEDLAT_MAP_BATCH=0 forces the key-by-key reads of kernels before 5.6 (to test
-            // and measure that path on a kernel that has batch lookups).
-            batch: std::env::var_os("SCHEDLAT_MAP_BATCH")
-                .is_some_and(|v| v == "0")
-                .then_some(false),
+            batch: batch::allowed(),
             waits_buffers: Buffers::new(BATCH_CHUNK),
             info_buffers: Buffers::new(BATCH_CHUNK),
         }

@@ -394,7 +394,7 @@ impl State {
             "top: refresh: {} threads and {} process histograms read in {read:?}, rows in {:?}",
             self.stats.len(),
             self.histograms.len(),
-            started.elapsed() - read
+            started.elapsed().saturating_sub(read)
         );
         Ok(())
     }

@@ -592,14 +592,16 @@ fn cause_cell(s: &RowStats, diagnosis: bool) -> String {
     }
 }
 
+/// `name[pid] share`; a kernel thread's name in brackets, as ps shows them (`[kswapd0][98]`).
 fn culprit_cell(s: &RowStats) -> String {
     s.culprit.as_ref().map_or_else(
         || "-".into(),
         |c| {
-            if c.pid == 0 {
-                format!("{} {:.0}%", c.comm, 100.0 * c.share)
-            } else {
-                format!("{}[{}] {:.0}%", c.comm, c.pid, 100.0 * c.share)
+            let share = 100.0 * c.share;
+            match c.comm.strip_suffix(" (kernel thread)") {
+                _ if c.pid == 0 => format!("{} {share:.0}%", c.comm),
+                Some(kthread) => format!("[{kthread}][{}] {share:.0}%", c.pid),
+                None => format!("{}[{}] {share:.0}%", c.comm, c.pid),
             }
         },
     )
@@ -994,6 +996,13 @@ mod tests {
         assert!(row.contains("victim"), "{row}");
         assert!(row.contains("noisy_neighbour 100%"), "{row}");
         assert!(row.contains("hog[9] 75%"), "{row}");
+        let mut kthread = frame.processes[0].stats.clone();
+        kthread.culprit = Some(Culprit {
+            pid: 98,
+            comm: "kswapd0 (kernel thread)".into(),
+            share: 0.5,
+        });
+        assert_eq!(culprit_cell(&kthread), "[kswapd0][98] 50%");
         assert!(row.ends_with(" /app"), "{row}");
         ui.view = View::Cgroup;
         let lines = render(&frame, &ui, 10);
