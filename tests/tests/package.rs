@@ -14,6 +14,8 @@ use std::{
     process::{Command, Output},
 };
 
+mod common;
+
 const PACKAGE: &str = "schedlat";
 const CONFIG: &str = "/etc/schedlat/schedlat.toml";
 const UNIT: &str = "/lib/systemd/system/schedlat.service";
@@ -162,6 +164,8 @@ fn the_debian_package_installs_works_and_purges_clean() {
 
     check_example_config();
 
+    check_started();
+
     // Remove keeps the conffile; purge removes it and everything else.
     run_ok(Command::new("dpkg").args(["-r", PACKAGE]));
     assert!(
@@ -237,6 +241,31 @@ fn check_unit() {
     } else {
         eprintln!("systemd-analyze not installed: unit not verified");
     }
+}
+
+/// The daemon starts as the unit starts it (its `ExecStart`, with the packaged configuration),
+/// serves metrics, and stops cleanly on SIGTERM (what `systemctl stop` sends). Not through
+/// systemd: it is not PID 1 on these machines, so the unit's sandboxing is verified
+/// (`check_unit`) but not exercised. The listen address (a free port) and the incident
+/// directory (a scratch one) are overridden by flags, so the test neither collides with a
+/// daemon on 9747 nor leaves /var/lib/schedlat behind.
+fn check_started() {
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let exec: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart in the unit")
+        .split_whitespace()
+        .collect();
+    assert_eq!(exec[1], "run", "{exec:?}");
+    let agent = common::Agent::start_binary(exec[0], &exec[2..]);
+    let metrics = agent.metrics();
+    assert!(
+        metrics.contains("schedlat_build_info") && metrics.contains("schedlat_events_total"),
+        "the packaged daemon's metrics:\n{metrics}"
+    );
+    let status = agent.stop(libc::SIGTERM);
+    assert!(status.success(), "SIGTERM: {status}");
 }
 
 /// The example configuration is accepted, and the defaults it documents are the real ones:

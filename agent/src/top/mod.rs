@@ -473,7 +473,7 @@ impl State {
     }
 }
 
-/// A process's name and cgroup path, read from /proc (cached `CGROUP_TTL`): no name and
+/// A process's name and cgroup path, read from /proc (cached `CGROUP_TTL` to 5 s more): no name and
 /// `(exited)` for a process gone, `?` for a cgroup that cannot be read.
 fn describe(
     cache: &mut HashMap<u32, (Instant, Option<String>, String)>,
@@ -481,8 +481,11 @@ fn describe(
     pid: u32,
 ) -> (Option<String>, String) {
     let now = Instant::now();
+    // Staggered by PID over 5 s, so that thousands of processes are not all read again in
+    // the same refresh.
+    let ttl = CGROUP_TTL + Duration::from_millis(u64::from(pid % 100) * 50);
     if let Some((read_at, name, path)) = cache.get(&pid)
-        && now.duration_since(*read_at) < CGROUP_TTL
+        && now.duration_since(*read_at) < ttl
     {
         return (name.clone(), path.clone());
     }

@@ -291,6 +291,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_binary(&schedlat_bin(), extra)
+    }
+
+    /// `bin run --listen 127.0.0.1:FREE_PORT [--incident-dir SCRATCH] extra...`, once healthy.
+    pub fn start_binary(bin: &str, extra: &[&str]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         // Incidents of test workloads go to a scratch directory, not the machine's.
         let scratch = std::env::temp_dir().join(format!(
@@ -302,7 +307,7 @@ impl Agent {
         if !extra.contains(&"--incident-dir") {
             own_dir = vec!["--incident-dir".into(), scratch.display().to_string()];
         }
-        let mut child = Command::new(schedlat_bin())
+        let mut child = Command::new(bin)
             .args(["run", "--listen", &addr.to_string()])
             .args(&own_dir)
             .args(extra)
