@@ -187,19 +187,26 @@ fn live_view_in_a_terminal() {
 
     // Tab: the cgroup view; the victim's cgroup has the same diagnosis.
     tmux.send("Tab");
+    // Its rows start with the cgroup's path (its tail when the path is longer than the column).
+    let cgroup_row = |l: &str, dir: &str| {
+        l.split_whitespace().next().is_some_and(|first| {
+            first.ends_with(dir) || dir.ends_with(first.trim_start_matches('…'))
+        })
+    };
     let screen = tmux.wait_for(Duration::from_secs(5), "the cgroup view", |s| {
         s.contains("cgroup view")
-            && s.lines()
-                .any(|l| l.ends_with(&app) && l.contains("noisy_neighbour") && l.contains(&culprit))
+            && s.lines().any(|l| {
+                cgroup_row(l, &app) && l.contains("noisy_neighbour") && l.contains(&culprit)
+            })
     });
     println!(
         "cgroup view: {}",
-        screen.lines().find(|l| l.ends_with(&app)).unwrap()
+        screen.lines().find(|l| cgroup_row(l, &app)).unwrap()
     );
     assert!(
         screen
             .lines()
-            .any(|l| l.ends_with(&Scenario::dir_name(&s.noisy))),
+            .any(|l| cgroup_row(l, &Scenario::dir_name(&s.noisy))),
         "the hogs' cgroup has a row too:\n{screen}"
     );
 
@@ -210,12 +217,12 @@ fn live_view_in_a_terminal() {
     });
     let header = screen
         .lines()
-        .find(|l| l.trim_start().starts_with("PROCS"))
+        .find(|l| l.starts_with("CGROUP"))
         .expect("the table header");
     let end = header.find("MAX").unwrap() + 3;
     let maxima: Vec<f64> = screen
         .lines()
-        .skip_while(|l| !l.trim_start().starts_with("PROCS"))
+        .skip_while(|l| !l.starts_with("CGROUP"))
         .skip(1)
         .filter(|l| l.len() >= end)
         .map(|l| parse_ns(l[..end].split_whitespace().last().unwrap()))

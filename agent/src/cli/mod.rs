@@ -227,8 +227,8 @@ pub struct TopArgs {
     /// With --batch: text frames or one JSON object per refresh.
     #[arg(long, value_enum, default_value = "text", requires = "batch")]
     pub format: OutputFormat,
-    /// With --batch: rows per view in each frame.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    /// With --batch: rows per view in each frame (the live screen shows what fits; scroll).
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
 }
 

@@ -46,6 +46,10 @@ pub struct Diagnosis {
     pub evidence: Vec<String>,
     /// One sentence for people.
     pub verdict: String,
+    /// With `throttled`: the cgroup whose CPU quota throttled it, and the quota
+    /// (`/batch 20.00ms per 100.00ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_by: Option<String>,
 }
 
 impl Diagnosis {
@@ -297,6 +301,7 @@ impl Diagnoser {
         };
         let evidence = Evidence {
             victim_cgroup_id,
+            victim_tgid: e.tgid,
             throttle: self.throttle_knowledge(d, victim_cgroup_id, occ.idle_ns),
             affinity: self.affinity(d, host),
             irq_accounted: self.irq_accounted,
@@ -312,6 +317,14 @@ impl Diagnoser {
                 .saturating_sub(occ.unrecorded_ns + occ.before_migration_ns),
         );
         let verdict = verdict(&class, &occ, &evidence, &culprits, e.cpu);
+        let throttled_by =
+            match (&class.cause, &evidence.throttle) {
+                (Cause::Throttled, ThrottleKnowledge::Observed(t)) if t.period_ns > 0 => Some(
+                    format!("{} {} per {}", t.cgroup, ms(t.quota_ns), ms(t.period_ns)),
+                ),
+                (Cause::Throttled, ThrottleKnowledge::Observed(t)) => Some(t.cgroup.clone()),
+                _ => None,
+            };
         Diagnosis {
             cause: class.cause,
             cause_share: class.share,
@@ -320,6 +333,7 @@ impl Diagnoser {
             culprits,
             evidence: class.facts,
             verdict,
+            throttled_by,
         }
     }
 
@@ -507,6 +521,7 @@ fn verdict(
     cpu: u32,
 ) -> String {
     let wait = ms(occ.wait_ns);
+    let in_root = ev.victim_cgroup_id == Some(super::ROOT_CGROUP_ID);
     let pct = |share: f64| format!("{:.0}%", 100.0 * share);
     let top = |pred: &dyn Fn(&Culprit) -> bool| {
         culprits
@@ -560,12 +575,22 @@ fn verdict(
             ms(occ.holders.first().map_or(0, |h| h.longest_ns))
         ),
         Cause::NoisyNeighbour => format!(
-            "tasks of other cgroups held the CPU for {} of the {wait} wait{}",
+            "{} held the CPU for {} of the {wait} wait{}",
+            if in_root {
+                "other processes (it is in the root cgroup)"
+            } else {
+                "tasks of other cgroups"
+            },
             pct(class.share),
             mostly(&|c: &Culprit| c.tid != 0)
         ),
         Cause::SelfContention => format!(
-            "its own cgroup's tasks held the CPU for {} of the {wait} wait{}",
+            "{} held the CPU for {} of the {wait} wait{}",
+            if in_root {
+                "its own process's threads"
+            } else {
+                "its own cgroup's tasks"
+            },
             pct(class.share),
             mostly(&|c: &Culprit| c.tid != 0)
         ),

@@ -26,6 +26,8 @@ pub const MAJORITY: f64 = 0.5;
 pub const STALL_MIN_NS: u64 = 100_000_000;
 /// Share of the wait the stalling stretch must cover.
 pub const STALL_SHARE: f64 = 0.95;
+/// The id of the cgroup v2 root (its kernfs node id; the inode of the cgroup2 mount's root).
+pub const ROOT_CGROUP_ID: u64 = 1;
 /// Holders listed by name; the rest are summed.
 pub const TOP_CULPRITS: usize = 3;
 
@@ -45,7 +47,9 @@ pub enum Cause {
     Stalled,
     /// Tasks of other cgroups held the CPU.
     NoisyNeighbour,
-    /// Tasks of its own cgroup (its own threads or siblings) held the CPU.
+    /// Tasks of its own cgroup (its own threads or siblings) held the CPU. The root cgroup is
+    /// no group (whatever no one placed is there): for a task in it, only its own process's
+    /// threads count, other processes are neighbours.
     SelfContention,
     /// Kernel threads held the CPU.
     Kernel,
@@ -261,6 +265,8 @@ pub struct Affinity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evidence {
     pub victim_cgroup_id: Option<u64>,
+    /// The waiting task's process (its own threads are its own contention, in any cgroup).
+    pub victim_tgid: u32,
     pub throttle: ThrottleKnowledge,
     /// `None` when the victim may run on every online CPU (or its mask is unknown).
     pub affinity: Option<Affinity>,
@@ -381,13 +387,13 @@ pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
         }
     }
     let victim_cgroup = ev.victim_cgroup_id;
+    let in_root = victim_cgroup == Some(ROOT_CGROUP_ID);
+    // Its own: its process's threads, and the tasks of its cgroup unless that is the root.
+    let own =
+        |h: &Holder| h.tgid == ev.victim_tgid || (!in_root && Some(h.cgroup_id) == victim_cgroup);
     let kernel_ns = occ.held_by(|h| h.kthread && !h.rt);
-    let same_ns = victim_cgroup.map_or(0, |c| {
-        occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id == c)
-    });
-    let other_ns = victim_cgroup.map_or(0, |c| {
-        occ.held_by(|h| !h.kthread && !h.rt && h.cgroup_id != c)
-    });
+    let same_ns = victim_cgroup.map_or(0, |_| occ.held_by(|h| !h.kthread && !h.rt && own(h)));
+    let other_ns = victim_cgroup.map_or(0, |_| occ.held_by(|h| !h.kthread && !h.rt && !own(h)));
     let by_holder = [
         (Cause::NoisyNeighbour, other_ns),
         (Cause::SelfContention, same_ns),
@@ -399,12 +405,22 @@ pub fn classify(occ: &Occupation, ev: &Evidence) -> Classification {
     if let Some(&(cause, ns)) = by_holder.iter().max_by_key(|(_, ns)| *ns)
         && occ.share(ns) > MAJORITY
     {
-        facts.push(format!(
-            "other cgroups {:.0}%, own cgroup {:.0}%, kernel threads {:.0}%",
-            100.0 * occ.share(other_ns),
-            100.0 * occ.share(same_ns),
-            100.0 * occ.share(kernel_ns)
-        ));
+        facts.push(if in_root {
+            format!(
+                "in the root cgroup: other processes {:.0}%, its own process {:.0}%, kernel \
+                 threads {:.0}%",
+                100.0 * occ.share(other_ns),
+                100.0 * occ.share(same_ns),
+                100.0 * occ.share(kernel_ns)
+            )
+        } else {
+            format!(
+                "other cgroups {:.0}%, own cgroup {:.0}%, kernel threads {:.0}%",
+                100.0 * occ.share(other_ns),
+                100.0 * occ.share(same_ns),
+                100.0 * occ.share(kernel_ns)
+            )
+        });
         return result(cause, ns, facts);
     }
     if occ.share(occ.before_migration_ns) > MAJORITY {

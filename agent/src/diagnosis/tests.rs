@@ -38,6 +38,7 @@ fn ring(stretches: &[(u64, u64, u32, u64, i32, u32)]) -> OccupancyRing {
 fn evidence() -> Evidence {
     Evidence {
         victim_cgroup_id: Some(VICTIM_CGROUP),
+        victim_tgid: 9,
         throttle: ThrottleKnowledge::NoQuota,
         affinity: None,
         irq_accounted: false,
@@ -283,4 +284,33 @@ fn cause_names_are_the_documented_label_values() {
         serde_json::to_string(&Cause::NoisyNeighbour).unwrap(),
         "\"noisy_neighbour\""
     );
+}
+
+#[test]
+fn the_root_cgroup_is_no_group_but_a_process_is() {
+    // The victim (tid/tgid 9) in the root cgroup waits behind another process of the root
+    // cgroup: a neighbour, not its own contention.
+    let r = ring(&[(0, 100, 7, ROOT_CGROUP_ID, 120, 0)]);
+    let occ = occupation(&r, 0, 100 * MS, None, 9);
+    let mut ev = evidence();
+    ev.victim_cgroup_id = Some(ROOT_CGROUP_ID);
+    let class = classify(&occ, &ev);
+    assert_eq!(class.cause, Cause::NoisyNeighbour, "{:?}", class.facts);
+    assert!(
+        class
+            .facts
+            .iter()
+            .any(|f| f.starts_with("in the root cgroup: other processes 100%")),
+        "{:?}",
+        class.facts
+    );
+    // Its own process's other thread (tid 8 of process 9) is its own contention, root or not.
+    let mut r = ring(&[(0, 100, 8, ROOT_CGROUP_ID, 120, 0)]);
+    r.entries[0].pid_tgid = 8 | (9 << 32);
+    let occ = occupation(&r, 0, 100 * MS, None, 9);
+    assert_eq!(classify(&occ, &ev).cause, Cause::SelfContention);
+    // Elsewhere a sibling process of its cgroup is its own contention.
+    let r = ring(&[(0, 100, 7, VICTIM_CGROUP, 120, 0)]);
+    let occ = occupation(&r, 0, 100 * MS, None, 9);
+    assert_eq!(classify(&occ, &evidence()).cause, Cause::SelfContention);
 }

@@ -97,8 +97,11 @@ impl TopOptions {
         let ticks = (self.window.as_nanos() / self.refresh.as_nanos()) as usize;
         if ticks > model::MAX_TICKS {
             return Err(UsageError(format!(
-                "--window is {ticks} refreshes long: at most {} (lengthen --refresh)",
-                model::MAX_TICKS
+                "--window is {ticks} refreshes long: at most {} (e.g. --window {} with --refresh \
+                 {}); lengthen --refresh for a longer window",
+                model::MAX_TICKS,
+                events::human_ns(self.refresh.as_nanos() as u64 * model::MAX_TICKS as u64),
+                events::human_ns(self.refresh.as_nanos() as u64),
             ))
             .into());
         }
@@ -144,11 +147,14 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
         last_active: HashMap::new(),
         last_prune: Instant::now(),
         rows: None,
+        refreshed_at_ns: 0,
+        page: 1,
     };
     let mut ui = Ui {
         view: options.view,
         sort: options.sort,
         reverse: options.reverse,
+        interactive: !options.batch,
         ..Ui::default()
     };
     let screen = if options.batch {
@@ -192,6 +198,12 @@ fn run_loop(
 ) -> Result<()> {
     let mut last_tick = Instant::now();
     let mut frames = 0u32;
+    // A resized terminal is drawn again at once (SIGWINCH interrupts the wait for keys).
+    let resized = Arc::new(AtomicBool::new(false));
+    if interactive {
+        signal_hook::flag::register(signal_hook::consts::SIGWINCH, Arc::clone(&resized))?;
+        state.page = draw(state, options, ui)?;
+    }
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -202,11 +214,15 @@ fn run_loop(
             let timeout = (next - now).min(POLL_INTERVAL);
             if interactive {
                 let keys = Terminal::read_keys(timeout);
-                if !keys.is_empty() {
-                    if handle_keys(&keys, ui, state) == Action::Quit {
-                        return Ok(());
-                    }
-                    draw(state, options, ui)?;
+                let resize = resized.swap(false, Ordering::Relaxed);
+                if resize {
+                    Terminal::clear()?;
+                }
+                if !keys.is_empty() && handle_keys(&keys, ui, state) == Action::Quit {
+                    return Ok(());
+                }
+                if resize || !keys.is_empty() {
+                    state.page = draw(state, options, ui)?;
                 }
             } else {
                 trace::wait_readable(ring.as_raw_fd(), timeout);
@@ -219,7 +235,7 @@ fn run_loop(
         last_tick = now;
         frames += 1;
         if interactive {
-            draw(state, options, ui)?;
+            state.page = draw(state, options, ui)?;
         } else if !print_frame(out, state, options, ui)? {
             return Ok(()); // the reader went away
         }
@@ -238,7 +254,8 @@ enum Action {
 
 /// Applies keys to the view; `Quit` on `q`.
 fn handle_keys(keys: &[Key], ui: &mut Ui, state: &State) -> Action {
-    apply_keys(keys, ui, |view| {
+    let page = state.page;
+    apply_keys(keys, ui, page, |view| {
         state.rows.as_ref().map_or(0, |r| match view {
             View::Process => r.0.len(),
             View::Cgroup => r.1.len(),
@@ -246,12 +263,10 @@ fn handle_keys(keys: &[Key], ui: &mut Ui, state: &State) -> Action {
     })
 }
 
-/// `handle_keys` with the number of rows of each view given by `rows_of`.
-fn apply_keys(keys: &[Key], ui: &mut Ui, rows_of: impl Fn(View) -> usize) -> Action {
-    let page = Terminal::size()
-        .1
-        .saturating_sub(model::HEADER_LINES + 1)
-        .max(1);
+/// `handle_keys` with `page` rows on the screen and the number of rows of each view given by
+/// `rows_of`. Scrolling stops when the last row is at the bottom.
+fn apply_keys(keys: &[Key], ui: &mut Ui, page: usize, rows_of: impl Fn(View) -> usize) -> Action {
+    let page = page.max(1);
     for key in keys {
         match *key {
             Key::Char('q' | 'Q') => return Action::Quit,
@@ -272,26 +287,33 @@ fn apply_keys(keys: &[Key], ui: &mut Ui, rows_of: impl Fn(View) -> usize) -> Act
             Key::PageUp => ui.scroll = ui.scroll.saturating_sub(page),
             Key::PageDown => ui.scroll += page,
             Key::Home => ui.scroll = 0,
-            Key::End => ui.scroll = rows_of(ui.view).saturating_sub(page),
+            Key::End => ui.scroll = usize::MAX,
         }
+        ui.scroll = ui.scroll.min(rows_of(ui.view).saturating_sub(page));
     }
-    ui.scroll = ui.scroll.min(rows_of(ui.view).saturating_sub(1));
     Action::Continue
 }
 
-fn draw(state: &State, options: &TopOptions, ui: &Ui) -> Result<()> {
-    let Some(frame) = state.frame(options, ui, usize::MAX) else {
-        return Terminal::draw(
-            &["schedlat top: first refresh in progress...".to_owned()],
-            80,
-            None,
-        );
-    };
+/// Draws the last refresh's frame to fit the terminal; the rows the table had room for.
+fn draw(state: &State, options: &TopOptions, ui: &Ui) -> Result<usize> {
     let (width, height) = Terminal::size();
-    let rows = height.saturating_sub(model::HEADER_LINES + 1);
-    let lines = model::render(&frame, ui, rows);
-    let highlight = (!ui.help).then_some(model::HEADER_LINES);
-    Terminal::draw(&lines, width, highlight)
+    let Some(frame) = state.frame(options, ui, usize::MAX) else {
+        Terminal::draw(
+            &[format!(
+                "schedlat top: the first figures come after one refresh ({})",
+                events::human_ns(options.refresh.as_nanos() as u64)
+            )],
+            width,
+            None,
+        )?;
+        return Ok(0);
+    };
+    // The header's height depends on the width (its lines wrap), not on the rows.
+    let header = model::render(&frame, ui, width, 0).lines.len();
+    let rows = height.saturating_sub(header).max(1);
+    let screen = model::render(&frame, ui, width, rows);
+    Terminal::draw(&screen.lines, width, screen.table_header)?;
+    Ok(rows)
 }
 
 /// One batch frame; `false` when stdout was closed.
@@ -300,7 +322,12 @@ fn print_frame(out: &mut dyn Write, state: &State, options: &TopOptions, ui: &Ui
         return Ok(true);
     };
     let text = match options.format {
-        OutputFormat::Text => format!("{}\n", model::render(&frame, ui, options.top).join("\n")),
+        OutputFormat::Text => format!(
+            "{}\n",
+            model::render(&frame, ui, usize::MAX, options.top)
+                .lines
+                .join("\n")
+        ),
         OutputFormat::Json => serde_json::to_string(&frame)?,
     };
     let open = trace::writeln_or_stop(out, &text)?;
@@ -326,6 +353,10 @@ struct State {
     last_prune: Instant,
     /// The rows of the last refresh (unsorted).
     rows: Option<(Vec<ProcessRow>, Vec<CgroupRow>, MachineRow)>,
+    /// Wall-clock time of the last refresh, ns since the epoch.
+    refreshed_at_ns: u64,
+    /// Table rows the screen had room for at the last draw (PgUp/PgDn).
+    page: usize,
 }
 
 impl State {
@@ -387,6 +418,7 @@ impl State {
         self.histograms = histograms_now;
         self.counters = counters_now;
         let read = started.elapsed();
+        self.refreshed_at_ns = trace::realtime_now_ns();
         self.rows = Some(model::rows(&self.window, options.threshold_ns, |pid| {
             describe(&mut self.processes, &mut self.cgroups, pid)
         }));
@@ -411,7 +443,7 @@ impl State {
             cgroups.truncate(top);
         }
         Some(Frame {
-            time: clock::rfc3339(trace::realtime_now_ns()),
+            time: clock::rfc3339(self.refreshed_at_ns),
             covered_seconds: self.window.covered_ns() as f64 / 1e9,
             window_seconds: options.window.as_secs_f64(),
             threshold_ns: options.threshold_ns,
@@ -537,19 +569,31 @@ mod tests {
         let mut ui = Ui::default();
         let rows = |view| if view == View::Process { 50 } else { 0 };
         assert_eq!(
-            apply_keys(&[Key::Down, Key::Down, Key::Up], &mut ui, rows),
+            apply_keys(&[Key::Down, Key::Down, Key::Up], &mut ui, 10, rows),
             Action::Continue
         );
         assert_eq!(ui.scroll, 1);
-        apply_keys(&[Key::Tab, Key::Char('m'), Key::Char('r')], &mut ui, rows);
+        apply_keys(&[Key::PageDown; 10], &mut ui, 10, rows);
+        assert_eq!(
+            ui.scroll, 40,
+            "the last row at the bottom of 10, no further"
+        );
+        apply_keys(&[Key::Home, Key::End], &mut ui, 10, rows);
+        assert_eq!(ui.scroll, 40);
+        apply_keys(
+            &[Key::Tab, Key::Char('m'), Key::Char('r')],
+            &mut ui,
+            10,
+            rows,
+        );
         assert_eq!(ui.view, View::Cgroup);
         assert_eq!(ui.sort, SortKey::Max);
         assert!(ui.reverse);
         assert_eq!(ui.scroll, 0, "a new view starts at the top");
-        apply_keys(&[Key::Down], &mut ui, rows);
+        apply_keys(&[Key::Down], &mut ui, 10, rows);
         assert_eq!(ui.scroll, 0, "nothing to scroll past");
         assert_eq!(
-            apply_keys(&[Key::Char('x'), Key::Char('q')], &mut ui, rows),
+            apply_keys(&[Key::Char('x'), Key::Char('q')], &mut ui, 10, rows),
             Action::Quit
         );
     }

@@ -40,6 +40,8 @@ pub struct LongWaits {
     /// Holder (tgid, name; `[idle]` is tgid 0) → time it held the CPU during the diagnosed
     /// waits, in ns (each culprit's share of a wait times the wait).
     pub holders: HashMap<(u32, String), f64>,
+    /// Of the `throttled` waits: the throttling cgroup and quota → wait time, in ns.
+    pub quotas: HashMap<String, u64>,
 }
 
 impl LongWaits {
@@ -54,6 +56,9 @@ impl LongWaits {
             for c in &d.culprits {
                 *self.holders.entry((c.tgid, c.comm.clone())).or_default() +=
                     c.share * wait_ns as f64;
+            }
+            if let Some(quota) = &d.throttled_by {
+                *self.quotas.entry(quota.clone()).or_default() += wait_ns;
             }
         }
     }
@@ -70,6 +75,18 @@ impl LongWaits {
         for (holder, ns) in &other.holders {
             *self.holders.entry(holder.clone()).or_default() += ns;
         }
+        for (quota, ns) in &other.quotas {
+            *self.quotas.entry(quota.clone()).or_default() += ns;
+        }
+    }
+
+    /// The quota that throttled the most of the `throttled` waits' time.
+    #[must_use]
+    pub fn main_quota(&self) -> Option<&str> {
+        self.quotas
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(quota, _)| quota.as_str())
     }
 
     fn diagnosed_ns(&self) -> u64 {
@@ -222,10 +239,12 @@ impl Totals {
         let top = self.histogram.quantile(1.0).unwrap_or(0);
         // The histogram's top is the wait's slot midpoint; a wait that reached the threshold
         // was a long wait and is in the exact maximum.
+        // A single wait's slot middle may lie above the wait: never above the exact total.
         let max_ns = self
             .exact_max_ns
             .max(self.long.max_ns)
-            .max(top.min(threshold_ns.saturating_sub(1)));
+            .max(top.min(threshold_ns.saturating_sub(1)))
+            .min(self.total_ns.max(self.exact_max_ns));
         let (cause, cause_share) = self
             .long
             .dominant_cause()
@@ -239,6 +258,9 @@ impl Totals {
             cause,
             cause_share,
             culprit: self.long.main_culprit(),
+            throttled_by: (cause == Some(Cause::Throttled))
+                .then(|| self.long.main_quota().map(str::to_owned))
+                .flatten(),
         }
     }
 }
@@ -361,6 +383,11 @@ pub struct RowStats {
     /// Its share of that time, 0..1.
     pub cause_share: f64,
     pub culprit: Option<Culprit>,
+    /// With cause `throttled`: the cgroup whose CPU quota throttled most of it, and the
+    /// quota (`/batch 20.00ms per 100.00ms`). The culprit is then the idle task: the quota,
+    /// not a task, kept the CPU from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -567,10 +594,9 @@ pub struct Ui {
     /// Rows scrolled past.
     pub scroll: usize,
     pub help: bool,
+    /// A live screen: the key line and the rows shown (not in batch output).
+    pub interactive: bool,
 }
-
-/// Lines above the table (header, machine, drops, keys, blank); the table's header follows.
-pub const HEADER_LINES: usize = 5;
 
 fn per_second(count: u64, covered_seconds: f64) -> String {
     if covered_seconds <= 0.0 {
@@ -592,8 +618,12 @@ fn cause_cell(s: &RowStats, diagnosis: bool) -> String {
     }
 }
 
-/// `name[pid] share`; a kernel thread's name in brackets, as ps shows them (`[kswapd0][98]`).
+/// `name[pid] share`; a kernel thread's name in brackets, as ps shows them (`[kswapd0][98]`);
+/// for `throttled`, the quota that throttled it (`quota /batch 20.00ms per 100.00ms`).
 fn culprit_cell(s: &RowStats) -> String {
+    if let Some(quota) = &s.throttled_by {
+        return format!("quota {quota}");
+    }
     s.culprit.as_ref().map_or_else(
         || "-".into(),
         |c| {
@@ -613,123 +643,300 @@ pub fn fit(text: &str, width: usize) -> String {
     text.chars().take(width).collect()
 }
 
-const KEYS: &str = "q quit  Tab/v processes|cgroups  sort: t total 9 p99 m max w waits l long \
-                    n name  r reverse  Up/Down/PgUp/PgDn scroll  h help";
+/// `text` cut to its last `width` characters, marked with `…` (a cgroup path's leaf is what
+/// tells it apart).
+fn fit_tail(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width || width == 0 {
+        return fit(text, width);
+    }
+    let tail: String = text.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
 
-const HELP: [&str; 9] = [
+/// Segments joined by two spaces into lines of at most `width` characters (a segment longer
+/// than that gets a line of its own).
+fn wrap(segments: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for segment in segments {
+        let len = line.chars().count();
+        if !line.is_empty() && len + 2 + segment.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push_str("  ");
+        }
+        line.push_str(segment);
+    }
+    lines.push(line);
+    lines
+}
+
+const KEYS: [&str; 6] = [
+    "q quit",
+    "Tab/v processes|cgroups",
+    "sort: t total 9 p99 m max w waits l long n name",
+    "r reverse",
+    "arrows PgUp/PgDn Home/End scroll",
+    "h help",
+];
+
+const HELP: [&str; 10] = [
     "WAITS/s  waits for a CPU per second over the window (every wakeup and preemption)",
-    "LONG     waits at or above the threshold: each one diagnosed (who held the CPU, why)",
+    "LONG     waits at or above the threshold in the window: each one diagnosed (who held the",
+    "         CPU, why)",
     "TOTAL    time spent runnable but waiting, summed over threads, in the window",
     "P99/MAX  99th percentile (within 1.6 %) and longest wait; MAX is exact at or above the",
     "         threshold, below it the histogram slot's middle",
     "CAUSE    the cause of most of the long-wait time, and its share of that time",
-    "CULPRIT  the task that held the CPU for most of the long-wait time, and its share",
-    "Causes: throttled affinity rt irq stalled noisy_neighbour self_contention kernel",
-    "        migration unknown (see `schedlat trace --help` and the README)",
+    "CULPRIT  the task that held the CPU for most of the long-wait time, and its share; for",
+    "         throttled, the cgroup whose CPU quota did it",
+    "Narrow terminal: LONG, WAITS/s, P99 and CGROUP are left out first. h again: back.",
 ];
 
-/// The text of a frame: header lines, then the table of the chosen view (rows from
-/// `ui.scroll`, at most `max_rows`). Lines are not cut to the terminal's width.
+/// A table column: title, width, right-aligned, and when it is left out on a narrow terminal
+/// (higher first; 0: never).
+struct Column {
+    title: &'static str,
+    width: usize,
+    right: bool,
+    drop_rank: u8,
+}
+
+const fn col(title: &'static str, width: usize, right: bool, drop_rank: u8) -> Column {
+    Column {
+        title,
+        width,
+        right,
+        drop_rank,
+    }
+}
+
+/// Room the last column (cgroup path, culprit) needs at least to stay.
+const LAST_MIN: usize = 12;
+
+/// Which columns fit in `width`: the lowest-ranked go first.
+fn visible(columns: &[Column], width: usize) -> Vec<usize> {
+    let mut shown: Vec<usize> = (0..columns.len()).collect();
+    loop {
+        let Some((last, rest)) = shown.split_last() else {
+            return shown;
+        };
+        let used: usize = rest.iter().map(|&i| columns[i].width + 1).sum();
+        let fits = used + LAST_MIN.min(columns[*last].width) <= width;
+        let droppable = shown
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| columns[**i].drop_rank > 0)
+            .max_by_key(|(_, i)| columns[**i].drop_rank);
+        match droppable {
+            Some((at, _)) if !fits => {
+                shown.remove(at);
+            }
+            _ => return shown,
+        }
+    }
+}
+
+/// One table line: the visible cells padded to their column (the last one not).
+fn table_line(columns: &[Column], shown: &[usize], cells: &[String]) -> String {
+    let mut line = String::new();
+    for (n, &i) in shown.iter().enumerate() {
+        let c = &columns[i];
+        if n > 0 {
+            line.push(' ');
+        }
+        if n + 1 == shown.len() {
+            line.push_str(&cells[i]);
+        } else if c.right {
+            let _ = write!(line, "{:>w$}", fit(&cells[i], c.width), w = c.width);
+        } else {
+            let _ = write!(line, "{:<w$}", fit(&cells[i], c.width), w = c.width);
+        }
+    }
+    line
+}
+
+/// What a frame looks like: its lines, and which one is the table's header (none with help).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Screen {
+    pub lines: Vec<String>,
+    pub table_header: Option<usize>,
+}
+
+/// The text of a frame for a terminal `width` characters wide (`usize::MAX`: no limit, every
+/// column): header lines, then the table of the chosen view, rows from `ui.scroll`, at most
+/// `max_rows`.
 #[must_use]
-pub fn render(frame: &Frame, ui: &Ui, max_rows: usize) -> Vec<String> {
-    let m = &frame.machine;
+pub fn render(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Screen {
     let covered = frame.covered_seconds;
-    let mut lines = Vec::new();
-    lines.push(format!(
-        "schedlat top - {}  window {} of {}  {} view, sorted by {}{}  long waits >= {}{}",
-        frame.time,
-        human_ns((covered * 1e9) as u64),
-        human_ns((frame.window_seconds * 1e9) as u64),
-        match ui.view {
-            View::Process => "process",
-            View::Cgroup => "cgroup",
-        },
-        ui.sort.label(),
-        if ui.reverse { " (reversed)" } else { "" },
-        human_ns(frame.threshold_ns),
-        if frame.diagnosis {
-            ""
-        } else {
-            " (no diagnosis)"
-        },
-    ));
-    lines.push(format!(
-        "machine: {} waits/s in {} processes, total wait {}/s, p99 {}, max {}, {} long waits{}",
-        per_second(m.waits, covered),
-        m.processes,
-        human_ns(if covered > 0.0 {
-            (m.stats.total_wait_ns as f64 / covered) as u64
-        } else {
-            0
-        }),
-        m.stats.p99_ns.map_or_else(|| "-".into(), human_ns),
-        human_ns(m.stats.max_ns),
-        m.stats.long_waits,
-        m.stats
-            .cause
-            .map(|_| format!(": mostly {}", cause_cell(&m.stats, frame.diagnosis)))
-            .unwrap_or_default(),
-    ));
-    lines.push(if m.drops.any() {
-        let d = m.drops;
-        format!(
-            "INCOMPLETE in this window: {} long waits not delivered (ring buffer full), {} waits \
-             missing from processes (thread map full), {} from histograms, {} wakeups not \
-             measured",
-            d.events_lost, d.stats_map_full, d.hist_map_full, d.enqueue_map_full
-        )
-    } else {
-        "nothing dropped in this window".into()
-    });
-    lines.push(KEYS.into());
+    let mut lines = header(frame, ui, width, max_rows);
     lines.push(String::new());
     if ui.help {
         lines.extend(HELP.iter().map(|l| (*l).to_owned()));
-        return lines;
+        return Screen {
+            lines,
+            table_header: None,
+        };
     }
     let stats_cells = |s: &RowStats| {
-        format!(
-            "{:>8} {:>6} {:>9} {:>9} {:>9}  {:<21} {:<28}",
+        [
             per_second(s.waits, covered),
-            s.long_waits,
+            s.long_waits.to_string(),
             human_ns(s.total_wait_ns),
             s.p99_ns.map_or_else(|| "-".into(), human_ns),
             human_ns(s.max_ns),
-            fit(&cause_cell(s, frame.diagnosis), 21),
-            fit(&culprit_cell(s), 28),
-        )
+            cause_cell(s, frame.diagnosis),
+            culprit_cell(s),
+        ]
     };
-    let columns = format!(
-        "{:>8} {:>6} {:>9} {:>9} {:>9}  {:<21} {:<28}",
-        "WAITS/s", "LONG", "TOTAL", "P99", "MAX", "CAUSE", "CULPRIT"
-    );
+    let stats_columns = [
+        col("WAITS/s", 8, true, 4),
+        col("LONG", 6, true, 5),
+        col("TOTAL", 9, true, 0),
+        col("P99", 9, true, 3),
+        col("MAX", 9, true, 0),
+        col("CAUSE", 21, false, 0),
+        col("CULPRIT", 28, false, 0),
+    ];
+    let table_header = lines.len();
     match ui.view {
         View::Process => {
-            lines.push(format!("{:>7} {:<16}{columns} CGROUP", "PID", "COMMAND"));
+            let mut columns = vec![col("PID", 7, true, 0), col("COMMAND", 16, false, 0)];
+            columns.extend(stats_columns);
+            columns.push(col("CGROUP", usize::MAX, false, 2));
+            let shown = visible(&columns, width);
+            let titles: Vec<String> = columns.iter().map(|c| c.title.to_owned()).collect();
+            lines.push(table_line(&columns, &shown, &titles));
             for row in frame.processes.iter().skip(ui.scroll).take(max_rows) {
-                let mut line = format!(
-                    "{:>7} {:<16}{}",
-                    row.pid,
-                    fit(&row.comm, 16),
-                    stats_cells(&row.stats)
-                );
-                let _ = write!(line, " {}", row.cgroup);
-                lines.push(line);
+                let mut cells = vec![row.pid.to_string(), row.comm.clone()];
+                cells.extend(stats_cells(&row.stats));
+                cells.push(row.cgroup.clone());
+                lines.push(table_line(&columns, &shown, &cells));
             }
         }
         View::Cgroup => {
-            lines.push(format!("{:>5} {columns} CGROUP", "PROCS"));
+            let mut columns = vec![col("CGROUP", 36, false, 0), col("PROCS", 5, true, 2)];
+            columns.extend(stats_columns);
+            let shown = visible(&columns, width);
+            let titles: Vec<String> = columns.iter().map(|c| c.title.to_owned()).collect();
+            lines.push(table_line(&columns, &shown, &titles));
             for row in frame.cgroups.iter().skip(ui.scroll).take(max_rows) {
-                lines.push(format!(
-                    "{:>5} {} {}",
-                    row.processes,
-                    stats_cells(&row.stats),
-                    row.cgroup
-                ));
+                let mut cells = vec![fit_tail(&row.cgroup, 36), row.processes.to_string()];
+                cells.extend(stats_cells(&row.stats));
+                lines.push(table_line(&columns, &shown, &cells));
             }
         }
     }
+    Screen {
+        lines,
+        table_header: Some(table_header),
+    }
+}
+
+/// The lines above the table: the frame, the machine, what was dropped (and, live, the rows
+/// shown and the keys), wrapped to `width`.
+fn header(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Vec<String> {
+    let m = &frame.machine;
+    let covered = frame.covered_seconds;
+    let mut lines = wrap(
+        &[
+            format!("schedlat top - {}", frame.time),
+            format!(
+                "window {} of {}",
+                human_ns((covered * 1e9) as u64),
+                human_ns((frame.window_seconds * 1e9) as u64)
+            ),
+            format!(
+                "{} view, sorted by {}{}",
+                match ui.view {
+                    View::Process => "process",
+                    View::Cgroup => "cgroup",
+                },
+                ui.sort.label(),
+                if ui.reverse { " (reversed)" } else { "" }
+            ),
+            format!(
+                "long waits >= {}{}",
+                human_ns(frame.threshold_ns),
+                if frame.diagnosis {
+                    ""
+                } else {
+                    " (no diagnosis)"
+                }
+            ),
+        ],
+        width,
+    );
+    let mut machine = vec![
+        format!(
+            "machine: {} waits/s in {} processes",
+            per_second(m.waits, covered),
+            m.processes
+        ),
+        format!(
+            "total wait {}/s",
+            human_ns(if covered > 0.0 {
+                (m.stats.total_wait_ns as f64 / covered) as u64
+            } else {
+                0
+            })
+        ),
+        format!(
+            "p99 {}",
+            m.stats.p99_ns.map_or_else(|| "-".into(), human_ns)
+        ),
+        format!("max {}", human_ns(m.stats.max_ns)),
+        format!("{} long waits", m.stats.long_waits),
+    ];
+    if m.stats.cause.is_some() {
+        machine.push(format!("mostly {}", cause_cell(&m.stats, frame.diagnosis)));
+    }
+    lines.extend(wrap(&machine, width));
+    let mut status = if m.drops.any() {
+        let d = m.drops;
+        vec![
+            "INCOMPLETE in this window:".to_owned(),
+            format!(
+                "{} long waits not delivered (ring buffer full)",
+                d.events_lost
+            ),
+            format!(
+                "{} waits missing from processes (thread map full)",
+                d.stats_map_full
+            ),
+            format!("{} from histograms (histogram map full)", d.hist_map_full),
+            format!("{} wakeups not measured", d.enqueue_map_full),
+        ]
+    } else {
+        vec!["nothing dropped in this window".to_owned()]
+    };
+    let rows = row_count(frame, ui.view);
+    if ui.interactive && !ui.help {
+        let first = ui.scroll.min(rows);
+        let last = (ui.scroll + max_rows).min(rows);
+        status.push(if rows == 0 {
+            "no rows".to_owned()
+        } else {
+            format!("rows {}-{last} of {rows}", first + 1)
+        });
+    }
+    lines.extend(wrap(&status, width));
+    if ui.interactive {
+        let keys: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+        lines.extend(wrap(&keys, width));
+    }
     lines
+}
+
+/// Rows of a view.
+#[must_use]
+pub fn row_count(frame: &Frame, view: View) -> usize {
+    match view {
+        View::Process => frame.processes.len(),
+        View::Cgroup => frame.cgroups.len(),
+    }
 }
 
 #[cfg(test)]
@@ -775,6 +982,7 @@ mod tests {
             unrecorded_share: 0.0,
             evidence: Vec::new(),
             verdict: String::new(),
+            throttled_by: (cause == Cause::Throttled).then(|| "/batch 20.00ms per 100.00ms".into()),
         }
     }
 
@@ -839,6 +1047,16 @@ mod tests {
         );
         let (_, _, totals) = &w.processes()[0];
         assert_eq!(totals.stats(MS).max_ns, 7 * MS);
+        // One wait of 38.0us: its slot's middle (38.4us) is above it; the exact total bounds
+        // the maximum.
+        let mut w = Window::new(5);
+        tick(
+            &mut w,
+            &[(10, stats(10, 1, 38_000, 99 * MS, "a"), false)],
+            &[(10, &[38_000])],
+        );
+        let (_, _, totals) = &w.processes()[0];
+        assert_eq!(totals.stats(MS).max_ns, 38_000);
         // The same wait without its event (ring buffer full): the histogram's top, capped
         // below the threshold: never claims more than is known.
         let mut w = Window::new(5);
@@ -860,6 +1078,16 @@ mod tests {
         let (_, _, totals) = &w.processes()[0];
         assert_eq!(totals.stats(MS).p99_ns, None);
         assert_eq!(totals.stats(MS).max_ns, 7 * MS);
+        // One wait of 38.0us: its slot's middle (38.4us) is above it; the exact total bounds
+        // the maximum.
+        let mut w = Window::new(5);
+        tick(
+            &mut w,
+            &[(10, stats(10, 1, 38_000, 99 * MS, "a"), false)],
+            &[(10, &[38_000])],
+        );
+        let (_, _, totals) = &w.processes()[0];
+        assert_eq!(totals.stats(MS).max_ns, 38_000);
     }
 
     #[test]
@@ -949,8 +1177,7 @@ mod tests {
         assert_eq!(machine.stats.total_wait_ns, 19 * MS);
     }
 
-    #[test]
-    fn frames_render_both_views() {
+    fn one_victim_frame() -> Frame {
         let mut w = Window::new(5);
         w.record_long_wait(
             2,
@@ -963,7 +1190,7 @@ mod tests {
             &[(2, &[MS, MS, MS, MS, 4 * MS])],
         );
         let (processes, cgroups, machine) = rows(&w, MS, |_| (None, "/app".into()));
-        let frame = Frame {
+        Frame {
             time: "2026-11-26T15:00:00Z".into(),
             covered_seconds: 1.0,
             window_seconds: 5.0,
@@ -972,9 +1199,16 @@ mod tests {
             machine,
             processes,
             cgroups,
-        };
+        }
+    }
+
+    #[test]
+    fn frames_render_both_views() {
+        let frame = one_victim_frame();
+        // Batch: every column, no key line.
         let mut ui = Ui::default();
-        let lines = render(&frame, &ui, 10);
+        let screen = render(&frame, &ui, usize::MAX, 10);
+        let lines = &screen.lines;
         assert!(lines[0].contains("window 1.00s of 5.00s"), "{}", lines[0]);
         assert!(
             lines[0].contains("process view, sorted by total wait"),
@@ -987,42 +1221,112 @@ mod tests {
             lines[1]
         );
         assert!(lines[2].contains("nothing dropped"), "{}", lines[2]);
-        let header = &lines[HEADER_LINES];
         assert!(
-            header.contains("PID") && header.contains("CULPRIT"),
-            "{header}"
+            !lines.iter().any(|l| l.contains("q quit")),
+            "batch: no keys"
         );
-        let row = &lines[HEADER_LINES + 1];
+        let header = &lines[screen.table_header.expect("a table")];
+        for title in [
+            "PID", "COMMAND", "WAITS/s", "LONG", "P99", "CULPRIT", "CGROUP",
+        ] {
+            assert!(header.contains(title), "{header}");
+        }
+        let row = &lines[screen.table_header.unwrap() + 1];
         assert!(row.contains("victim"), "{row}");
         assert!(row.contains("noisy_neighbour 100%"), "{row}");
         assert!(row.contains("hog[9] 75%"), "{row}");
-        let mut kthread = frame.processes[0].stats.clone();
-        kthread.culprit = Some(Culprit {
-            pid: 98,
-            comm: "kswapd0 (kernel thread)".into(),
-            share: 0.5,
-        });
-        assert_eq!(culprit_cell(&kthread), "[kswapd0][98] 50%");
         assert!(row.ends_with(" /app"), "{row}");
-        ui.view = View::Cgroup;
-        let lines = render(&frame, &ui, 10);
+
+        // A live 80-column screen: the keys and rows shown; the header wraps, the least
+        // needed columns go, the identity, cause and culprit stay.
+        ui.interactive = true;
+        let screen = render(&frame, &ui, 80, 10);
         assert!(
-            lines[HEADER_LINES].starts_with("PROCS"),
-            "{}",
-            lines[HEADER_LINES]
+            screen.lines.iter().all(|l| l.chars().count() <= 80),
+            "{:#?}",
+            screen.lines
         );
-        assert!(lines[HEADER_LINES + 1].contains("hog[9] 75%"));
+        assert!(
+            screen.lines.iter().any(|l| l.contains("rows 1-1 of 1")),
+            "{:#?}",
+            screen.lines
+        );
+        assert!(screen.lines.iter().any(|l| l.contains("q quit")));
+        let header = &screen.lines[screen.table_header.unwrap()];
+        assert!(
+            header.contains("CULPRIT") && header.contains("CAUSE"),
+            "{header}"
+        );
+        assert!(
+            !header.contains("LONG") && !header.contains("CGROUP"),
+            "{header}"
+        );
+        let row = &screen.lines[screen.table_header.unwrap() + 1];
+        assert!(
+            row.contains("victim") && row.contains("hog[9] 75%"),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn the_cgroup_view_and_help() {
+        let frame = one_victim_frame();
+        let mut ui = Ui {
+            view: View::Cgroup,
+            ..Ui::default()
+        };
+        let screen = render(&frame, &ui, usize::MAX, 10);
+        let at = screen.table_header.unwrap();
+        assert!(
+            screen.lines[at].starts_with("CGROUP"),
+            "{}",
+            screen.lines[at]
+        );
+        assert!(
+            screen.lines[at + 1].starts_with("/app "),
+            "{}",
+            screen.lines[at + 1]
+        );
+        assert!(screen.lines[at + 1].contains("hog[9] 75%"));
         ui.scroll = 1;
         assert_eq!(
-            render(&frame, &ui, 10).len(),
-            HEADER_LINES + 1,
-            "scrolled past the only row"
+            render(&frame, &ui, usize::MAX, 10).lines.len(),
+            at + 1,
+            "scrolled past"
         );
         ui.help = true;
-        assert!(
-            render(&frame, &ui, 10)
-                .iter()
-                .any(|l| l.starts_with("CULPRIT"))
+        let screen = render(&frame, &ui, 100, 10);
+        assert_eq!(screen.table_header, None);
+        assert!(screen.lines.iter().any(|l| l.starts_with("CULPRIT")));
+        assert_eq!(fit_tail("/system.slice/nginx.service", 10), "…x.service");
+    }
+
+    #[test]
+    fn culprit_cells() {
+        let kthread = RowStats {
+            culprit: Some(Culprit {
+                pid: 98,
+                comm: "kswapd0 (kernel thread)".into(),
+                share: 0.5,
+            }),
+            ..RowStats::default()
+        };
+        assert_eq!(culprit_cell(&kthread), "[kswapd0][98] 50%");
+        let mut throttled = LongWaits::default();
+        throttled.record(
+            90 * MS,
+            Some(&diagnosis(Cause::Throttled, &[(0, "[idle]", 0.99)])),
         );
+        let totals = Totals {
+            long: throttled,
+            total_ns: 90 * MS,
+            ..Totals::default()
+        };
+        let stats = totals.stats(MS);
+        assert_eq!(
+            stats.throttled_by.as_deref(),
+            Some("/batch 20.00ms per 100.00ms")
+        );
+        assert_eq!(culprit_cell(&stats), "quota /batch 20.00ms per 100.00ms");
     }
 }

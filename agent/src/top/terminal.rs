@@ -120,9 +120,19 @@ impl Terminal {
         }
     }
 
+    /// Clears the screen (after a resize, lines drawn for the old width may be left).
+    pub fn clear() -> Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(b"\x1b[H\x1b[2J")?;
+        out.flush()?;
+        Ok(())
+    }
+
     /// Draws `lines` from the top left, each cut to `width`; line `highlight` in reverse video.
     pub fn draw(lines: &[String], width: usize, highlight: Option<usize>) -> Result<()> {
         let mut frame = String::from("\x1b[H");
+        // More lines than rows would scroll the screen and push the header out.
+        let lines = &lines[..lines.len().min(Self::size().1)];
         for (i, line) in lines.iter().enumerate() {
             let text = super::model::fit(line, width);
             if highlight == Some(i) {
