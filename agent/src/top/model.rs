@@ -619,10 +619,10 @@ fn cause_cell(s: &RowStats, diagnosis: bool) -> String {
 }
 
 /// `name[pid] share`; a kernel thread's name in brackets, as ps shows them (`[kswapd0][98]`);
-/// for `throttled`, the quota that throttled it (`quota /batch 20.00ms per 100.00ms`).
+/// for `throttled`, the quota that throttled it (`quota /batch 20.00ms/100.00ms`).
 fn culprit_cell(s: &RowStats) -> String {
     if let Some(quota) = &s.throttled_by {
-        return format!("quota {quota}");
+        return format!("quota {}", quota.replace(" per ", "/"));
     }
     s.culprit.as_ref().map_or_else(
         || "-".into(),
@@ -798,7 +798,7 @@ pub fn render(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Screen {
         col("P99", 9, true, 3),
         col("MAX", 9, true, 0),
         col("CAUSE", 21, false, 0),
-        col("CULPRIT", 28, false, 0),
+        col("CULPRIT", 34, false, 0),
     ];
     let table_header = lines.len();
     match ui.view {
@@ -1327,6 +1327,6 @@ mod tests {
             stats.throttled_by.as_deref(),
             Some("/batch 20.00ms per 100.00ms")
         );
-        assert_eq!(culprit_cell(&stats), "quota /batch 20.00ms per 100.00ms");
+        assert_eq!(culprit_cell(&stats), "quota /batch 20.00ms/100.00ms");
     }
 }
