@@ -162,6 +162,16 @@ pub fn human_ns(ns: u64) -> String {
     }
 }
 
+/// `1 wait`, `2 waits`: a count with its noun, singular or plural.
+#[must_use]
+pub fn count_of(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// `HH:MM:SS.mmm` (UTC) of a wall-clock time in ns since the epoch.
 #[must_use]
 pub fn utc_time_of_day(realtime_ns: u64) -> String {
@@ -293,6 +303,9 @@ mod tests {
         assert_eq!(human_ns(4_560_000), "4.56ms");
         assert_eq!(human_ns(1_200_000_000), "1.20s");
         assert_eq!(utc_time_of_day(3_723_004_000_000), "01:02:03.004");
+        assert_eq!(count_of(1, "event", "events"), "1 event");
+        assert_eq!(count_of(0, "event", "events"), "0 events");
+        assert_eq!(count_of(2, "process", "processes"), "2 processes");
     }
 
     #[test]

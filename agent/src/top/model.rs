@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::{
     diagnosis::{Cause, engine::Diagnosis},
-    kernel::events::{comm_str, human_ns},
+    kernel::events::{comm_str, count_of, human_ns},
     stats::hist::LatencyHistogram,
 };
 
@@ -871,9 +871,9 @@ fn header(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Vec<String> 
     );
     let mut machine = vec![
         format!(
-            "machine: {} waits/s in {} processes",
+            "machine: {} waits/s in {}",
             per_second(m.waits, covered),
-            m.processes
+            count_of(m.processes as u64, "process", "processes")
         ),
         format!(
             "total wait {}/s",
@@ -888,7 +888,7 @@ fn header(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Vec<String> 
             m.stats.p99_ns.map_or_else(|| "-".into(), human_ns)
         ),
         format!("max {}", human_ns(m.stats.max_ns)),
-        format!("{} long waits", m.stats.long_waits),
+        count_of(m.stats.long_waits, "long wait", "long waits"),
     ];
     if m.stats.cause.is_some() {
         machine.push(format!("mostly {}", cause_cell(&m.stats, frame.diagnosis)));
@@ -1216,7 +1216,7 @@ mod tests {
             lines[0]
         );
         assert!(
-            lines[1].contains("5.0 waits/s in 1 processes"),
+            lines[1].contains("5.0 waits/s in 1 process "),
             "{}",
             lines[1]
         );

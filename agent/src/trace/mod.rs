@@ -1189,9 +1189,13 @@ pub(crate) fn report_counters(counters: &[u64]) {
         .map(|c| format!("{}={}", c.name(), counters[*c as usize]))
         .collect();
     eprintln!(
-        "schedlat: {} waits measured, {} events delivered; {}",
-        counters[Counter::Samples as usize],
-        counters[Counter::EventsSubmitted as usize],
+        "schedlat: {} measured, {} delivered; {}",
+        events::count_of(counters[Counter::Samples as usize], "wait", "waits"),
+        events::count_of(
+            counters[Counter::EventsSubmitted as usize],
+            "event",
+            "events",
+        ),
         if dropped.is_empty() {
             "nothing dropped".to_owned()
         } else {
