@@ -107,11 +107,12 @@ fn parse_ns(text: &str) -> f64 {
 /// The victim pinned to CPU 1 behind a hog of another cgroup; CPU 0 kept busy by a hog of
 /// that cgroup too (no idle CPU: not `affinity`) and running `schedlat top`.
 struct Scenario {
-    noisy: Cgroup,
-    app: Cgroup,
+    // Fields drop in this order: the processes first, so their cgroups can be removed.
     hog: Proc,
     victim: Proc,
     _busy: Proc,
+    noisy: Cgroup,
+    app: Cgroup,
 }
 
 impl Scenario {
@@ -125,11 +126,11 @@ impl Scenario {
         let victim_proc = victim(&[&app], &["taskset", "-c", "1"]);
         std::thread::sleep(Duration::from_millis(300));
         Self {
-            noisy,
-            app,
             hog: hog_proc,
             victim: victim_proc,
             _busy: busy,
+            noisy,
+            app,
         }
     }
 
