@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use agent_common::{DiagEvent, OccupancyRing, THROTTLE_START, THROTTLED_UNKNOWN, ThrottleRecord};
@@ -14,7 +14,7 @@ use super::{
     ThrottleKnowledge, classify, cpu_list, idle_within, ms, occupation,
 };
 use crate::{
-    host::{cpulimits, procinfo},
+    host::{cache::TtlCache, cpulimits, procinfo},
     kernel::events::comm_str,
 };
 
@@ -158,7 +158,6 @@ const MAX_TASKS: usize = 4096;
 
 /// What /proc said about a task when it was last read.
 struct TaskFacts {
-    read_at: Instant,
     control: Option<cpulimits::CpuControl>,
     allowed: Option<Vec<u32>>,
     nice: Option<i32>,
@@ -211,7 +210,7 @@ pub struct Diagnoser {
     /// reading bounds the throttled time of the next wait from below.
     last_clock: HashMap<(u32, u64), (u64, u64)>,
     /// Recently read facts of tasks (see `task`).
-    tasks: HashMap<u32, TaskFacts>,
+    tasks: TtlCache<u32, TaskFacts>,
     irq_accounted: bool,
     online: Vec<u32>,
 }
@@ -236,7 +235,7 @@ impl Diagnoser {
             throttle_observable: Err("programs not loaded yet".to_owned()),
             throttle_clock: false,
             last_clock: HashMap::new(),
-            tasks: HashMap::new(),
+            tasks: TtlCache::new(TASK_TTL, MAX_TASKS),
             irq_accounted: cpulimits::irq_time_accounting() == cpulimits::IrqAccounting::Accounted,
             online: cpulimits::online_cpus().unwrap_or_default(),
         }
@@ -254,33 +253,16 @@ impl Diagnoser {
     /// What /proc says about a task, read at most once per `TASK_TTL` (a victim waits again
     /// and again; the reads cost more than the rest of a diagnosis).
     fn task(&mut self, tid: u32) -> &TaskFacts {
-        let now = Instant::now();
-        let fresh = self
-            .tasks
-            .get(&tid)
-            .is_some_and(|t| now.duration_since(t.read_at) < TASK_TTL);
-        if !fresh {
-            if self.tasks.len() >= MAX_TASKS {
-                self.tasks
-                    .retain(|_, t| now.duration_since(t.read_at) < TASK_TTL);
-                if self.tasks.len() >= MAX_TASKS {
-                    self.tasks.clear();
-                }
-            }
+        self.tasks.get_or_read(tid, Duration::ZERO, || {
             let control = cpulimits::cpu_control(tid).ok().flatten();
             let realtime = cpulimits::policy_is_realtime(tid).ok().flatten();
-            self.tasks.insert(
-                tid,
-                TaskFacts {
-                    read_at: now,
-                    host_facts: host_facts_of(control.as_ref(), realtime),
-                    control,
-                    allowed: cpulimits::allowed_cpus(tid).ok().flatten(),
-                    nice: cpulimits::nice(tid).ok().flatten(),
-                },
-            );
-        }
-        &self.tasks[&tid]
+            TaskFacts {
+                host_facts: host_facts_of(control.as_ref(), realtime),
+                control,
+                allowed: cpulimits::allowed_cpus(tid).ok().flatten(),
+                nice: cpulimits::nice(tid).ok().flatten(),
+            }
+        })
     }
 
     /// What the host says about the victim that helps read any diagnosis: the throttling

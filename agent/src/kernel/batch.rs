@@ -13,7 +13,12 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
-use aya::{Pod, maps::MapData};
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Pod,
+    maps::{Map, MapData},
+};
+use log::info;
 
 /// bpf(2) command `BPF_MAP_LOOKUP_BATCH` (include/uapi/linux/bpf.h, `enum bpf_cmd`).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -48,48 +53,71 @@ pub fn allowed() -> Option<bool> {
 
 /// Whether the kernel did the batch lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Batch {
+enum Batch {
     /// Every entry was visited.
     Read,
     /// The kernel does not support batch lookups on this map: nothing was visited.
     Unsupported,
 }
 
-/// Reusable key and value buffers of `chunk` entries.
+/// Reusable key and value buffers of `chunk` entries: `chunk` keys and `chunk × stride`
+/// values (`stride` 1, or the possible CPUs of a per-CPU map).
 pub struct Buffers<K, V> {
     keys: Vec<K>,
     values: Vec<V>,
+    stride: usize,
 }
 
 impl<K: Pod + Default, V: Pod + Default> Buffers<K, V> {
-    /// Room for `chunk` entries per syscall (at least 1).
+    /// Room for `chunk` entries per syscall (at least 1) of a map with one value per key.
     #[must_use]
     pub fn new(chunk: usize) -> Self {
+        Self::strided(chunk, 1)
+    }
+
+    /// Room for `chunk` entries per syscall of a per-CPU map on `cpus` possible CPUs (the
+    /// kernel writes one value per possible CPU, each rounded up to 8 bytes: `V` must be a
+    /// multiple of 8 bytes, as `u64` is).
+    #[must_use]
+    pub fn per_cpu(chunk: usize, cpus: usize) -> Self {
+        debug_assert!(
+            size_of::<V>().is_multiple_of(8),
+            "per-CPU values are 8-byte aligned"
+        );
+        Self::strided(chunk, cpus)
+    }
+
+    fn strided(chunk: usize, stride: usize) -> Self {
         let chunk = chunk.max(1);
+        let stride = stride.max(1);
         Self {
             keys: vec![K::default(); chunk],
-            values: vec![V::default(); chunk],
+            values: vec![V::default(); chunk * stride],
+            stride,
         }
     }
 }
 
-/// Visits every entry of the hash map `map` (keys `K`, values `V`, not per-CPU), `chunk`
-/// entries per syscall. Entries added or deleted meanwhile may or may not be visited; each
-/// entry visited is a consistent copy (the kernel copies a bucket under its lock).
+/// Visits every entry of the hash map `map` (keys `K`; values `V`, one per possible CPU for
+/// buffers made with `Buffers::per_cpu`), `chunk` entries per syscall. Entries added or
+/// deleted meanwhile may or may not be visited; each entry visited is a consistent copy (the
+/// kernel copies a bucket under its lock).
 ///
 /// # Errors
 /// Any error of the syscall but `ENOENT` (the end of the map) and, on the first call, the
 /// errors that say the kernel has no batch lookup (`Batch::Unsupported`).
-pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
+fn lookup_all<K: Pod + Default, V: Pod + Default>(
     map: &MapData,
     buffers: &mut Buffers<K, V>,
-    mut visit: impl FnMut(K, &V),
+    mut visit: impl FnMut(K, &[V]),
 ) -> io::Result<Batch> {
     let chunk = buffers.keys.len();
+    let stride = buffers.stride;
     let mut cursor = Cursor::default();
     loop {
-        // SAFETY: `keys` and `values` hold `chunk` initialized `K` and `V` (both `Pod`, so any
-        // bytes the kernel writes are valid values of them).
+        // SAFETY: `keys` holds `chunk` initialized `K`, `values` `chunk × stride` initialized
+        // `V` (both `Pod`, so any bytes the kernel writes are valid values of them): the room
+        // the kernel writes for `chunk` entries of this map.
         let filled = unsafe {
             cursor.next(
                 map,
@@ -101,8 +129,11 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
         match filled {
             Step::Unsupported => return Ok(Batch::Unsupported),
             Step::Chunk(filled, more) => {
-                for (key, value) in buffers.keys[..filled].iter().zip(&buffers.values[..filled]) {
-                    visit(*key, value);
+                for (key, values) in buffers.keys[..filled]
+                    .iter()
+                    .zip(buffers.values.chunks_exact(stride))
+                {
+                    visit(*key, values);
                 }
                 if !more {
                     return Ok(Batch::Read);
@@ -112,65 +143,72 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(
     }
 }
 
-/// Key and value buffers of a per-CPU hash map with `u64` values: `chunk` keys, `chunk ×
-/// cpus` values.
-pub struct PerCpuBuffers<K> {
-    keys: Vec<K>,
-    values: Vec<u64>,
-    cpus: usize,
-}
-
-impl<K: Pod + Default> PerCpuBuffers<K> {
-    /// Room for `chunk` entries per syscall (at least 1) of a map on `cpus` possible CPUs.
-    #[must_use]
-    pub fn new(chunk: usize, cpus: usize) -> Self {
-        let chunk = chunk.max(1);
-        let cpus = cpus.max(1);
-        Self {
-            keys: vec![K::default(); chunk],
-            values: vec![0; chunk * cpus],
-            cpus,
-        }
-    }
-}
-
-/// `lookup_all` for a per-CPU hash map with `u64` values: `visit` gets each key with its
-/// value on every possible CPU (the kernel lays values out per possible CPU, each rounded up
-/// to 8 bytes: a `u64` needs no padding).
+/// Visits every entry of the hash map `map` (one value per key): one batch lookup per chunk
+/// of `buffers` when the kernel has them (noted in `batch_ok` at the first try), else key by
+/// key (two syscalls per entry).
 ///
 /// # Errors
-/// As `lookup_all`.
-pub fn lookup_all_per_cpu<K: Pod + Default>(
-    map: &MapData,
-    buffers: &mut PerCpuBuffers<K>,
-    mut visit: impl FnMut(K, &[u64]),
-) -> io::Result<Batch> {
-    let chunk = buffers.keys.len();
-    let cpus = buffers.cpus;
-    let mut cursor = Cursor::default();
-    loop {
-        // SAFETY: `keys` holds `chunk` initialized `K` (`Pod`), `values` `chunk × cpus` u64:
-        // the room the kernel writes for `chunk` entries of a per-CPU `u64` map on `cpus` CPUs.
-        let filled = unsafe {
-            cursor.next(
-                map,
-                buffers.keys.as_mut_ptr().cast(),
-                buffers.values.as_mut_ptr().cast(),
-                chunk,
-            )?
+/// A map that is not a hash map, a failed read.
+pub fn visit_all<K: Pod + Default, V: Pod + Default>(
+    map: &Map,
+    name: &str,
+    batch_ok: &mut Option<bool>,
+    buffers: &mut Buffers<K, V>,
+    mut visit: impl FnMut(K, &V),
+) -> Result<()> {
+    visit_entries(map, name, batch_ok, buffers, |key, values| {
+        visit(key, &values[0]);
+    })
+}
+
+/// `visit_all` for hash maps and per-CPU hash maps (`Buffers::per_cpu`): each key with its
+/// values (one per possible CPU for a per-CPU map).
+///
+/// # Errors
+/// A map that is neither, a failed read.
+pub fn visit_entries<K: Pod + Default, V: Pod + Default>(
+    map: &Map,
+    name: &str,
+    batch_ok: &mut Option<bool>,
+    buffers: &mut Buffers<K, V>,
+    mut visit: impl FnMut(K, &[V]),
+) -> Result<()> {
+    if *batch_ok != Some(false) {
+        let (Map::HashMap(data) | Map::PerCpuHashMap(data)) = map else {
+            bail!("{name} is not a hash map");
         };
-        match filled {
-            Step::Unsupported => return Ok(Batch::Unsupported),
-            Step::Chunk(filled, more) => {
-                for (i, key) in buffers.keys[..filled].iter().enumerate() {
-                    visit(*key, &buffers.values[i * cpus..(i + 1) * cpus]);
+        match lookup_all(data, buffers, &mut visit)
+            .with_context(|| format!("batch lookup of {name}"))?
+        {
+            Batch::Read => {
+                *batch_ok = Some(true);
+                return Ok(());
+            }
+            Batch::Unsupported => {
+                if batch_ok.is_none() {
+                    info!(
+                        "the kernel has no batch lookup of hash maps (Linux < 5.6): {name} and \
+                         the other hash maps are read key by key (two syscalls per entry)"
+                    );
                 }
-                if !more {
-                    return Ok(Batch::Read);
-                }
+                *batch_ok = Some(false);
             }
         }
     }
+    if let Map::PerCpuHashMap(_) = map {
+        let map: aya::maps::PerCpuHashMap<_, K, V> = aya::maps::PerCpuHashMap::try_from(map)?;
+        for item in &map {
+            let (key, values) = item.with_context(|| format!("reading {name}"))?;
+            visit(key, &values);
+        }
+    } else {
+        let map: aya::maps::HashMap<_, K, V> = aya::maps::HashMap::try_from(map)?;
+        for item in &map {
+            let (key, value) = item.with_context(|| format!("reading {name}"))?;
+            visit(key, std::slice::from_ref(&value));
+        }
+    }
+    Ok(())
 }
 
 /// Where a batch lookup is in the map.

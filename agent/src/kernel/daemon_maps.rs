@@ -13,17 +13,14 @@ use agent_common::{
     HIST_SLOTS, OVERFLOW_TGID, PREEMPTOR_CLASS_COUNT, PROC_HIST_SLOTS, ProcInfo, ProcWaits,
     SPARE_OVERFLOW, WaitBucket, names::map,
 };
-use anyhow::{Context as _, Result, bail};
-use aya::{
-    Pod,
-    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray},
-};
-use log::{debug, info, warn};
+use anyhow::{Context as _, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
+use log::{debug, warn};
 
 use crate::{
     host::procinfo,
     kernel::{
-        batch::{self, Batch, Buffers},
+        batch::{self, Buffers},
         events::comm_str,
         loader::Probes,
     },
@@ -74,43 +71,6 @@ impl Default for KernelReader {
             info_buffers: Buffers::new(BATCH_CHUNK),
         }
     }
-}
-
-/// Visits every entry of the hash map `map`: one batch lookup per `BATCH_CHUNK` entries when
-/// the kernel has it (noted in `batch_ok` at the first try), else key by key.
-fn visit_all<V: Pod + Default>(
-    map: &Map,
-    name: &str,
-    batch_ok: &mut Option<bool>,
-    buffers: &mut Buffers<u32, V>,
-    mut visit: impl FnMut(u32, &V),
-) -> Result<()> {
-    if *batch_ok != Some(false) {
-        let Map::HashMap(data) = map else {
-            bail!("{name} is not a hash map");
-        };
-        match batch::lookup_all(data, buffers, &mut visit)
-            .with_context(|| format!("batch lookup of {name}"))?
-        {
-            Batch::Read => {
-                *batch_ok = Some(true);
-                return Ok(());
-            }
-            Batch::Unsupported => {
-                info!(
-                    "the kernel has no batch lookup of hash maps (Linux < 5.6): the per-process \
-                     maps are read key by key (two syscalls per process every refresh)"
-                );
-                *batch_ok = Some(false);
-            }
-        }
-    }
-    let map: BpfHashMap<_, u32, V> = BpfHashMap::try_from(map)?;
-    for item in &map {
-        let (key, value) = item.with_context(|| format!("reading {name}"))?;
-        visit(key, &value);
-    }
-    Ok(())
 }
 
 /// What the kernel added to a `ProcWaits` since `before`, or `None` when nothing.
@@ -172,7 +132,7 @@ impl KernelReader {
     fn read_records(&mut self, probes: &Probes) -> Result<Vec<(u32, String)>> {
         let mut kernel_comms = Vec::new();
         let cgroup_of = &mut self.cgroup_of;
-        visit_all(
+        batch::visit_all(
             probes.required_map(map::PROC_INFO)?,
             map::PROC_INFO,
             &mut self.batch,
@@ -193,7 +153,7 @@ impl KernelReader {
         let mut seen = HashSet::with_capacity(self.seen.len());
         let zero = ProcWaits::default();
         let (snapshots, cgroup_of) = (&mut self.procs, &mut self.cgroup_of);
-        let read = visit_all(
+        let read = batch::visit_all(
             probes.required_map(map::PROC_WAITS)?,
             map::PROC_WAITS,
             &mut self.batch,

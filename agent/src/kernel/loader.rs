@@ -715,35 +715,18 @@ impl Probes {
     /// Exact per-thread totals (with `task_stats`), keyed by tid. One batch lookup per
     /// `BATCH_CHUNK` threads where the kernel has them (5.6+), else two syscalls per thread.
     pub fn task_stats(&self) -> Result<Vec<(u32, TaskStats)>> {
-        let raw = self.required_map(map::TASK_STATS)?;
-        if self.batch.get() != Some(false)
-            && let aya::maps::Map::HashMap(data) = raw
-        {
-            let mut out = Vec::new();
-            let mut buffers = batch::Buffers::<u32, TaskStats>::new(BATCH_CHUNK);
-            let done = batch::lookup_all(data, &mut buffers, |tid, s| out.push((tid, *s)))
-                .with_context(|| format!("batch lookup of {}", map::TASK_STATS))?;
-            if self.batch_done(done) {
-                return Ok(out);
-            }
-        }
-        let map: HashMap<_, u32, TaskStats> = HashMap::try_from(raw)?;
-        map.iter()
-            .map(|entry| entry.with_context(|| format!("reading {}", map::TASK_STATS)))
-            .collect()
-    }
-
-    /// Notes whether the kernel did a batch lookup; `true` when it did.
-    fn batch_done(&self, done: batch::Batch) -> bool {
-        let read = done == batch::Batch::Read;
-        if !read && self.batch.get().is_none() {
-            info!(
-                "the kernel has no batch lookup of hash maps (Linux < 5.6): the per-thread maps \
-                 are read key by key"
-            );
-        }
-        self.batch.set(Some(read));
-        read
+        let mut out = Vec::new();
+        let mut batch_ok = self.batch.get();
+        let mut buffers = batch::Buffers::<u32, TaskStats>::new(BATCH_CHUNK);
+        batch::visit_all(
+            self.required_map(map::TASK_STATS)?,
+            map::TASK_STATS,
+            &mut batch_ok,
+            &mut buffers,
+            |tid, s| out.push((tid, *s)),
+        )?;
+        self.batch.set(batch_ok);
+        Ok(out)
     }
 
     /// Removes exited threads' totals (`tids`) and exited processes' histograms (`tgids`),
@@ -774,31 +757,22 @@ impl Probes {
     /// Histograms (with `task_stats`), keyed by tgid, or by tid with `hist_per_thread`. Batch
     /// lookups where the kernel has them, as `task_stats`.
     pub fn histograms(&self) -> Result<StdHashMap<u32, LatencyHistogram>> {
-        let raw = self.required_map(map::HIST)?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let mut out: StdHashMap<u32, LatencyHistogram> = StdHashMap::new();
-        if self.batch.get() != Some(false)
-            && let aya::maps::Map::PerCpuHashMap(data) = raw
-        {
-            let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-            let mut buffers = batch::PerCpuBuffers::<HistKey>::new(BATCH_CHUNK, cpus);
-            let done = batch::lookup_all_per_cpu(data, &mut buffers, |key, per_cpu| {
+        let mut batch_ok = self.batch.get();
+        let mut buffers = batch::Buffers::<HistKey, u64>::per_cpu(BATCH_CHUNK, cpus);
+        batch::visit_entries(
+            self.required_map(map::HIST)?,
+            map::HIST,
+            &mut batch_ok,
+            &mut buffers,
+            |key, per_cpu| {
                 out.entry(key.tgid)
                     .or_default()
                     .add_slot(key.slot, per_cpu.iter().sum());
-            })
-            .with_context(|| format!("batch lookup of {}", map::HIST))?;
-            if self.batch_done(done) {
-                return Ok(out);
-            }
-            out.clear();
-        }
-        let map: PerCpuHashMap<_, HistKey, u64> = PerCpuHashMap::try_from(raw)?;
-        for entry in &map {
-            let (key, per_cpu) = entry.with_context(|| format!("reading {}", map::HIST))?;
-            out.entry(key.tgid)
-                .or_default()
-                .add_slot(key.slot, per_cpu.iter().sum());
-        }
+            },
+        )?;
+        self.batch.set(batch_ok);
         Ok(out)
     }
 }

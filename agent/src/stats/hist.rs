@@ -185,7 +185,7 @@ impl TimeUnit {
 }
 
 /// Summary statistics of a set of waits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub count: u64,
     pub total_wait_ns: u64,

@@ -29,14 +29,13 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     UsageError,
     cli::OutputFormat,
-    diagnosis::engine::Diagnoser,
-    host::{cgroups::CgroupResolver, clock, procinfo},
+    host::{cache::TtlCache, cgroups::CgroupResolver, clock, procinfo},
     kernel::{
         events,
         loader::{ProbeConfig, Probes},
     },
     stats::hist::LatencyHistogram,
-    trace::{self, TraceHost},
+    trace::{self, WaitReader},
 };
 use model::{
     CgroupRow, Drops, Frame, MachineRow, ProcessRow, SortKey, TickInput, Ui, View, Window,
@@ -122,9 +121,7 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
         )
         .into());
     }
-    let diagnoser = Diagnoser::prepare();
-    let mut cgroups = CgroupResolver::new();
-    cgroups.warm();
+    let prepared = WaitReader::prepare();
     let mut probes = Probes::load(&ProbeConfig {
         filter: None,
         min_event_ns: Some(options.threshold_ns),
@@ -135,11 +132,8 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
     })?;
     let mut ring = probes.take_events()?;
     let mut state = State {
-        diagnoser: diagnoser.with_throttling(probes.throttle_observable(), probes.throttle_clock()),
-        throttle_ring: probes.take_throttles(),
-        cgroups,
-        cgroup_ids: HashMap::new(),
-        processes: HashMap::new(),
+        reader: prepared.attach(&mut probes),
+        processes: TtlCache::new(CGROUP_TTL, CGROUP_CACHE_MAX),
         window: Window::new(ticks),
         stats: HashMap::new(),
         histograms: HashMap::new(),
@@ -336,13 +330,9 @@ fn print_frame(out: &mut dyn Write, state: &State, options: &TopOptions, ui: &Ui
 
 /// What the loop keeps between refreshes.
 struct State {
-    diagnoser: Diagnoser,
-    throttle_ring: Option<RingBuf<MapData>>,
-    cgroups: CgroupResolver,
-    /// The waiting tasks' cgroup ids, for the diagnosis (`TraceHost`).
-    cgroup_ids: HashMap<u32, (Instant, Option<u64>)>,
-    /// Process → (when read, its name, its cgroup's path), for the rows.
-    processes: HashMap<u32, (Instant, Option<String>, String)>,
+    reader: WaitReader,
+    /// Process → (its name, its cgroup's path), for the rows.
+    processes: TtlCache<u32, (Option<String>, String)>,
     window: Window,
     /// The kernel's cumulative maps at the previous refresh.
     stats: HashMap<u32, TaskStats>,
@@ -362,27 +352,11 @@ struct State {
 impl State {
     /// Diagnoses the long waits waiting in the ring buffer into the window.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<()> {
-        if let Some(throttles) = &mut self.throttle_ring {
-            self.diagnoser.throttles.drain(throttles);
-        }
-        while let Some(bytes) = ring.next() {
-            let record = events::decode_record(&bytes)?;
-            drop(bytes);
-            let diagnosis = record.diag().map(|d| {
-                self.diagnoser.diagnose(
-                    d,
-                    &mut TraceHost {
-                        cgroups: &mut self.cgroups,
-                        probes,
-                        cgroup_ids: &mut self.cgroup_ids,
-                    },
-                )
-            });
-            let event = record.event();
-            self.window
-                .record_long_wait(event.tgid, event.wait_ns, diagnosis.as_ref());
-        }
-        Ok(())
+        let window = &mut self.window;
+        self.reader.drain(ring, probes, |event, diagnosis| {
+            window.record_long_wait(event.tgid, event.wait_ns, diagnosis);
+            Ok(())
+        })
     }
 
     /// Reads the kernel's maps, closes a tick of the window and works out the rows.
@@ -420,7 +394,7 @@ impl State {
         let read = started.elapsed();
         self.refreshed_at_ns = trace::realtime_now_ns();
         self.rows = Some(model::rows(&self.window, options.threshold_ns, |pid| {
-            describe(&mut self.processes, &mut self.cgroups, pid)
+            describe(&mut self.processes, &mut self.reader.cgroups, pid)
         }));
         log::debug!(
             "top: refresh: {} threads and {} process histograms read in {read:?}, rows in {:?}",
@@ -505,33 +479,27 @@ impl State {
     }
 }
 
-/// A process's name and cgroup path, read from /proc (cached `CGROUP_TTL` to 5 s more): no name and
-/// `(exited)` for a process gone, `?` for a cgroup that cannot be read.
+/// A process's name and cgroup path, read from /proc (cached `CGROUP_TTL` to 5 s more): no
+/// name and `(exited)` for a process gone, `?` for a cgroup that cannot be read.
 fn describe(
-    cache: &mut HashMap<u32, (Instant, Option<String>, String)>,
+    cache: &mut TtlCache<u32, (Option<String>, String)>,
     cgroups: &mut CgroupResolver,
     pid: u32,
 ) -> (Option<String>, String) {
-    let now = Instant::now();
     // Staggered by PID over 5 s, so that thousands of processes are not all read again in
     // the same refresh.
-    let ttl = CGROUP_TTL + Duration::from_millis(u64::from(pid % 100) * 50);
-    if let Some((read_at, name, path)) = cache.get(&pid)
-        && now.duration_since(*read_at) < ttl
-    {
-        return (name.clone(), path.clone());
-    }
-    if cache.len() >= CGROUP_CACHE_MAX {
-        cache.clear();
-    }
-    let name = procinfo::process_comm(pid);
-    let path = match cgroups.id_of_task(pid) {
-        Some(id) => cgroups.path(id),
-        None if name.is_none() => "(exited)".to_owned(),
-        None => "?".to_owned(),
-    };
-    cache.insert(pid, (now, name.clone(), path.clone()));
-    (name, path)
+    let stagger = Duration::from_millis(u64::from(pid % 100) * 50);
+    cache
+        .get_or_read(pid, stagger, || {
+            let name = procinfo::process_comm(pid);
+            let path = match cgroups.id_of_task(pid) {
+                Some(id) => cgroups.path(id),
+                None if name.is_none() => "(exited)".to_owned(),
+                None => "?".to_owned(),
+            };
+            (name, path)
+        })
+        .clone()
 }
 
 #[cfg(test)]

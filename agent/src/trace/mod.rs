@@ -34,7 +34,7 @@ use crate::{
         Cause,
         engine::{Diagnoser, Diagnosis, Host},
     },
-    host::{cgroups::CgroupResolver, procinfo},
+    host::{cache::TtlCache, cgroups::CgroupResolver, procinfo},
     kernel::events::{self, EventJson, comm_str},
     kernel::loader::{ProbeConfig, Probes, TaskFilter},
     stats::hist::{LatencyHistogram, Summary, TimeUnit},
@@ -218,12 +218,9 @@ pub struct TotalSummary {
     pub scope: String,
     pub processes: usize,
     pub threads: usize,
-    pub count: u64,
-    pub total_wait_ns: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
+    /// `count`, `total_wait_ns`, `p50_ns`, `p90_ns`, `p99_ns`, `max_ns` (flattened in JSON).
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Events the ring buffer could not take (the totals are still exact).
     pub lost: u64,
     /// Waits missing from these totals because the kernel's per-thread map (16384 threads)
@@ -259,12 +256,7 @@ pub fn total_summary(
         scope,
         processes: processes.len(),
         threads: stats.len(),
-        count: summary.count,
-        total_wait_ns: summary.total_wait_ns,
-        p50_ns: summary.p50_ns,
-        p90_ns: summary.p90_ns,
-        p99_ns: summary.p99_ns,
-        max_ns: summary.max_ns,
+        summary,
         lost: stats.iter().map(|(_, s)| u64::from(s.lost_events)).sum(),
         stats_map_full: counter(Counter::StatsMapFull),
         hist_map_full: counter(Counter::HistMapFull),
@@ -278,14 +270,14 @@ fn render_text_total(t: &TotalSummary, shown: usize, unit: TimeUnit) -> String {
         "\nAll traced tasks ({}): {} waits in {} processes ({} threads), total {}, p50 {}, \
          p90 {}, p99 {}, max {}, lost events {}{}\n",
         t.scope,
-        t.count,
+        t.summary.count,
         t.processes,
         t.threads,
-        human_ns(t.total_wait_ns),
-        human_ns(t.p50_ns),
-        human_ns(t.p90_ns),
-        human_ns(t.p99_ns),
-        human_ns(t.max_ns),
+        human_ns(t.summary.total_wait_ns),
+        human_ns(t.summary.p50_ns),
+        human_ns(t.summary.p90_ns),
+        human_ns(t.summary.p99_ns),
+        human_ns(t.summary.max_ns),
         t.lost,
         if shown < t.processes {
             format!("; the {shown} processes above waited longest")
@@ -301,7 +293,7 @@ fn render_text_total(t: &TotalSummary, shown: usize, unit: TimeUnit) -> String {
             t.stats_map_full, t.hist_map_full
         );
     }
-    if t.count > 0 {
+    if t.summary.count > 0 {
         out.push_str(&t.histogram.render_log2(unit));
     }
     out
@@ -382,12 +374,9 @@ pub fn attach_thread_histograms(
 pub struct ProcessSummary {
     pub tgid: u32,
     pub comm: String,
-    pub count: u64,
-    pub total_wait_ns: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
+    /// `count`, `total_wait_ns`, `p50_ns`, `p90_ns`, `p99_ns`, `max_ns` (flattened in JSON).
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Events of this process the ring buffer could not take (its totals are still exact).
     pub lost: u64,
     pub threads: Vec<ThreadSummary>,
@@ -441,12 +430,7 @@ pub fn summarize(
             ProcessSummary {
                 tgid: target.tgid,
                 comm: target.comm.clone(),
-                count: summary.count,
-                total_wait_ns: summary.total_wait_ns,
-                p50_ns: summary.p50_ns,
-                p90_ns: summary.p90_ns,
-                p99_ns: summary.p99_ns,
-                max_ns: summary.max_ns,
+                summary,
                 lost,
                 threads,
                 causes: Vec::new(),
@@ -462,12 +446,12 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
         "\nPID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}, lost events {}\n",
         s.tgid,
         s.comm,
-        s.count,
-        human_ns(s.total_wait_ns),
-        human_ns(s.p50_ns),
-        human_ns(s.p90_ns),
-        human_ns(s.p99_ns),
-        human_ns(s.max_ns),
+        s.summary.count,
+        human_ns(s.summary.total_wait_ns),
+        human_ns(s.summary.p50_ns),
+        human_ns(s.summary.p90_ns),
+        human_ns(s.summary.p99_ns),
+        human_ns(s.summary.max_ns),
         s.lost
     );
     if !s.causes.is_empty() {
@@ -478,7 +462,7 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
             .collect();
         let _ = writeln!(out, "Long waits by cause: {}", causes.join(", "));
     }
-    if s.count > 0 {
+    if s.summary.count > 0 {
         out.push_str(&s.histogram.render_log2(unit));
         let _ = writeln!(
             out,
@@ -571,10 +555,7 @@ fn load_probes(options: &TraceOptions, scope: &mut Scope) -> Result<Probes> {
 /// Runs a trace until `stop` is set, the duration elapses, or every traced task is gone.
 pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) -> Result<()> {
     let mut scope = resolve_scope(options)?;
-    // The diagnosis' one-off work before the programs see this process.
-    let diagnoser = Diagnoser::prepare();
-    let mut cgroups = CgroupResolver::new();
-    cgroups.warm();
+    let prepared = WaitReader::prepare();
     let mut probes = load_probes(options, &mut scope)?;
     let mut ring = probes.take_events()?;
     announce(options, &scope);
@@ -583,12 +564,9 @@ pub fn run(options: &TraceOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) 
         format: options.format,
         realtime_offset_ns: realtime_offset_ns(),
         open: true,
-        diagnoser: diagnoser.with_throttling(probes.throttle_observable(), probes.throttle_clock()),
-        throttle_ring: probes.take_throttles(),
-        cgroups,
+        reader: prepared.attach(&mut probes),
         causes: HashMap::new(),
-        waker_names: HashMap::new(),
-        cgroup_ids: HashMap::new(),
+        waker_names: TtlCache::new(WAKER_NAME_TTL, WAKER_NAMES_MAX),
     };
     if options.format == OutputFormat::Text {
         printer.open = writeln_or_stop(printer.out, events::TEXT_HEADER)?;
@@ -927,13 +905,13 @@ fn announce(options: &TraceOptions, scope: &Scope) {
     );
 }
 
-/// What the diagnosis asks of the host, for `trace`.
-pub(crate) struct TraceHost<'a> {
-    pub(crate) cgroups: &'a mut CgroupResolver,
-    pub(crate) probes: &'a Probes,
-    /// tid → (when read, its cgroup id): a machine-wide trace diagnoses every long wait, and
-    /// a task that waits often is read from /proc once per `WAKER_NAME_TTL`.
-    pub(crate) cgroup_ids: &'a mut HashMap<u32, (Instant, Option<u64>)>,
+/// What the diagnosis asks of the host.
+struct TraceHost<'a> {
+    cgroups: &'a mut CgroupResolver,
+    probes: &'a Probes,
+    /// tid → its cgroup id: a machine-wide trace diagnoses every long wait, and a task that
+    /// waits often is read from /proc once per `WAKER_NAME_TTL`.
+    cgroup_ids: &'a mut TtlCache<u32, Option<u64>>,
 }
 
 impl Host for TraceHost<'_> {
@@ -942,18 +920,10 @@ impl Host for TraceHost<'_> {
     }
 
     fn cgroup_id_of(&mut self, tid: u32) -> Option<u64> {
-        let now = Instant::now();
-        if let Some((read_at, id)) = self.cgroup_ids.get(&tid)
-            && now.duration_since(*read_at) < WAKER_NAME_TTL
-        {
-            return *id;
-        }
-        if self.cgroup_ids.len() >= WAKER_NAMES_MAX {
-            self.cgroup_ids.clear();
-        }
-        let id = self.cgroups.id_of_task(tid);
-        self.cgroup_ids.insert(tid, (now, id));
-        id
+        let cgroups = &*self.cgroups;
+        *self
+            .cgroup_ids
+            .get_or_read(tid, Duration::ZERO, || cgroups.id_of_task(tid))
     }
 
     fn other_cpus(&mut self) -> Option<Vec<agent_common::OccupancyRing>> {
@@ -961,33 +931,54 @@ impl Host for TraceHost<'_> {
     }
 }
 
-/// Where events go; `open` turns false once the reader has gone (a closed pipe).
-struct EventPrinter<'a> {
-    out: &'a mut dyn Write,
-    format: OutputFormat,
-    realtime_offset_ns: u64,
-    open: bool,
+/// The work of the diagnosis done before the programs are loaded, so they do not see it.
+pub(crate) struct Prepared {
     diagnoser: Diagnoser,
-    throttle_ring: Option<RingBuf<MapData>>,
     cgroups: CgroupResolver,
-    /// tgid → cause → (waits, wait time).
-    causes: HashMap<u32, BTreeMap<Cause, (u64, u64)>>,
-    /// Waker tid → (when read, its name): one /proc read per waker and second, however
-    /// many of its wakees wait long (a machine-wide trace may print thousands a second).
-    waker_names: HashMap<u32, (Instant, String)>,
-    /// The waiting tasks' cgroup ids read from /proc (see `TraceHost`).
-    cgroup_ids: HashMap<u32, (Instant, Option<u64>)>,
 }
 
-/// How long a waker's name (or a waiting task's cgroup id) read from /proc is reused.
-const WAKER_NAME_TTL: Duration = Duration::from_secs(1);
-/// Names (cgroup ids) cached at most; the cache starts over beyond (bounded memory).
-const WAKER_NAMES_MAX: usize = 4096;
+impl Prepared {
+    /// The reader of the loaded programs' long waits (and throttle records).
+    pub(crate) fn attach(self, probes: &mut Probes) -> WaitReader {
+        WaitReader {
+            diagnoser: self
+                .diagnoser
+                .with_throttling(probes.throttle_observable(), probes.throttle_clock()),
+            throttle_ring: probes.take_throttles(),
+            cgroups: self.cgroups,
+            cgroup_ids: TtlCache::new(WAKER_NAME_TTL, WAKER_NAMES_MAX),
+        }
+    }
+}
 
-impl EventPrinter<'_> {
-    /// Prints every event waiting in the ring buffer (after taking the kernel's throttle
-    /// records, which the waits they explain follow).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<()> {
+/// Reads the long waits from the ring buffer and diagnoses them (`trace` and `top`).
+pub(crate) struct WaitReader {
+    diagnoser: Diagnoser,
+    throttle_ring: Option<RingBuf<MapData>>,
+    pub(crate) cgroups: CgroupResolver,
+    cgroup_ids: TtlCache<u32, Option<u64>>,
+}
+
+impl WaitReader {
+    /// The diagnosis' one-off work and a first walk of the cgroup tree.
+    pub(crate) fn prepare() -> Prepared {
+        let mut cgroups = CgroupResolver::new();
+        cgroups.warm();
+        Prepared {
+            diagnoser: Diagnoser::prepare(),
+            cgroups,
+        }
+    }
+
+    /// Hands every event waiting in the ring buffer to `each`, with its diagnosis when the
+    /// programs sent its CPU's history (after taking the kernel's throttle records, which the
+    /// waits they explain follow).
+    pub(crate) fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        probes: &Probes,
+        mut each: impl FnMut(&agent_common::WaitEvent, Option<&Diagnosis>) -> Result<()>,
+    ) -> Result<()> {
         if let Some(throttles) = &mut self.throttle_ring {
             self.diagnoser.throttles.drain(throttles);
         }
@@ -1004,10 +995,46 @@ impl EventPrinter<'_> {
                     },
                 )
             });
-            let event = record.event();
-            if let Some(d) = &diagnosis {
-                let total = self
-                    .causes
+            each(record.event(), diagnosis.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where events go; `open` turns false once the reader has gone (a closed pipe).
+struct EventPrinter<'a> {
+    out: &'a mut dyn Write,
+    format: OutputFormat,
+    realtime_offset_ns: u64,
+    open: bool,
+    reader: WaitReader,
+    /// tgid → cause → (waits, wait time).
+    causes: HashMap<u32, BTreeMap<Cause, (u64, u64)>>,
+    /// Waker tid → its name: one /proc read per waker and second, however many of its wakees
+    /// wait long (a machine-wide trace may print thousands a second).
+    waker_names: TtlCache<u32, String>,
+}
+
+/// How long a waker's name (or a waiting task's cgroup id) read from /proc is reused.
+const WAKER_NAME_TTL: Duration = Duration::from_secs(1);
+/// Names (cgroup ids) cached at most; the cache starts over beyond (bounded memory).
+const WAKER_NAMES_MAX: usize = 4096;
+
+impl EventPrinter<'_> {
+    /// Prints every event waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, probes: &Probes) -> Result<()> {
+        let Self {
+            out,
+            format,
+            realtime_offset_ns,
+            open,
+            reader,
+            causes,
+            waker_names,
+        } = self;
+        reader.drain(ring, probes, |event, diagnosis| {
+            if let Some(d) = diagnosis {
+                let total = causes
                     .entry(event.tgid)
                     .or_default()
                     .entry(d.cause)
@@ -1015,43 +1042,33 @@ impl EventPrinter<'_> {
                 total.0 += 1;
                 total.1 += event.wait_ns;
             }
-            if self.open {
-                let waker_comm = self.waker_comm(event);
-                self.open = print_event(
-                    self.out,
-                    self.format,
+            if *open {
+                let waker_comm = waker_comm(waker_names, event);
+                *open = print_event(
+                    *out,
+                    *format,
                     event,
-                    diagnosis.as_ref(),
-                    self.realtime_offset_ns,
+                    diagnosis,
+                    *realtime_offset_ns,
                     waker_comm,
                 )?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
-impl EventPrinter<'_> {
-    /// The waker thread's current name (escaped), empty when the task was preempted (no
-    /// waker) or the waker is gone.
-    fn waker_comm(&mut self, event: &agent_common::WaitEvent) -> String {
-        if event.flags & agent_common::FLAG_PREEMPTED != 0 || event.waker_tid == 0 {
-            return String::new();
-        }
-        let now = Instant::now();
-        if let Some((read_at, name)) = self.waker_names.get(&event.waker_tid)
-            && now.duration_since(*read_at) < WAKER_NAME_TTL
-        {
-            return name.clone();
-        }
-        if self.waker_names.len() >= WAKER_NAMES_MAX {
-            self.waker_names.clear();
-        }
-        let name = procinfo::thread_comm(event.waker_tgid, event.waker_tid).unwrap_or_default();
-        self.waker_names
-            .insert(event.waker_tid, (now, name.clone()));
-        name
+/// The waker thread's current name (escaped), empty when the task was preempted (no waker)
+/// or the waker is gone.
+fn waker_comm(names: &mut TtlCache<u32, String>, event: &agent_common::WaitEvent) -> String {
+    if event.flags & agent_common::FLAG_PREEMPTED != 0 || event.waker_tid == 0 {
+        return String::new();
     }
+    names
+        .get_or_read(event.waker_tid, Duration::ZERO, || {
+            procinfo::thread_comm(event.waker_tgid, event.waker_tid).unwrap_or_default()
+        })
+        .clone()
 }
 
 /// Prints events until the duration ends, a signal stops the trace, the reader goes away or
@@ -1298,7 +1315,12 @@ mod tests {
         assert_eq!(summaries.len(), 2);
         let app = &summaries[0];
         assert_eq!(
-            (app.count, app.total_wait_ns, app.max_ns, app.lost),
+            (
+                app.summary.count,
+                app.summary.total_wait_ns,
+                app.summary.max_ns,
+                app.lost
+            ),
             (5, 12_000, 8_000, 2)
         );
         assert_eq!(
@@ -1306,13 +1328,19 @@ mod tests {
             "threads sorted by total wait"
         );
         assert_eq!(app.threads[0].comm, "worker");
-        assert!(app.p50_ns >= 985 && app.p50_ns <= 1_015, "{app:?}");
         assert!(
-            app.p99_ns <= 8_000 && app.p99_ns >= 8_000 - 8_000 / 32,
+            app.summary.p50_ns >= 985 && app.summary.p50_ns <= 1_015,
+            "{app:?}"
+        );
+        assert!(
+            app.summary.p99_ns <= 8_000 && app.summary.p99_ns >= 8_000 - 8_000 / 32,
             "p99 within one slot below the exact max: {app:?}"
         );
         let idle = &summaries[1];
-        assert_eq!((idle.count, idle.p99_ns, idle.threads.len()), (0, 0, 0));
+        assert_eq!(
+            (idle.summary.count, idle.summary.p99_ns, idle.threads.len()),
+            (0, 0, 0)
+        );
 
         let json = serde_json::to_value(serde_json::json!({ "summary": app })).expect("json");
         for key in [
@@ -1416,9 +1444,9 @@ mod tests {
             (
                 total.processes,
                 total.threads,
-                total.count,
-                total.total_wait_ns,
-                total.max_ns,
+                total.summary.count,
+                total.summary.total_wait_ns,
+                total.summary.max_ns,
                 total.lost,
                 total.stats_map_full,
                 total.histogram.count()
