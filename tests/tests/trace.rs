@@ -156,8 +156,8 @@ fn parse_json_output(stdout: &str) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
 fn trace_agrees_with_kernel(extra_args: &[&str]) {
     let mut workload = Workload::start(150, 2000, 1000);
     let pid = workload.pid().to_string();
-    let threshold_ns = 2_000_000u64;
-    let mut args = vec!["--pid", &pid, "--threshold", "2ms", "--format", "json"];
+    let threshold_ns = 500_000u64;
+    let mut args = vec!["--pid", &pid, "--threshold", "500us", "--format", "json"];
     args.extend_from_slice(extra_args);
     let trace = Trace::start(&args);
     workload.go();
@@ -234,7 +234,7 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
         let wait = event["wait_ns"].as_u64().expect("wait_ns");
         assert!(
             wait >= threshold_ns,
-            "event below the 2ms threshold: {event}"
+            "event below the {threshold_ns} ns threshold: {event}"
         );
         assert_eq!(
             event["tgid"].as_u64(),
@@ -248,6 +248,10 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
             .entry(event["preemptor_tid"].as_u64().expect("preemptor_tid"))
             .or_default() += 1;
     }
+    eprintln!(
+        "sleeper: {} waits >= {threshold_ns} ns, preemptors (tid: count) {preemptors:?}",
+        sleeper_events.len()
+    );
     let hog_share = preemptors
         .get(&u64::from(result.hog_tid))
         .copied()
@@ -255,7 +259,8 @@ fn trace_agrees_with_kernel(extra_args: &[&str]) {
         / sleeper_events.len() as f64;
     // The preemptor is the task that ran right before the sleeper got the CPU: now and then a
     // kernel thread (rcu, kworker) slips in between the hog and the sleeper and is named
-    // instead, so a few of ~20 waits may name another task.
+    // instead. The threshold (500us, under the ~1ms mean wait) keeps ~130 of the ~150 waits:
+    // with 2ms only 4-7 were left, and one kworker among 5 (a CI run) failed the 80 % share.
     let top = preemptors
         .iter()
         .max_by_key(|(_, n)| **n)
