@@ -182,9 +182,12 @@ fn a_long_wait_leaves_one_bundle_with_the_hogs_stack_and_the_run_queue() {
     let trigger_ns = meta["unix_ns"].as_u64().expect("unix_ns");
     let delay_s = seen_ns.saturating_sub(trigger_ns) as f64 / 1e9;
     eprintln!("bundle {id} complete {delay_s:.2} s after the breach was seen");
+    // `incidents.after` (1 s) of CPU samples after the trigger, then the bundle is written:
+    // 1.1 s here on a quiet machine; 2 s more for a loaded one, far below the 60 s cooldown or
+    // shutdown that a bundle held back would wait for.
     assert!(
-        delay_s <= 2.0,
-        "the bundle appeared {delay_s:.2} s after the breach; expected within 2 s"
+        delay_s <= 3.0,
+        "the bundle appeared {delay_s:.2} s after the breach; expected within 3 s"
     );
 
     assert_eq!(meta["reason"], "wait");

@@ -1,7 +1,7 @@
 //! A controlled scheduling workload for schedlat's integration tests.
 //!
 //! A CPU hog thread and, on "go" from stdin, a periodically sleeping thread (created then, so
-//! it is born while tracing) both pinned to one CPU. The sleeper alternates a busy burst and a
+//! it is born while tracing), all pinned to one CPU with the main thread. The sleeper alternates a busy burst and a
 //! sleep; after its iterations it reports and blocks. Once it is asleep for good, its kernel
 //! `run_delay` (total run-queue wait, `/proc/<pid>/task/<tid>/schedstat`) is final and printed as
 //! one JSON line: `{"hog_tid", "sleeper_tid", "run_delay_ns"}`. Then the workload waits for EOF
@@ -75,6 +75,10 @@ fn main() {
     let iterations = arg(2, "ITERATIONS");
     let burst = Duration::from_micros(arg(3, "BURST_US"));
     let sleep = Duration::from_micros(arg(4, "SLEEP_US"));
+    // Every thread on the CPU from birth, the main thread too: when it wakes (on "go", when the
+    // sleeper is done) it waits behind its own hog, never behind another process elsewhere (a
+    // long wait there would be another cause, and an incident, in tests that expect none).
+    pin_to_cpu(cpu);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (hog_tid_tx, hog_tid_rx) = mpsc::channel();

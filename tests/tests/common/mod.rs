@@ -21,7 +21,7 @@ pub fn schedlat_bin() -> String {
     })
 }
 
-/// The controlled workload: a hog and (on `go`) a sleeper, pinned to CPU 0.
+/// The controlled workload: a hog and (on `go`) a sleeper, pinned to CPU 0 (all its threads).
 pub struct Workload {
     pub child: Child,
     stdin: Option<ChildStdin>,
