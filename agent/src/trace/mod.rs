@@ -265,14 +265,14 @@ pub fn total_summary(
 }
 
 fn render_text_total(t: &TotalSummary, shown: usize, unit: TimeUnit) -> String {
-    use events::human_ns;
+    use events::{count_of, human_ns};
     let mut out = format!(
-        "\nAll traced tasks ({}): {} waits in {} processes ({} threads), total {}, p50 {}, \
-         p90 {}, p99 {}, max {}, lost events {}{}\n",
+        "\nAll traced tasks ({}): {} in {} ({}), total {}, p50 {}, p90 {}, p99 {}, max {}, \
+         lost events {}{}\n",
         t.scope,
-        t.summary.count,
-        t.processes,
-        t.threads,
+        count_of(t.summary.count, "wait", "waits"),
+        count_of(t.processes as u64, "process", "processes"),
+        count_of(t.threads as u64, "thread", "threads"),
         human_ns(t.summary.total_wait_ns),
         human_ns(t.summary.p50_ns),
         human_ns(t.summary.p90_ns),
@@ -280,7 +280,10 @@ fn render_text_total(t: &TotalSummary, shown: usize, unit: TimeUnit) -> String {
         human_ns(t.summary.max_ns),
         t.lost,
         if shown < t.processes {
-            format!("; the {shown} processes above waited longest")
+            format!(
+                "; the {} above waited longest",
+                count_of(shown as u64, "process", "processes")
+            )
         } else {
             String::new()
         }
@@ -441,12 +444,12 @@ pub fn summarize(
 }
 
 fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
-    use events::human_ns;
+    use events::{count_of, human_ns};
     let mut out = format!(
-        "\nPID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}, lost events {}\n",
+        "\nPID {} ({}): {}, total {}, p50 {}, p90 {}, p99 {}, max {}, lost events {}\n",
         s.tgid,
         s.comm,
-        s.summary.count,
+        count_of(s.summary.count, "wait", "waits"),
         human_ns(s.summary.total_wait_ns),
         human_ns(s.summary.p50_ns),
         human_ns(s.summary.p90_ns),
@@ -486,10 +489,10 @@ fn render_text_summary(s: &ProcessSummary, unit: TimeUnit) -> String {
             {
                 let _ = writeln!(
                     out,
-                    "\n  TID {} ({}): {} waits, total {}, p50 {}, p90 {}, p99 {}, max {}",
+                    "\n  TID {} ({}): {}, total {}, p50 {}, p90 {}, p99 {}, max {}",
                     t.tid,
                     t.comm,
-                    t.count,
+                    count_of(t.count, "wait", "waits"),
                     human_ns(t.total_wait_ns),
                     human_ns(p50),
                     human_ns(p90),
@@ -1496,7 +1499,7 @@ mod tests {
             "the worker's own p50, not the process's: {worker:?}"
         );
         let text = render_text_summary(&summaries[0], TimeUnit::Us);
-        assert!(text.contains("TID 4000011 (worker): 1 waits"), "{text}");
+        assert!(text.contains("TID 4000011 (worker): 1 wait,"), "{text}");
     }
 
     #[test]
