@@ -141,6 +141,10 @@ impl Scenario {
 
 #[test]
 #[ignore = "needs root, tmux and the real kernel"]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one terminal session, key by key, read top to bottom"
+)]
 fn live_view_in_a_terminal() {
     let s = Scenario::start("top");
     let victim = s.victim.pid().to_string();
@@ -234,6 +238,29 @@ fn live_view_in_a_terminal() {
         "not sorted by MAX: {maxima:?}\n{screen}"
     );
 
+    // p: the screen holds its frame (the refresh time stays) until p again.
+    let time_of = |screen: &str| -> String {
+        let after = screen.split("schedlat top - ").nth(1).expect("the title");
+        after.split_whitespace().next().unwrap().to_owned()
+    };
+    tmux.send("p");
+    let paused = tmux.wait_for(Duration::from_secs(5), "the pause", |s| {
+        s.contains("PAUSED")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let still = tmux.capture();
+    assert!(still.contains("PAUSED"), "{still}");
+    assert_eq!(time_of(&paused), time_of(&still), "paused: the same frame");
+    tmux.send("p");
+    let resumed = tmux.wait_for(Duration::from_secs(5), "the resume", |s| {
+        !s.contains("PAUSED") && time_of(s) != time_of(&paused)
+    });
+    println!(
+        "paused at {}, resumed at {}",
+        time_of(&paused),
+        time_of(&resumed)
+    );
+
     // h: the help; q: quits, exit status 0.
     tmux.send("h");
     tmux.wait_for(Duration::from_secs(5), "the help", |s| {
@@ -307,6 +334,81 @@ fn batch_json_frames() {
     assert_eq!(cgroup["processes"], 1, "{cgroup}");
     assert_eq!(cgroup["cause"], "noisy_neighbour", "{cgroup}");
     assert!(last["machine"]["waits"].as_u64().unwrap() >= victim["waits"].as_u64().unwrap());
+}
+
+/// `--cgroup` (given as the path under the cgroup2 mount, as /proc/PID/cgroup shows it): the
+/// rows are the victim's cgroup's only; the hog's processes (another cgroup) have none, but
+/// still count on the machine line; the diagnosis still names the hog, from outside.
+#[test]
+#[ignore = "needs root and the real kernel"]
+fn batch_rows_of_one_cgroup() {
+    let s = Scenario::start("topfilter");
+    let app = format!("/{}", Scenario::dir_name(&s.app));
+    let out = Command::new("taskset")
+        .args(["-c", "0", &schedlat_bin()])
+        .args([
+            "top", "--batch", "-n", "2", "--window", "1s", "--format", "json", "--cgroup", &app,
+        ])
+        .output()
+        .expect("run schedlat top");
+    assert!(
+        out.status.success(),
+        "schedlat top failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().expect("frames")).unwrap();
+    println!("{last}");
+    assert_eq!(last["cgroup_filter"]["path"], app.as_str(), "{last}");
+    assert_eq!(last["cgroup_filter"]["processes"], 1, "{last}");
+    let pids: Vec<u64> = last["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, [u64::from(s.victim.pid())], "only the victim: {last}");
+    assert_eq!(
+        last["processes"][0]["culprit"]["pid"],
+        s.hog.pid(),
+        "{last}"
+    );
+    let cgroups: Vec<&str> = last["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cgroup"].as_str().unwrap())
+        .collect();
+    assert!(
+        cgroups.len() == 1 && cgroups[0].ends_with(&app),
+        "only the victim's cgroup: {cgroups:?}"
+    );
+    assert!(
+        last["machine"]["processes"].as_u64().unwrap() >= 3,
+        "the machine line counts every process: {last}"
+    );
+
+    let out = Command::new(schedlat_bin())
+        .args([
+            "top",
+            "--batch",
+            "-n",
+            "1",
+            "--cgroup",
+            "/no-such-cgroup-here",
+        ])
+        .output()
+        .expect("run schedlat top");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown cgroup is a usage error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no such cgroup: /no-such-cgroup-here"),
+        "{stderr}"
+    );
 }
 
 #[test]

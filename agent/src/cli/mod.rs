@@ -76,11 +76,12 @@ pub enum Command {
         (throttled, affinity, rt, noisy_neighbour, self_contention, ...) and the task that held \
         the CPU for most of it.\n\n\
         Keys: q quit; Tab or v switch between processes and cgroups; t (total wait), 9 (p99), \
-        m (max), w (waits), l (long waits), n (name) sort; r reverse; Up/Down/PgUp/PgDn/Home/End \
-        scroll; h help.\n\n\
+        m (max), w (waits), l (long waits), n (name) sort; r reverse; p or space pause (the \
+        screen holds still, measuring goes on); Up/Down/PgUp/PgDn/Home/End scroll; h help.\n\n\
         --batch prints frames on stdout instead (no terminal needed, like top -b): text, or one \
         JSON object per refresh with --format json (fields: time, covered_seconds, \
-        window_seconds, threshold_ns, diagnosis, machine, processes, cgroups; each row: waits, \
+        window_seconds, threshold_ns, diagnosis, machine, cgroup_filter {path, processes} (with \
+        --cgroup), processes, cgroups; each row: waits, \
         total_wait_ns, p99_ns, max_ns, long_waits, cause, cause_share, culprit {pid, comm, \
         share}).\n\n\
         MAX is exact at or above the threshold (each such wait is read one by one); below it, \
@@ -230,6 +231,12 @@ pub struct TopArgs {
     /// With --batch: rows per view in each frame (the live screen shows what fits; scroll).
     #[arg(long, value_name = "N", default_value_t = 20, requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
+    /// Only the processes of this cgroup and the cgroups below it: a cgroup directory (v1 or
+    /// v2, e.g. /sys/fs/cgroup/cpu/batch) or a path under the cgroup2 mount as /proc/PID/cgroup
+    /// shows it (e.g. /system.slice/nginx.service). Members are read every refresh; the
+    /// machine line stays machine-wide.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
 }
 
 /// Flags of `schedlat run`.
@@ -457,6 +464,7 @@ fn top_command(args: &TopArgs) -> Result<ExitCode> {
         format: args.format,
         iterations: args.iterations,
         top: args.top as usize,
+        cgroup: args.cgroup.clone(),
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

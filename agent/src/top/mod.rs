@@ -12,9 +12,10 @@ pub mod model;
 pub mod terminal;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     io::Write,
     os::fd::AsRawFd as _,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -38,7 +39,8 @@ use crate::{
     trace::{self, WaitReader},
 };
 use model::{
-    CgroupRow, Drops, Frame, MachineRow, ProcessRow, SortKey, TickInput, Ui, View, Window,
+    CgroupFilter, CgroupRow, Drops, Frame, MachineRow, ProcessRow, SortKey, TickInput, Ui, View,
+    Window,
 };
 use terminal::{Key, Terminal};
 
@@ -72,6 +74,8 @@ pub struct TopOptions {
     pub iterations: Option<u32>,
     /// Rows per view in batch output.
     pub top: usize,
+    /// `--cgroup`: only the processes of this cgroup and those below it.
+    pub cgroup: Option<String>,
 }
 
 impl TopOptions {
@@ -121,6 +125,11 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
         )
         .into());
     }
+    let cgroup = options
+        .cgroup
+        .as_ref()
+        .map(|arg| trace::cgroup::resolve(arg).map(|dir| (arg.clone(), dir)))
+        .transpose()?;
     let prepared = WaitReader::prepare();
     let mut probes = Probes::load(&ProbeConfig {
         filter: None,
@@ -141,7 +150,7 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
         last_active: HashMap::new(),
         last_prune: Instant::now(),
         rows: None,
-        refreshed_at_ns: 0,
+        cgroup,
         page: 1,
     };
     let mut ui = Ui {
@@ -225,7 +234,7 @@ fn run_loop(
             continue;
         }
         state.drain(ring, probes)?;
-        state.tick(probes, now.duration_since(last_tick), options)?;
+        state.tick(probes, now.duration_since(last_tick), options, ui.paused)?;
         last_tick = now;
         frames += 1;
         if interactive {
@@ -251,8 +260,8 @@ fn handle_keys(keys: &[Key], ui: &mut Ui, state: &State) -> Action {
     let page = state.page;
     apply_keys(keys, ui, page, |view| {
         state.rows.as_ref().map_or(0, |r| match view {
-            View::Process => r.0.len(),
-            View::Cgroup => r.1.len(),
+            View::Process => r.processes.len(),
+            View::Cgroup => r.cgroups.len(),
         })
     })
 }
@@ -269,6 +278,7 @@ fn apply_keys(keys: &[Key], ui: &mut Ui, page: usize, rows_of: impl Fn(View) -> 
                 ui.scroll = 0;
             }
             Key::Char('r' | 'R') => ui.reverse = !ui.reverse,
+            Key::Char('p' | 'P' | ' ') => ui.paused = !ui.paused,
             Key::Char('h' | 'H' | '?') => ui.help = !ui.help,
             Key::Char(c) => {
                 if let Some(sort) = SortKey::from_key(c) {
@@ -328,6 +338,17 @@ fn print_frame(out: &mut dyn Write, state: &State, options: &TopOptions, ui: &Ui
     Ok(open && out.flush().is_ok())
 }
 
+/// The rows of one refresh and what the frame says of it.
+struct Rows {
+    processes: Vec<ProcessRow>,
+    cgroups: Vec<CgroupRow>,
+    machine: MachineRow,
+    filter: Option<CgroupFilter>,
+    covered_ns: u64,
+    /// Wall-clock time of the refresh, ns since the epoch.
+    at_ns: u64,
+}
+
 /// What the loop keeps between refreshes.
 struct State {
     reader: WaitReader,
@@ -341,10 +362,10 @@ struct State {
     /// Thread → the last refresh at which it had waited.
     last_active: HashMap<u32, Instant>,
     last_prune: Instant,
-    /// The rows of the last refresh (unsorted).
-    rows: Option<(Vec<ProcessRow>, Vec<CgroupRow>, MachineRow)>,
-    /// Wall-clock time of the last refresh, ns since the epoch.
-    refreshed_at_ns: u64,
+    /// The rows of the last refresh shown (unsorted); kept while paused.
+    rows: Option<Rows>,
+    /// `--cgroup`: as given, and its directory.
+    cgroup: Option<(String, PathBuf)>,
     /// Table rows the screen had room for at the last draw (PgUp/PgDn).
     page: usize,
 }
@@ -359,8 +380,15 @@ impl State {
         })
     }
 
-    /// Reads the kernel's maps, closes a tick of the window and works out the rows.
-    fn tick(&mut self, probes: &Probes, length: Duration, options: &TopOptions) -> Result<()> {
+    /// Reads the kernel's maps, closes a tick of the window and works out the rows (unless
+    /// `paused`: the rows shown stay).
+    fn tick(
+        &mut self,
+        probes: &Probes,
+        length: Duration,
+        options: &TopOptions,
+        paused: bool,
+    ) -> Result<()> {
         let started = Instant::now();
         let stats_now = probes.task_stats()?;
         let histograms_now = probes.histograms()?;
@@ -392,10 +420,36 @@ impl State {
         self.histograms = histograms_now;
         self.counters = counters_now;
         let read = started.elapsed();
-        self.refreshed_at_ns = trace::realtime_now_ns();
-        self.rows = Some(model::rows(&self.window, options.threshold_ns, |pid| {
-            describe(&mut self.processes, &mut self.reader.cgroups, pid)
-        }));
+        if paused {
+            return Ok(());
+        }
+        let members = self.cgroup.as_ref().map(|(arg, dir)| {
+            trace::cgroup::member_tgids(dir).unwrap_or_else(|e| {
+                log::warn!("top: cannot read the processes of cgroup {arg}: {e}");
+                BTreeSet::new()
+            })
+        });
+        let (processes, cgroups, machine) = model::rows(
+            &self.window,
+            options.threshold_ns,
+            |pid| members.as_ref().is_none_or(|m| m.contains(&pid)),
+            |pid| describe(&mut self.processes, &mut self.reader.cgroups, pid),
+        );
+        self.rows = Some(Rows {
+            processes,
+            cgroups,
+            machine,
+            filter: self
+                .cgroup
+                .as_ref()
+                .zip(members.as_ref())
+                .map(|((arg, _), m)| CgroupFilter {
+                    path: arg.clone(),
+                    processes: m.len(),
+                }),
+            covered_ns: self.window.covered_ns(),
+            at_ns: trace::realtime_now_ns(),
+        });
         log::debug!(
             "top: refresh: {} threads and {} process histograms read in {read:?}, rows in {:?}",
             self.stats.len(),
@@ -407,9 +461,9 @@ impl State {
 
     /// The sorted frame of the last refresh (rows cut to `top` per view).
     fn frame(&self, options: &TopOptions, ui: &Ui, top: usize) -> Option<Frame> {
-        let (processes, cgroups, machine) = self.rows.as_ref()?;
-        let mut processes = processes.clone();
-        let mut cgroups = cgroups.clone();
+        let rows = self.rows.as_ref()?;
+        let mut processes = rows.processes.clone();
+        let mut cgroups = rows.cgroups.clone();
         model::sort_processes(&mut processes, ui.sort, ui.reverse);
         model::sort_cgroups(&mut cgroups, ui.sort, ui.reverse);
         if options.batch {
@@ -417,12 +471,13 @@ impl State {
             cgroups.truncate(top);
         }
         Some(Frame {
-            time: clock::rfc3339(self.refreshed_at_ns),
-            covered_seconds: self.window.covered_ns() as f64 / 1e9,
+            time: clock::rfc3339(rows.at_ns),
+            covered_seconds: rows.covered_ns as f64 / 1e9,
             window_seconds: options.window.as_secs_f64(),
             threshold_ns: options.threshold_ns,
             diagnosis: options.diagnose,
-            machine: machine.clone(),
+            machine: rows.machine.clone(),
+            cgroup_filter: rows.filter.clone(),
             processes,
             cgroups,
         })
@@ -519,6 +574,7 @@ mod tests {
             format: OutputFormat::Text,
             iterations: None,
             top: 20,
+            cgroup: None,
         }
     }
 
@@ -535,6 +591,10 @@ mod tests {
     #[test]
     fn keys_change_the_view() {
         let mut ui = Ui::default();
+        apply_keys(&[Key::Char('p')], &mut ui, 10, |_| 0);
+        assert!(ui.paused, "p pauses");
+        apply_keys(&[Key::Char(' ')], &mut ui, 10, |_| 0);
+        assert!(!ui.paused, "space resumes");
         let rows = |view| if view == View::Process { 50 } else { 0 };
         assert_eq!(
             apply_keys(&[Key::Down, Key::Down, Key::Up], &mut ui, 10, rows),

@@ -424,14 +424,19 @@ pub struct MachineRow {
 pub fn rows(
     window: &Window,
     threshold_ns: u64,
+    include: impl Fn(u32) -> bool,
     mut describe: impl FnMut(u32) -> (Option<String>, String),
 ) -> (Vec<ProcessRow>, Vec<CgroupRow>, MachineRow) {
     let processes = window.processes();
+    let all_processes = processes.len();
     let mut machine = Totals::default();
     let mut cgroups: BTreeMap<String, (usize, Totals)> = BTreeMap::new();
     let mut rows = Vec::with_capacity(processes.len());
     for (pid, comm, totals) in processes {
         machine.merge(&totals);
+        if !include(pid) {
+            continue;
+        }
         let (name, cgroup) = describe(pid);
         let comm = name.unwrap_or(comm);
         let entry = cgroups.entry(cgroup.clone()).or_default();
@@ -455,7 +460,7 @@ pub fn rows(
     let (waits, drops) = window.machine_counts();
     let machine = MachineRow {
         waits,
-        processes: rows.len(),
+        processes: all_processes,
         stats: machine.stats(threshold_ns),
         drops,
     };
@@ -581,8 +586,19 @@ pub struct Frame {
     pub threshold_ns: u64,
     pub diagnosis: bool,
     pub machine: MachineRow,
+    /// With `--cgroup`: the rows are the processes of this cgroup and those below it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_filter: Option<CgroupFilter>,
     pub processes: Vec<ProcessRow>,
     pub cgroups: Vec<CgroupRow>,
+}
+
+/// `--cgroup`: the cgroup as given and how many processes it and its descendants held at the
+/// refresh.
+#[derive(Clone, Debug, Serialize)]
+pub struct CgroupFilter {
+    pub path: String,
+    pub processes: usize,
 }
 
 /// How the user looks at the frame (changed by keys).
@@ -596,6 +612,8 @@ pub struct Ui {
     pub help: bool,
     /// A live screen: the key line and the rows shown (not in batch output).
     pub interactive: bool,
+    /// The screen holds the last frame (measuring goes on).
+    pub paused: bool,
 }
 
 fn per_second(count: u64, covered_seconds: f64) -> String {
@@ -673,11 +691,12 @@ fn wrap(segments: &[String], width: usize) -> Vec<String> {
     lines
 }
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "q quit",
     "Tab/v processes|cgroups",
     "sort: t total 9 p99 m max w waits l long n name",
     "r reverse",
+    "p pause",
     "arrows PgUp/PgDn Home/End scroll",
     "h help",
 ];
@@ -840,35 +859,44 @@ pub fn render(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Screen {
 fn header(frame: &Frame, ui: &Ui, width: usize, max_rows: usize) -> Vec<String> {
     let m = &frame.machine;
     let covered = frame.covered_seconds;
-    let mut lines = wrap(
-        &[
-            format!("schedlat top - {}", frame.time),
-            format!(
-                "window {} of {}",
-                human_ns((covered * 1e9) as u64),
-                human_ns((frame.window_seconds * 1e9) as u64)
-            ),
-            format!(
-                "{} view, sorted by {}{}",
-                match ui.view {
-                    View::Process => "process",
-                    View::Cgroup => "cgroup",
-                },
-                ui.sort.label(),
-                if ui.reverse { " (reversed)" } else { "" }
-            ),
-            format!(
-                "long waits >= {}{}",
-                human_ns(frame.threshold_ns),
-                if frame.diagnosis {
-                    ""
-                } else {
-                    " (no diagnosis)"
-                }
-            ),
-        ],
-        width,
-    );
+    let mut first = vec![
+        format!(
+            "schedlat top - {}{}",
+            frame.time,
+            if ui.paused { " PAUSED (p resumes)" } else { "" }
+        ),
+        format!(
+            "window {} of {}",
+            human_ns((covered * 1e9) as u64),
+            human_ns((frame.window_seconds * 1e9) as u64)
+        ),
+        format!(
+            "{} view, sorted by {}{}",
+            match ui.view {
+                View::Process => "process",
+                View::Cgroup => "cgroup",
+            },
+            ui.sort.label(),
+            if ui.reverse { " (reversed)" } else { "" }
+        ),
+        format!(
+            "long waits >= {}{}",
+            human_ns(frame.threshold_ns),
+            if frame.diagnosis {
+                ""
+            } else {
+                " (no diagnosis)"
+            }
+        ),
+    ];
+    if let Some(filter) = &frame.cgroup_filter {
+        first.push(format!(
+            "only cgroup {} and below ({})",
+            filter.path,
+            count_of(filter.processes as u64, "process", "processes")
+        ));
+    }
+    let mut lines = wrap(&first, width);
     let mut machine = vec![
         format!(
             "machine: {} waits/s in {}",
@@ -1141,9 +1169,12 @@ mod tests {
             ],
             &[(1, &[MS; 10]), (2, &[MS, MS, MS, MS, 4 * MS]), (3, &[MS])],
         );
-        let (mut processes, mut cgroups, machine) = rows(&w, MS, |pid| {
-            (None, if pid == 3 { "/b".into() } else { "/a".into() })
-        });
+        let (mut processes, mut cgroups, machine) = rows(
+            &w,
+            MS,
+            |_| true,
+            |pid| (None, if pid == 3 { "/b".into() } else { "/a".into() }),
+        );
         sort_processes(&mut processes, SortKey::Total, false);
         assert_eq!(
             processes.iter().map(|r| r.pid).collect::<Vec<_>>(),
@@ -1175,6 +1206,50 @@ mod tests {
         assert_eq!(machine.waits, 16);
         assert_eq!(machine.processes, 3);
         assert_eq!(machine.stats.total_wait_ns, 19 * MS);
+
+        // --cgroup: the rows of the members only; the machine line stays machine-wide.
+        let (processes, cgroups, machine) = rows(
+            &w,
+            MS,
+            |pid| pid == 3,
+            |pid| (None, if pid == 3 { "/b".into() } else { "/a".into() }),
+        );
+        assert_eq!(processes.iter().map(|r| r.pid).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            cgroups
+                .iter()
+                .map(|c| c.cgroup.as_str())
+                .collect::<Vec<_>>(),
+            ["/b"]
+        );
+        assert_eq!((machine.processes, machine.waits), (3, 16));
+        assert_eq!(machine.stats.total_wait_ns, 19 * MS);
+    }
+
+    #[test]
+    fn the_header_names_the_cgroup_filter_and_a_pause() {
+        let mut frame = one_victim_frame();
+        frame.cgroup_filter = Some(CgroupFilter {
+            path: "/system.slice/app.service".into(),
+            processes: 1,
+        });
+        let ui = Ui {
+            paused: true,
+            interactive: true,
+            ..Ui::default()
+        };
+        let text = render(&frame, &ui, usize::MAX, 10).lines.join("\n");
+        assert!(text.contains("PAUSED (p resumes)"), "{text}");
+        assert!(
+            text.contains("only cgroup /system.slice/app.service and below (1 process)"),
+            "{text}"
+        );
+        assert!(text.contains("p pause"), "{text}");
+        let json = serde_json::to_value(&frame).expect("json");
+        assert_eq!(json["cgroup_filter"]["processes"], 1);
+        frame.cgroup_filter = None;
+        let json = serde_json::to_value(&frame).expect("json");
+        assert!(json.get("cgroup_filter").is_none(), "{json}");
     }
 
     fn one_victim_frame() -> Frame {
@@ -1189,7 +1264,7 @@ mod tests {
             &[(2, stats(2, 5, 8 * MS, 4 * MS, "victim"), true)],
             &[(2, &[MS, MS, MS, MS, 4 * MS])],
         );
-        let (processes, cgroups, machine) = rows(&w, MS, |_| (None, "/app".into()));
+        let (processes, cgroups, machine) = rows(&w, MS, |_| true, |_| (None, "/app".into()));
         Frame {
             time: "2026-11-26T15:00:00Z".into(),
             covered_seconds: 1.0,
@@ -1197,6 +1272,7 @@ mod tests {
             threshold_ns: MS,
             diagnosis: true,
             machine,
+            cgroup_filter: None,
             processes,
             cgroups,
         }

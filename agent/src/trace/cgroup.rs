@@ -13,6 +13,14 @@ use anyhow::Result;
 
 use crate::UsageError;
 
+/// The cgroup directory `--cgroup ARG` names on this machine (see `resolve_dir`).
+pub fn resolve(arg: &str) -> Result<PathBuf> {
+    let mount = std::fs::read("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::host::cgroups::cgroup2_mount(&String::from_utf8_lossy(&m)));
+    resolve_dir(arg, mount.as_deref())
+}
+
 /// The cgroup directory `--cgroup ARG` names: an existing cgroup directory given by absolute
 /// path (any hierarchy, e.g. `/sys/fs/cgroup/cpu/x`), or a path under the cgroup2 mount (as
 /// `/proc/PID/cgroup` shows it, e.g. `/system.slice/x.service`). Anything else is a usage error.

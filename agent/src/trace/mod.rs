@@ -159,10 +159,7 @@ pub fn resolve_scope(options: &TraceOptions) -> Result<Scope> {
         )
         .into()),
         Some(arg) => {
-            let mount = std::fs::read("/proc/self/mountinfo")
-                .ok()
-                .and_then(|m| crate::host::cgroups::cgroup2_mount(&String::from_utf8_lossy(&m)));
-            let dir = cgroup::resolve_dir(arg, mount.as_deref())?;
+            let dir = cgroup::resolve(arg)?;
             let members = cgroup::member_tgids(&dir).map_err(|e| {
                 UsageError(format!(
                     "cannot read the processes of cgroup {}: {e}",
