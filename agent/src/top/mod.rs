@@ -151,6 +151,7 @@ pub fn run(options: &TopOptions, out: &mut dyn Write, stop: &Arc<AtomicBool>) ->
         last_prune: Instant::now(),
         rows: None,
         cgroup,
+        cgroup_unreadable: false,
         page: 1,
     };
     let mut ui = Ui {
@@ -366,6 +367,8 @@ struct State {
     rows: Option<Rows>,
     /// `--cgroup`: as given, and its directory.
     cgroup: Option<(String, PathBuf)>,
+    /// Its members could not be read at the last refresh (warned once).
+    cgroup_unreadable: bool,
     /// Table rows the screen had room for at the last draw (PgUp/PgDn).
     page: usize,
 }
@@ -423,11 +426,21 @@ impl State {
         if paused {
             return Ok(());
         }
+        let unreadable = &mut self.cgroup_unreadable;
         let members = self.cgroup.as_ref().map(|(arg, dir)| {
-            trace::cgroup::member_tgids(dir).unwrap_or_else(|e| {
-                log::warn!("top: cannot read the processes of cgroup {arg}: {e}");
-                BTreeSet::new()
-            })
+            match trace::cgroup::member_tgids(dir) {
+                Ok(members) => {
+                    *unreadable = false;
+                    members
+                }
+                // Removed, say: no rows (the header says 0 processes); said once.
+                Err(e) => {
+                    if !std::mem::replace(unreadable, true) {
+                        log::warn!("top: cannot read the processes of cgroup {arg}: {e}");
+                    }
+                    BTreeSet::new()
+                }
+            }
         });
         let (processes, cgroups, machine) = model::rows(
             &self.window,
