@@ -13,6 +13,15 @@
 //! - `trace/`: `schedlat trace`;
 //! - `top/`: `schedlat top`.
 
+/// A line for people on stderr. Unlike `eprintln!`, a closed stderr (`2>&1 | head`) is no
+/// panic: the line is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 // One folder per responsibility (ARCHITECTURE.md walks the data path through them). All
 // private: the binary needs only the command line, so code nothing uses is a compile warning.
 mod cli;

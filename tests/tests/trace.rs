@@ -899,3 +899,24 @@ fn names_that_are_not_text_are_shown_escaped() {
         }
     }
 }
+
+/// `schedlat trace ... 2>&1 | head`: once the reader is gone, stderr is a closed pipe; the
+/// lines for people are dropped, not a panic (exit 101), and the trace ends normally.
+#[test]
+#[ignore = "needs root and the release binary: run by `cargo xtask test`"]
+fn a_closed_stderr_is_no_panic() {
+    let pid = std::process::id().to_string();
+    let mut child = Command::new(schedlat_bin())
+        .args(["trace", "--pid", &pid, "--duration", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn schedlat trace");
+    // The read end closed before schedlat writes its first line.
+    drop(child.stderr.take());
+    let status = child.wait().expect("wait");
+    assert!(
+        status.success(),
+        "schedlat trace with a closed stderr exited with {status}"
+    );
+}

@@ -363,9 +363,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Err(e) => {
             // A program the verifier refused: its deciding lines, not a 20,000-line log.
             let message = check::short_error(&e);
-            eprintln!("schedlat: error: {}", host::names::escape(&message));
+            say!("schedlat: error: {}", host::names::escape(&message));
             if message.len() < format!("{e:#}").len() {
-                eprintln!("schedlat: `schedlat check --verbose` prints the whole verifier log");
+                say!("schedlat: `schedlat check --verbose` prints the whole verifier log");
             }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
@@ -415,7 +415,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }),
         Command::GenerateMan { dir } => {
             for page in docs::write_man_pages(&dir)? {
-                println!("{}", page.display());
+                // A closed stdout (`| head`) is no panic.
+                let _ = writeln!(io::stdout(), "{}", page.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -488,7 +489,7 @@ fn run_command(args: RunArgs) -> Result<ExitCode> {
     };
     if args.check_config {
         let report = daemon::check_config(&options).map_err(|e| UsageError(format!("{e:#}")))?;
-        println!("{report}");
+        let _ = writeln!(io::stdout(), "{report}");
         return Ok(ExitCode::SUCCESS);
     }
     // A bad file is bad input (exit 2), found before anything is loaded.

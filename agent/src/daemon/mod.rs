@@ -249,7 +249,7 @@ impl Daemon {
             server.local_addr(),
             config.window.0
         );
-        eprintln!(
+        say!(
             "schedlat: serving http://{}/metrics (window {:?}); stop with Ctrl-C or SIGTERM",
             server.local_addr(),
             config.window.0
@@ -563,7 +563,7 @@ impl Daemon {
     fn stop(self) {
         self.server.stop();
         drop(self.probes);
-        eprintln!("schedlat: stopped; programs detached");
+        say!("schedlat: stopped; programs detached");
     }
 }
 

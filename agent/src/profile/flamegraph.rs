@@ -48,7 +48,7 @@ pub fn run(options: &FlamegraphOptions, stop: &AtomicBool) -> Result<()> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut lost_undecodable = 0u64;
     let start = Instant::now();
-    eprintln!(
+    say!(
         "schedlat: sampling {} at {} Hz for {:?} (Ctrl-C stops early)",
         if options.pids.is_empty() {
             "all CPUs".to_owned()
@@ -102,7 +102,7 @@ pub fn run(options: &FlamegraphOptions, stop: &AtomicBool) -> Result<()> {
         .with_context(|| format!("creating {}", options.output.display()))?;
     file.write_all(&svg)
         .with_context(|| format!("writing {}", options.output.display()))?;
-    eprintln!(
+    say!(
         "schedlat: {} samples ({} distinct stacks) written to {}{}",
         samples.len(),
         folded.len(),

@@ -690,7 +690,7 @@ fn warn_refused(dir: &std::path::Path, refused: &[u32], untraced: &mut usize) {
     let changed = refused.len() != *untraced;
     *untraced = refused.len();
     if changed && !refused.is_empty() {
-        eprintln!(
+        say!(
             "schedlat: the kernel's process filter (1024 processes) is full: {} processes of \
              cgroup {} are NOT traced (e.g. PID {})",
             refused.len(),
@@ -895,7 +895,7 @@ fn announce(options: &TraceOptions, scope: &Scope) {
         ),
         Scope::Machine => "every task on the machine".to_owned(),
     };
-    eprintln!(
+    say!(
         "Tracing run-queue waits of {what}; printing waits >= {}{}. Ctrl-C to stop.",
         events::human_ns(options.threshold_ns),
         options
@@ -1156,7 +1156,7 @@ fn refresh(scope: &mut Scope, probes: &mut Probes) -> Result<bool> {
         Scope::Tasks(targets) => {
             let alive = any_alive(&kernel_filter(targets))?;
             if !alive {
-                eprintln!("All traced tasks have exited.");
+                say!("All traced tasks have exited.");
             }
             Ok(alive)
         }
@@ -1168,7 +1168,7 @@ fn refresh(scope: &mut Scope, probes: &mut Probes) -> Result<bool> {
             let now = match cgroup::member_tgids(dir) {
                 Ok(now) => now,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    eprintln!("Cgroup {} was removed.", dir.display());
+                    say!("Cgroup {} was removed.", dir.display());
                     return Ok(false);
                 }
                 Err(e) => {
@@ -1205,7 +1205,7 @@ pub(crate) fn report_counters(counters: &[u64]) {
         .filter(|c| counters[**c as usize] > 0)
         .map(|c| format!("{}={}", c.name(), counters[*c as usize]))
         .collect();
-    eprintln!(
+    say!(
         "schedlat: {} measured, {} delivered; {}",
         events::count_of(counters[Counter::Samples as usize], "wait", "waits"),
         events::count_of(
