@@ -83,7 +83,7 @@ pub enum Command {
         window_seconds, threshold_ns, diagnosis, machine, cgroup_filter {path, processes} (with \
         --cgroup), processes, cgroups; each row: waits, \
         total_wait_ns, p99_ns, max_ns, long_waits, cause, cause_share, culprit {pid, comm, \
-        share}).\n\n\
+        share}, throttled_by (with throttled: the quota's cgroup and quota)).\n\n\
         MAX is exact at or above the threshold (each such wait is read one by one); below it, \
         the middle of the histogram slot (within 1.6 %). Needs root, or CAP_BPF and CAP_PERFMON."
     )]
@@ -161,7 +161,7 @@ pub struct TraceArgs {
     pub cgroup: Option<String>,
     /// Machine-wide and --cgroup traces: how many processes (and threads of each) the
     /// summaries show, most total wait first.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 20, conflicts_with_all = ["pids", "tids"], value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
     /// Histograms per process (runqlat -P) or per thread as well (runqlat -L).
     #[arg(long, value_enum, default_value = "process")]
@@ -228,7 +228,8 @@ pub struct TopArgs {
     /// With --batch: text frames or one JSON object per refresh.
     #[arg(long, value_enum, default_value = "text", requires = "batch")]
     pub format: OutputFormat,
-    /// With --batch: rows per view in each frame (the live screen shows what fits; scroll).
+    /// With --batch: rows in each frame, of the --view shown (JSON: of each view; the live
+    /// screen shows what fits, and scrolls).
     #[arg(long, value_name = "N", default_value_t = 20, requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
     /// Only the processes of this cgroup and the cgroups below it: a cgroup directory (v1 or
@@ -586,6 +587,11 @@ mod tests {
         let err = parse(&["schedlat", "trace", "--top", "0"]).expect_err("--top 0");
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
         assert!(parse(&["schedlat", "trace", "--interval", "1s", "--count", "2"]).is_ok());
+        // --top ranks the processes of a machine-wide or --cgroup trace: with --pid it would
+        // be ignored, so it is refused; its default does not conflict.
+        assert!(parse(&["schedlat", "trace", "--pid", "1", "--top", "5"]).is_err());
+        assert!(parse(&["schedlat", "trace", "--tid", "1", "--top", "5"]).is_err());
+        assert!(parse(&["schedlat", "trace", "--pid", "1"]).is_ok());
         let err = parse(&["schedlat", "trace", "--count", "2"]).expect_err("--count alone");
         assert_eq!(
             err.kind(),

@@ -885,12 +885,25 @@ fn announce(options: &TraceOptions, scope: &Scope) {
     let what = match scope {
         Scope::Tasks(targets) => targets
             .iter()
-            .map(|t| format!("{} ({})", t.tgid, t.comm))
+            .map(|t| {
+                if t.tids.is_empty() {
+                    format!("PID {} ({})", t.tgid, t.comm)
+                } else {
+                    let tids: Vec<String> = t.tids.iter().map(ToString::to_string).collect();
+                    format!(
+                        "{} {} of PID {} ({})",
+                        if t.tids.len() == 1 { "TID" } else { "TIDs" },
+                        tids.join(", "),
+                        t.tgid,
+                        t.comm
+                    )
+                }
+            })
             .collect::<Vec<_>>()
             .join(", "),
         Scope::Cgroup { dir, members, .. } => format!(
-            "the {} processes of cgroup {} and its descendants (refreshed every second)",
-            members.len(),
+            "the {} of cgroup {} and its descendants (refreshed every second)",
+            events::count_of(members.len() as u64, "process", "processes"),
             dir.display()
         ),
         Scope::Machine => "every task on the machine".to_owned(),
