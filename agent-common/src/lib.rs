@@ -148,8 +148,8 @@ pub struct DiagEvent {
     /// When the task was moved to this CPU while it waited (trace programs only); 0: not
     /// moved, or not known.
     pub migrated_ns: u64,
-    /// The waiting task's cgroup v2 id (0: not known; the trace programs leave it to user
-    /// space).
+    /// The waiting task's cgroup v2 id (0: not known, e.g. a kernel without the fields on
+    /// the path, `TaskOffsets::cgroups`; user space then asks /proc).
     pub cgroup_id: u64,
     /// Cumulative throttled time (rq clock ns) of the task's `cfs_rq` on this CPU at the start
     /// and at the end of the wait (`Settings::throttle_clock`); `THROTTLED_UNKNOWN` when not
@@ -543,8 +543,15 @@ pub struct TaskOffsets {
     pub pcount: u32,
     /// `prio` (only read when `Settings::diagnose` is on).
     pub prio: u32,
+    /// A task's cgroup v2 id: `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` →
+    /// `kernfs_node.id` (the trace programs read it for long waits, so a task that exits
+    /// before user space reads /proc keeps its cgroup); 0 when a field is missing.
+    pub cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
 }
-const _: () = assert!(size_of::<TaskOffsets>() == 44);
+const _: () = assert!(size_of::<TaskOffsets>() == 60);
 
 impl TaskOffsets {
     /// No offset known: what the object holds until the loader sets the real ones.
@@ -560,6 +567,10 @@ impl TaskOffsets {
         group_leader: 0,
         pcount: 0,
         prio: 0,
+        cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
     };
 }
 

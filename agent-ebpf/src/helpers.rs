@@ -64,6 +64,30 @@ pub fn kread<T: Copy + Default>(base: u64, offset: u32) -> T {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.unwrap_or_default()
 }
 
+/// The task's cgroup v2 id (`task_struct.cgroups->dfl_cgrp->kn->id`, what
+/// `bpf_get_current_cgroup_id` gives for the current task); 0 when the layout is not known.
+/// Four probe reads: for long waits only, not every switch.
+#[inline(always)]
+pub fn task_cgroup_id(task: *const task_struct) -> u64 {
+    let kn_id = cfg(&TASK_OFFSETS.kn_id);
+    if kn_id == 0 {
+        return 0;
+    }
+    let css_set: u64 = kread(task as u64, cfg(&TASK_OFFSETS.cgroups));
+    if css_set == 0 {
+        return 0;
+    }
+    let cgroup: u64 = kread(css_set, cfg(&TASK_OFFSETS.css_set_dfl_cgrp));
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn: u64 = kread(cgroup, cfg(&TASK_OFFSETS.cgroup_kn));
+    if kn == 0 {
+        return 0;
+    }
+    kread(kn, kn_id)
+}
+
 /// The task's (tid, tgid).
 #[inline(always)]
 pub fn task_ids(task: *const task_struct) -> Result<(u32, u32), ()> {

@@ -24,7 +24,7 @@ use crate::{
     config::{SETTINGS, cfg},
     helpers::{
         WaitSpan, count, enqueue, record_occupancy, record_of, stamp_if_preempted, submit_event,
-        take_record, task_comm, task_ids, throttled_total,
+        take_record, task_cgroup_id, task_comm, task_ids, throttled_total,
     },
     maps::{HIST, TASK_STATS},
 };
@@ -190,7 +190,12 @@ fn emit(
         start_ns: queued.enqueue_ts,
         end_ns: now,
         migrated_ns: queued.migrated_ns,
-        cgroup_id: 0,
+        // Read here, not from /proc later: a short-lived task may be gone by then.
+        cgroup_id: if cfg(&SETTINGS.diagnose) != 0 {
+            task_cgroup_id(task)
+        } else {
+            0
+        },
         // A move to another CPU changes the cfs_rq: the two readings no longer compare.
         throttled_start_ns: if queued.flags & FLAG_MIGRATED == 0 {
             queued.throttled_ns

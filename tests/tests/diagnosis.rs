@@ -161,6 +161,80 @@ fn self_contention_in_its_own_cgroup() {
     assert!(share >= 0.9, "the hog's share is {share:.2}, expected ~1.0");
 }
 
+/// Victims that live ~30 ms each (a shell loop pinned behind a hog of their own cgroup) are
+/// gone from /proc by the time their long waits are read: the programs read the waiting
+/// task's cgroup in the kernel, so the diagnosis still knows it is the hog's cgroup
+/// (`self_contention`). Read from /proc, most of them were `unknown` ("the waiting task's
+/// cgroup is not known"); a wrong id (another hierarchy's, the root's) would read
+/// `noisy_neighbour`.
+#[test]
+#[ignore = "needs root and the real kernel"]
+fn short_lived_victims_keep_their_cgroup() {
+    assert!(cpus() >= 2, "needs two CPUs");
+    let root = unified();
+    let app = Cgroup::new(&root, "shortlived");
+    let other = Cgroup::new(&root, "shortother");
+    let h = hog(&[&app], &["taskset", "-c", "1"]);
+    // CPU 0 busy too (another cgroup), so the pinned victims have no idle CPU to blame.
+    let _busy = hog(&[&other], &["taskset", "-c", "0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let tracer = Command::new("taskset")
+        .args(["-c", "0", &schedlat_bin()])
+        .args([
+            "trace",
+            "--threshold",
+            "1ms",
+            "--duration",
+            "5s",
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run schedlat trace");
+    std::thread::sleep(Duration::from_millis(800));
+    // The shell under a name of its own, exec'd once in the cgroup: its waits are all in the
+    // cgroup (before the move, the forked child is in the root cgroup, and its waits there
+    // are rightly another cause).
+    let shell = std::env::temp_dir().join(format!("shortvictim{}", std::process::id()));
+    std::fs::copy("/bin/sh", &shell).expect("copy /bin/sh");
+    let mut victims = std::collections::HashSet::new();
+    for _ in 0..25 {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec taskset -c 1 {} -c \
+             'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done'",
+            app.0.display(),
+            shell.display()
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .expect("spawn a short-lived victim");
+        victims.insert(u64::from(child.id()));
+        assert!(child.wait().expect("wait").success(), "victim failed");
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let out = tracer.wait_with_output().expect("schedlat trace");
+    let _ = std::fs::remove_file(&shell);
+    assert!(out.status.success(), "schedlat trace failed");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("cause").is_some())
+        .filter(|v| v["tgid"].as_u64().is_some_and(|t| victims.contains(&t)))
+        // Only the renamed shell's waits (the kernel's name: its first 15 bytes).
+        .filter(|v| {
+            v["comm"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("shortvictim"))
+        })
+        .collect();
+    let matching = dominant(&events, "self_contention", 10);
+    let share = culprit_share(&matching, &[h.pid()]);
+    assert!(share >= 0.9, "the hog's share is {share:.2}, expected ~1.0");
+}
+
 #[test]
 #[ignore = "needs root and the real kernel"]
 fn affinity_pinned_to_a_busy_cpu_while_another_idles() {

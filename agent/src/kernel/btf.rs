@@ -241,6 +241,9 @@ pub struct KernelLayout {
     /// What the sampler's run-queue walk reads; `None` when a field is missing (e.g. no
     /// `CONFIG_FAIR_GROUP_SCHED`).
     pub rq: Option<RqOffsets>,
+    /// The path from a task to its cgroup v2 id (`TaskOffsets::cgroups` ...); `None` when a
+    /// field is missing (no `CONFIG_CGROUPS`).
+    pub v2_cgroup: Option<[u32; 4]>,
     /// What the throttle programs read; `None` without `CONFIG_CFS_BANDWIDTH` (or a field
     /// missing).
     pub cgroup: Option<CgroupOffsets>,
@@ -278,6 +281,25 @@ fn cgroup_offsets_from_btf(btf: &Btf) -> Result<CgroupOffsets> {
 #[must_use]
 pub fn has_throttle_fields(o: &CgroupOffsets) -> bool {
     o.cfs_rq_tg != 0 && o.cfs_rq_rq != 0 && o.cfs_rq_throttled != 0 && o.cgroup_kn != 0
+}
+
+/// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`: the path from a
+/// task to its cgroup v2 id (what `bpf_get_current_cgroup_id` returns for the current task);
+/// `None` when one is missing.
+fn v2_cgroup_offsets(btf: &Btf) -> Result<Option<[u32; 4]>> {
+    let path = [
+        btf.member_offset("task_struct", "cgroups")?,
+        btf.member_offset("css_set", "dfl_cgrp")?,
+        btf.member_offset("cgroup", "kn")?,
+        btf.member_offset("kernfs_node", "id")?,
+    ];
+    // None of these fields is the first of its struct: 0 would be a missing one.
+    Ok(match path {
+        [Some(a), Some(b), Some(c), Some(d)] if a != 0 && b != 0 && c != 0 && d != 0 => {
+            Some([a, b, c, d])
+        }
+        _ => None,
+    })
 }
 
 /// Whether the throttled-time clock (`cfs_rq.throttled_clock_self_time`, 6.8+) is readable.
@@ -375,6 +397,10 @@ impl KernelLayout {
             group_leader: daemon.map_or(0, |d| d.group_leader_offset),
             pcount: stamps.map_or(0, |s| s.pcount),
             prio: daemon.map_or(0, |d| d.prio_offset),
+            cgroups: self.v2_cgroup.map_or(0, |o| o[0]),
+            css_set_dfl_cgrp: self.v2_cgroup.map_or(0, |o| o[1]),
+            cgroup_kn: self.v2_cgroup.map_or(0, |o| o[2]),
+            kn_id: self.v2_cgroup.map_or(0, |o| o[3]),
         }
     }
 
@@ -400,6 +426,10 @@ impl KernelLayout {
             rq: rq_offsets_from_btf(btf)
                 .inspect_err(|e| log::debug!("run-queue layout: {e:#}"))
                 .ok(),
+            v2_cgroup: v2_cgroup_offsets(btf)
+                .inspect_err(|e| log::debug!("cgroup v2 id layout: {e:#}"))
+                .ok()
+                .flatten(),
             cgroup: cgroup_offsets_from_btf(btf)
                 .inspect_err(|e| log::debug!("throttle layout: {e:#}"))
                 .ok(),
@@ -507,6 +537,7 @@ mod tests {
                 // The synthetic task_struct has no flags/on_rq/group_leader: no daemon layout.
                 daemon: None,
                 rq: None,
+                v2_cgroup: None,
                 cgroup: None,
             }
         );

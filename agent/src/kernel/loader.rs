@@ -861,6 +861,7 @@ mod tests {
                 task_se: 100,
                 ..RqOffsets::default()
             }),
+            v2_cgroup: Some([100, 104, 108, 112]),
             cgroup: None,
         }
     }
