@@ -161,8 +161,8 @@ fn self_contention_in_its_own_cgroup() {
     assert!(share >= 0.9, "the hog's share is {share:.2}, expected ~1.0");
 }
 
-/// Victims that live ~30 ms each (a shell loop pinned behind a hog of their own cgroup) are
-/// gone from /proc by the time their long waits are read: the programs read the waiting
+/// Victims that live ~100 ms each (60 rounds of 200 us busy, 1 ms asleep, pinned behind a hog
+/// of their own cgroup) are mostly gone from /proc by the time their long waits are read: the programs read the waiting
 /// task's cgroup in the kernel, so the diagnosis still knows it is the hog's cgroup
 /// (`self_contention`). Read from /proc, most of them were `unknown` ("the waiting task's
 /// cgroup is not known"); a wrong id (another hierarchy's, the root's) would read
@@ -185,7 +185,7 @@ fn short_lived_victims_keep_their_cgroup() {
             "--threshold",
             "1ms",
             "--duration",
-            "5s",
+            "7s",
             "--format",
             "json",
         ])
@@ -194,16 +194,15 @@ fn short_lived_victims_keep_their_cgroup() {
         .spawn()
         .expect("run schedlat trace");
     std::thread::sleep(Duration::from_millis(800));
-    // The shell under a name of its own, exec'd once in the cgroup: its waits are all in the
+    // schedlat-busy under a name of its own, exec'd in the cgroup: its waits are all in the
     // cgroup (before the move, the forked child is in the root cgroup, and its waits there
     // are rightly another cause).
     let shell = std::env::temp_dir().join(format!("shortvictim{}", std::process::id()));
-    std::fs::copy("/bin/sh", &shell).expect("copy /bin/sh");
+    std::fs::copy(common::scenario::BUSY, &shell).expect("copy schedlat-busy");
     let mut victims = std::collections::HashSet::new();
-    for _ in 0..25 {
+    for _ in 0..30 {
         let script = format!(
-            "echo $$ > {}/cgroup.procs && exec taskset -c 1 {} -c \
-             'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done'",
+            "echo $$ > {}/cgroup.procs && exec taskset -c 1 {} 200 1000 60",
             app.0.display(),
             shell.display()
         );
@@ -213,7 +212,7 @@ fn short_lived_victims_keep_their_cgroup() {
             .expect("spawn a short-lived victim");
         victims.insert(u64::from(child.id()));
         assert!(child.wait().expect("wait").success(), "victim failed");
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(30));
     }
     let out = tracer.wait_with_output().expect("schedlat trace");
     let _ = std::fs::remove_file(&shell);

@@ -1,7 +1,7 @@
-//! A busy service for schedlat's busy-node test: forever, spin for `SPIN_US`, then sleep for
-//! `SLEEP_US` (many wakeups, little CPU). Exits when killed.
+//! A busy service for schedlat's busy-node test: forever (or `ROUNDS` times), spin for
+//! `SPIN_US`, then sleep for `SLEEP_US` (many wakeups, little CPU). Exits when killed.
 //!
-//! Usage: `schedlat-busy SPIN_US SLEEP_US`
+//! Usage: `schedlat-busy SPIN_US SLEEP_US [ROUNDS]`
 
 #![allow(
     clippy::unwrap_used,
@@ -24,8 +24,11 @@ fn arg(index: usize, name: &str) -> u64 {
 fn main() {
     let spin = Duration::from_micros(arg(1, "SPIN_US"));
     let sleep = Duration::from_micros(arg(2, "SLEEP_US"));
+    let rounds = std::env::args()
+        .nth(3)
+        .map_or(u64::MAX, |a| a.parse().expect("ROUNDS: a number"));
     let mut x = 0u64;
-    loop {
+    for _ in 0..rounds {
         let start = Instant::now();
         while start.elapsed() < spin {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
