@@ -643,7 +643,7 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Summary> {
     std::fs::write(
         &config,
         "[incidents]\nwatch_processes = [\"demo-feed\"]\ncooldown = \"5s\"\nmax_per_minute = 20\n\
-         threshold = \"5ms\"\np99_threshold = \"0\"\n",
+         threshold = \"3ms\"\np99_threshold = \"0\"\n",
     )?;
     let schedlat_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let mut children = Children(Vec::new());
