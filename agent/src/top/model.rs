@@ -37,11 +37,33 @@ pub struct LongWaits {
     pub max_ns: u64,
     /// Of these waits, the diagnosed ones: cause → (waits, wait time in ns).
     pub causes: BTreeMap<Cause, (u64, u64)>,
-    /// Holder (tgid, name; `[idle]` is tgid 0) → time it held the CPU during the diagnosed
-    /// waits, in ns (each culprit's share of a wait times the wait).
-    pub holders: HashMap<(u32, String), f64>,
+    /// Holding process (tgid; `[idle]` is 0) → time its threads held the CPU during the
+    /// diagnosed waits, in ns (each culprit's share of a wait times the wait), and its name.
+    /// Per process, not per thread: a neighbour with two busy threads holds 80 %, not two
+    /// threads 40 % each.
+    pub holders: HashMap<u32, Holder>,
     /// Of the `throttled` waits: the throttling cgroup and quota → wait time, in ns.
     pub quotas: HashMap<String, u64>,
+}
+
+/// A process that held the CPU during long waits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Holder {
+    pub held_ns: f64,
+    /// The process's name: its main thread's when that was a culprit, else the first seen
+    /// thread's.
+    pub comm: String,
+    pub comm_is_leader: bool,
+}
+
+impl Holder {
+    fn add(&mut self, held_ns: f64, comm: &str, leader: bool) {
+        self.held_ns += held_ns;
+        if self.comm.is_empty() || (leader && !self.comm_is_leader) {
+            comm.clone_into(&mut self.comm);
+            self.comm_is_leader = leader;
+        }
+    }
 }
 
 impl LongWaits {
@@ -54,8 +76,11 @@ impl LongWaits {
             cause.0 += 1;
             cause.1 += wait_ns;
             for c in &d.culprits {
-                *self.holders.entry((c.tgid, c.comm.clone())).or_default() +=
-                    c.share * wait_ns as f64;
+                self.holders.entry(c.tgid).or_default().add(
+                    c.share * wait_ns as f64,
+                    &c.comm,
+                    c.tid == c.tgid,
+                );
             }
             if let Some(quota) = &d.throttled_by {
                 *self.quotas.entry(quota.clone()).or_default() += wait_ns;
@@ -72,8 +97,12 @@ impl LongWaits {
             mine.0 += n;
             mine.1 += ns;
         }
-        for (holder, ns) in &other.holders {
-            *self.holders.entry(holder.clone()).or_default() += ns;
+        for (pid, holder) in &other.holders {
+            self.holders.entry(*pid).or_default().add(
+                holder.held_ns,
+                &holder.comm,
+                holder.comm_is_leader,
+            );
         }
         for (quota, ns) in &other.quotas {
             *self.quotas.entry(quota.clone()).or_default() += ns;
@@ -115,14 +144,15 @@ impl LongWaits {
         if diagnosed == 0 {
             return None;
         }
-        let ((pid, comm), held) = self
-            .holders
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
+        let (pid, holder) = self.holders.iter().max_by(|a, b| {
+            a.1.held_ns
+                .total_cmp(&b.1.held_ns)
+                .then_with(|| b.0.cmp(a.0))
+        })?;
         Some(Culprit {
             pid: *pid,
-            comm: comm.clone(),
-            share: (held / diagnosed as f64).min(1.0),
+            comm: holder.comm.clone(),
+            share: (holder.held_ns / diagnosed as f64).min(1.0),
         })
     }
 }
@@ -709,8 +739,8 @@ const HELP: [&str; 10] = [
     "P99/MAX  99th percentile (within 1.6 %) and longest wait; MAX is exact at or above the",
     "         threshold, below it the histogram slot's middle",
     "CAUSE    the cause of most of the long-wait time, and its share of that time",
-    "CULPRIT  the task that held the CPU for most of the long-wait time, and its share; for",
-    "         throttled, the cgroup whose CPU quota did it",
+    "CULPRIT  the task that held the CPU for most of the long-wait time (its process: the",
+    "         threads summed), and its share; for throttled, the cgroup whose CPU quota did it",
     "Narrow terminal: LONG, WAITS/s, P99 and CGROUP are left out first. h again: back.",
 ];
 
@@ -1150,6 +1180,41 @@ mod tests {
         tie.record(MS, Some(&diagnosis(Cause::Affinity, &[])));
         assert_eq!(tie.dominant_cause().expect("cause").0, Cause::Affinity);
         assert_eq!(tie.main_culprit(), None, "no holder recorded");
+    }
+
+    #[test]
+    fn the_culprit_is_the_process_its_threads_summed() {
+        let held = |tid: u32, tgid: u32, comm: &str, share: f64| Held {
+            tid,
+            tgid,
+            comm: comm.to_owned(),
+            cgroup: String::new(),
+            share,
+        };
+        let mut d = diagnosis(Cause::NoisyNeighbour, &[]);
+        // Two threads of process 20 (42 % and 40 %) against one of process 30 (18 %).
+        d.culprits = vec![
+            held(21, 20, "worker-1", 0.42),
+            held(22, 20, "worker-2", 0.40),
+            held(31, 30, "other", 0.18),
+        ];
+        let mut long = LongWaits::default();
+        long.record(10 * MS, Some(&d));
+        let culprit = long.main_culprit().expect("culprit");
+        assert_eq!((culprit.pid, culprit.comm.as_str()), (20, "worker-1"));
+        assert!((culprit.share - 0.82).abs() < 1e-9, "{}", culprit.share);
+        // Once the main thread is seen, the process goes by its name.
+        d.culprits = vec![held(20, 20, "neighbour", 0.5)];
+        let mut later = LongWaits::default();
+        later.record(10 * MS, Some(&d));
+        long.merge(&later);
+        let culprit = long.main_culprit().expect("culprit");
+        assert_eq!((culprit.pid, culprit.comm.as_str()), (20, "neighbour"));
+        assert!(
+            (culprit.share - 1.32 / 2.0).abs() < 1e-9,
+            "{}",
+            culprit.share
+        );
     }
 
     #[test]
