@@ -83,7 +83,7 @@ pub enum Command {
         window_seconds, threshold_ns, diagnosis, machine, cgroup_filter {path, processes} (with \
         --cgroup), processes, cgroups; each row: waits, \
         total_wait_ns, p99_ns, max_ns, long_waits, cause, cause_share, culprit {pid, comm, \
-        share}, throttled_by (with throttled: the quota's cgroup and quota)).\n\n\
+        share, kernel_thread}, throttled_by (with throttled: the quota's cgroup and quota)).\n\n\
         MAX is exact at or above the threshold (each such wait is read one by one); below it, \
         the middle of the histogram slot (within 1.6 %). Needs root, or CAP_BPF and CAP_PERFMON."
     )]

@@ -23,10 +23,27 @@ use crate::{
 pub struct Culprit {
     pub tid: u32,
     pub tgid: u32,
+    /// The thread's name as the kernel has it (escaped like every name).
     pub comm: String,
     pub cgroup: String,
     /// Share of the wait, 0..1.
     pub share: f64,
+    /// A kernel thread (`PF_KTHREAD`). Absent in bundles written before it existed, whose
+    /// `comm` ends in ` (kernel thread)` instead.
+    #[serde(default)]
+    pub kernel_thread: bool,
+}
+
+impl Culprit {
+    /// The name for people: `kswapd0 (kernel thread)` for a kernel thread.
+    #[must_use]
+    pub fn label(&self) -> String {
+        if self.kernel_thread {
+            format!("{} (kernel thread)", self.comm)
+        } else {
+            self.comm.clone()
+        }
+    }
 }
 
 /// The diagnosis of one long wait.
@@ -64,7 +81,7 @@ impl Diagnosis {
     pub fn culprit_label(&self) -> String {
         self.culprit().map_or_else(
             || "-".to_owned(),
-            |c| format!("{} {:.0}%", c.comm, 100.0 * c.share),
+            |c| format!("{} {:.0}%", c.label(), 100.0 * c.share),
         )
     }
 }
@@ -469,6 +486,7 @@ fn culprits(occ: &Occupation, d: &DiagEvent, host: &mut dyn Host) -> Vec<Culprit
                 comm: "[idle]".to_owned(),
                 cgroup: "[idle]".to_owned(),
                 share: occ.share(ns),
+                kernel_thread: false,
             },
             Some(h) => Culprit {
                 tid: h.tid,
@@ -476,6 +494,7 @@ fn culprits(occ: &Occupation, d: &DiagEvent, host: &mut dyn Host) -> Vec<Culprit
                 comm: holder_comm(h, d),
                 cgroup: host.cgroup_label(h.cgroup_id),
                 share: occ.share(ns),
+                kernel_thread: h.kthread,
             },
         })
         .collect()
@@ -484,14 +503,9 @@ fn culprits(occ: &Occupation, d: &DiagEvent, host: &mut dyn Host) -> Vec<Culprit
 /// A holder's name: from /proc while it lives, else the event's preemptor name if it was the
 /// last one, else `?`.
 fn holder_comm(h: &Holder, d: &DiagEvent) -> String {
-    let name = procinfo::thread_comm(h.tgid, h.tid)
+    procinfo::thread_comm(h.tgid, h.tid)
         .or_else(|| (d.event.preemptor_tid == h.tid).then(|| comm_str(&d.event.preemptor_comm)))
-        .unwrap_or_else(|| "?".to_owned());
-    if h.kthread {
-        format!("{name} (kernel thread)")
-    } else {
-        name
-    }
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// The one-sentence verdict.
@@ -509,7 +523,7 @@ fn verdict(
         culprits
             .iter()
             .find(|c| pred(c))
-            .map(|c| format!("{} ({}, {})", c.comm, c.cgroup, pct(c.share)))
+            .map(|c| format!("{} ({}, {})", c.label(), c.cgroup, pct(c.share)))
     };
     let mostly = |pred: &dyn Fn(&Culprit) -> bool| {
         top(pred).map_or_else(String::new, |t| format!("; mostly {t}"))
@@ -553,7 +567,9 @@ fn verdict(
         Cause::Irq => format!("interrupts took {} of the {wait} wait", pct(class.share)),
         Cause::Stalled => format!(
             "{} held the CPU without a break for {} of the {wait} wait",
-            culprits.first().map_or("?", |c| c.comm.as_str()),
+            culprits
+                .first()
+                .map_or_else(|| "?".to_owned(), Culprit::label),
             ms(occ.holders.first().map_or(0, |h| h.longest_ns))
         ),
         Cause::NoisyNeighbour => format!(
@@ -589,7 +605,7 @@ fn verdict(
             "no single cause explains most of the {wait} wait{}",
             culprits
                 .first()
-                .map(|c| format!(" (largest share: {} {})", c.comm, pct(c.share)))
+                .map(|c| format!(" (largest share: {} {})", c.label(), pct(c.share)))
                 .unwrap_or_default()
         ),
     }

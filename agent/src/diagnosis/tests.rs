@@ -314,3 +314,28 @@ fn the_root_cgroup_is_no_group_but_a_process_is() {
     let occ = occupation(&r, 0, 100 * MS, None, 9);
     assert_eq!(classify(&occ, &evidence()).cause, Cause::SelfContention);
 }
+
+/// A culprit's `comm` is the name as is, `kernel_thread` says what it is; people read
+/// `name (kernel thread)`. Bundles written before the field read as not a kernel thread (their
+/// `comm` carries the words).
+#[test]
+fn culprits_say_kernel_thread_beside_the_name() {
+    let c = engine::Culprit {
+        tid: 15,
+        tgid: 15,
+        comm: "rcu_preempt".into(),
+        cgroup: "/".into(),
+        share: 0.5,
+        kernel_thread: true,
+    };
+    assert_eq!(c.label(), "rcu_preempt (kernel thread)");
+    let json = serde_json::to_value(&c).expect("json");
+    assert_eq!(json["comm"], "rcu_preempt");
+    assert_eq!(json["kernel_thread"], true);
+    let old: engine::Culprit = serde_json::from_str(
+        r#"{"tid":15,"tgid":15,"comm":"rcu_preempt (kernel thread)","cgroup":"/","share":0.5}"#,
+    )
+    .expect("an old bundle's culprit");
+    assert!(!old.kernel_thread);
+    assert_eq!(old.label(), "rcu_preempt (kernel thread)");
+}

@@ -54,11 +54,13 @@ pub struct Holder {
     /// thread's.
     pub comm: String,
     pub comm_is_leader: bool,
+    pub kernel_thread: bool,
 }
 
 impl Holder {
-    fn add(&mut self, held_ns: f64, comm: &str, leader: bool) {
+    fn add(&mut self, held_ns: f64, comm: &str, leader: bool, kernel_thread: bool) {
         self.held_ns += held_ns;
+        self.kernel_thread |= kernel_thread;
         if self.comm.is_empty() || (leader && !self.comm_is_leader) {
             comm.clone_into(&mut self.comm);
             self.comm_is_leader = leader;
@@ -80,6 +82,7 @@ impl LongWaits {
                     c.share * wait_ns as f64,
                     &c.comm,
                     c.tid == c.tgid,
+                    c.kernel_thread,
                 );
             }
             if let Some(quota) = &d.throttled_by {
@@ -102,6 +105,7 @@ impl LongWaits {
                 holder.held_ns,
                 &holder.comm,
                 holder.comm_is_leader,
+                holder.kernel_thread,
             );
         }
         for (quota, ns) in &other.quotas {
@@ -153,6 +157,7 @@ impl LongWaits {
             pid: *pid,
             comm: holder.comm.clone(),
             share: (holder.held_ns / diagnosed as f64).min(1.0),
+            kernel_thread: holder.kernel_thread,
         })
     }
 }
@@ -396,6 +401,7 @@ pub struct Culprit {
     pub comm: String,
     /// Its share of the row's diagnosed long-wait time, 0..1.
     pub share: f64,
+    pub kernel_thread: bool,
 }
 
 /// The figures of one row over the window.
@@ -676,10 +682,12 @@ fn culprit_cell(s: &RowStats) -> String {
         || "-".into(),
         |c| {
             let share = 100.0 * c.share;
-            match c.comm.strip_suffix(" (kernel thread)") {
-                _ if c.pid == 0 => format!("{} {share:.0}%", c.comm),
-                Some(kthread) => format!("[{kthread}][{}] {share:.0}%", c.pid),
-                None => format!("{}[{}] {share:.0}%", c.comm, c.pid),
+            if c.pid == 0 {
+                format!("{} {share:.0}%", c.comm)
+            } else if c.kernel_thread {
+                format!("[{}][{}] {share:.0}%", c.comm, c.pid)
+            } else {
+                format!("{}[{}] {share:.0}%", c.comm, c.pid)
             }
         },
     )
@@ -1034,6 +1042,7 @@ mod tests {
                     comm: (*comm).to_owned(),
                     cgroup: String::new(),
                     share: *share,
+                    kernel_thread: false,
                 })
                 .collect(),
             rest_share: 0.0,
@@ -1190,6 +1199,7 @@ mod tests {
             comm: comm.to_owned(),
             cgroup: String::new(),
             share,
+            kernel_thread: false,
         };
         let mut d = diagnosis(Cause::NoisyNeighbour, &[]);
         // Two threads of process 20 (42 % and 40 %) against one of process 30 (18 %).
@@ -1447,8 +1457,9 @@ mod tests {
         let kthread = RowStats {
             culprit: Some(Culprit {
                 pid: 98,
-                comm: "kswapd0 (kernel thread)".into(),
+                comm: "kswapd0".into(),
                 share: 0.5,
+                kernel_thread: true,
             }),
             ..RowStats::default()
         };
