@@ -31,61 +31,47 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// `tmux -L SOCKET ARGS` on CPU 0. The server (forked by the first command, it keeps this
+    /// affinity) and every client stay there: redrawing on the victim's CPU 1 would hold it
+    /// during its waits.
+    fn command(socket: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0", "tmux", "-L", socket]).args(args);
+        command
+    }
+
     fn start(command: &str, width: u32, height: u32) -> Self {
         let socket = format!("schedlat-top-test-{}", std::process::id());
-        // The tmux server (forked here, it keeps this affinity) and every client on CPU 0:
-        // redrawing on the victim's CPU 1 would hold it during its waits.
-        let status = Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "tmux",
-                "-L",
-                &socket,
+        let (width, height) = (width.to_string(), height.to_string());
+        let status = Self::command(
+            &socket,
+            &[
                 "new-session",
                 "-d",
                 "-s",
                 "top",
-            ])
-            .args(["-x", &width.to_string(), "-y", &height.to_string()])
-            .arg(command)
-            .status()
-            .expect("run tmux (installed by `cargo xtask setup`)");
+                "-x",
+                &width,
+                "-y",
+                &height,
+                command,
+            ],
+        )
+        .status()
+        .expect("run tmux (installed by `cargo xtask setup`)");
         assert!(status.success(), "tmux new-session failed");
         Self { socket }
     }
 
     fn capture(&self) -> String {
-        let out = Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "tmux",
-                "-L",
-                &self.socket,
-                "capture-pane",
-                "-p",
-                "-t",
-                "top",
-            ])
+        let out = Self::command(&self.socket, &["capture-pane", "-p", "-t", "top"])
             .output()
             .expect("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn send(&self, key: &str) {
-        let status = Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "tmux",
-                "-L",
-                &self.socket,
-                "send-keys",
-                "-t",
-                "top",
-                key,
-            ])
+        let status = Self::command(&self.socket, &["send-keys", "-t", "top", key])
             .status()
             .expect("tmux send-keys");
         assert!(status.success(), "tmux send-keys {key} failed");
@@ -110,8 +96,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+        let _ = Self::command(&self.socket, &["kill-server"])
             .stderr(std::process::Stdio::null())
             .status();
     }

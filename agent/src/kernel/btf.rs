@@ -241,9 +241,9 @@ pub struct KernelLayout {
     /// What the sampler's run-queue walk reads; `None` when a field is missing (e.g. no
     /// `CONFIG_FAIR_GROUP_SCHED`).
     pub rq: Option<RqOffsets>,
-    /// The path from a task to its cgroup v2 id (`TaskOffsets::cgroups` ...); `None` when a
-    /// field is missing (no `CONFIG_CGROUPS`).
-    pub v2_cgroup: Option<[u32; 4]>,
+    /// The path from a task to its cgroup v2 id; `None` when a field is missing (no
+    /// `CONFIG_CGROUPS`).
+    pub v2_cgroup: Option<V2CgroupPath>,
     /// What the throttle programs read; `None` without `CONFIG_CFS_BANDWIDTH` (or a field
     /// missing).
     pub cgroup: Option<CgroupOffsets>,
@@ -283,23 +283,37 @@ pub fn has_throttle_fields(o: &CgroupOffsets) -> bool {
     o.cfs_rq_tg != 0 && o.cfs_rq_rq != 0 && o.cfs_rq_throttled != 0 && o.cgroup_kn != 0
 }
 
-/// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`: the path from a
-/// task to its cgroup v2 id (what `bpf_get_current_cgroup_id` returns for the current task);
-/// `None` when one is missing.
-fn v2_cgroup_offsets(btf: &Btf) -> Result<Option<[u32; 4]>> {
-    let path = [
-        btf.member_offset("task_struct", "cgroups")?,
-        btf.member_offset("css_set", "dfl_cgrp")?,
-        btf.member_offset("cgroup", "kn")?,
-        btf.member_offset("kernfs_node", "id")?,
-    ];
-    // None of these fields is the first of its struct: 0 would be a missing one.
-    Ok(match path {
-        [Some(a), Some(b), Some(c), Some(d)] if a != 0 && b != 0 && c != 0 && d != 0 => {
-            Some([a, b, c, d])
-        }
-        _ => None,
-    })
+/// The path from a task to its cgroup v2 id (what `bpf_get_current_cgroup_id` returns for the
+/// current task), as the trace programs follow it (`TaskOffsets::cgroups` ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V2CgroupPath {
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
+    pub cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+}
+
+/// `None` when a field is missing. None of them is the first of its struct: 0 would be a
+/// missing one too.
+fn v2_cgroup_offsets(btf: &Btf) -> Result<Option<V2CgroupPath>> {
+    let field = |st: &str, name: &str| -> Result<Option<u32>> {
+        Ok(btf.member_offset(st, name)?.filter(|&offset| offset != 0))
+    };
+    let (Some(cgroups), Some(css_set_dfl_cgrp), Some(cgroup_kn), Some(kn_id)) = (
+        field("task_struct", "cgroups")?,
+        field("css_set", "dfl_cgrp")?,
+        field("cgroup", "kn")?,
+        field("kernfs_node", "id")?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(V2CgroupPath {
+        cgroups,
+        css_set_dfl_cgrp,
+        cgroup_kn,
+        kn_id,
+    }))
 }
 
 /// Whether the throttled-time clock (`cfs_rq.throttled_clock_self_time`, 6.8+) is readable.
@@ -397,10 +411,10 @@ impl KernelLayout {
             group_leader: daemon.map_or(0, |d| d.group_leader_offset),
             pcount: stamps.map_or(0, |s| s.pcount),
             prio: daemon.map_or(0, |d| d.prio_offset),
-            cgroups: self.v2_cgroup.map_or(0, |o| o[0]),
-            css_set_dfl_cgrp: self.v2_cgroup.map_or(0, |o| o[1]),
-            cgroup_kn: self.v2_cgroup.map_or(0, |o| o[2]),
-            kn_id: self.v2_cgroup.map_or(0, |o| o[3]),
+            cgroups: self.v2_cgroup.map_or(0, |o| o.cgroups),
+            css_set_dfl_cgrp: self.v2_cgroup.map_or(0, |o| o.css_set_dfl_cgrp),
+            cgroup_kn: self.v2_cgroup.map_or(0, |o| o.cgroup_kn),
+            kn_id: self.v2_cgroup.map_or(0, |o| o.kn_id),
         }
     }
 

@@ -825,7 +825,7 @@ mod tests {
     use agent_common::names::{global, map, program};
 
     use super::*;
-    use crate::kernel::btf::{DaemonLayout, SchedInfoLayout};
+    use crate::kernel::btf::{DaemonLayout, SchedInfoLayout, V2CgroupPath};
 
     fn features(task_storage: bool) -> Features {
         Features {
@@ -861,7 +861,12 @@ mod tests {
                 task_se: 100,
                 ..RqOffsets::default()
             }),
-            v2_cgroup: Some([100, 104, 108, 112]),
+            v2_cgroup: Some(V2CgroupPath {
+                cgroups: 100,
+                css_set_dfl_cgrp: 104,
+                cgroup_kn: 108,
+                kn_id: 112,
+            }),
             cgroup: None,
         }
     }
