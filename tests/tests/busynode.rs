@@ -394,9 +394,11 @@ fn a_full_kernel_map_folds_waits_instead_of_dropping_them() {
         folded > 0.0,
         "{PROCESSES} processes waited in one window with room for 1024: some must fold"
     );
+    // The two totals come from two maps read one after the other, so waits in between count
+    // in one only (20 of 17443, 0.115 %, in one run); losing the folded waits would be ~10 %.
     let off = (end.process_waits - end.events_total).abs() / end.events_total;
     assert!(
-        off < 0.001,
+        off < 0.005,
         "per-process total {} vs all waits {}: {:.3} % apart; folded waits must stay counted",
         end.process_waits,
         end.events_total,
